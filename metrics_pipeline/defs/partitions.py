@@ -1,0 +1,31 @@
+"""The two partition definitions every asset shares (SPEC §4).
+
+Hourly for sources, `rollup_5m`, `rollup_1h` and `sla_hourly`; daily for `rollup_1d` and `sla_daily`.
+Both are UTC and include the in-progress period (`end_offset=1`), so the current hour can be
+re-materialised every few minutes for fresh dashboards. Five-minute buckets are rows, not partitions.
+
+The first partition comes from `METRICS_PIPELINE_START_DATE` (ISO date, default 2025-01-01): move it
+back to backfill older history (CloudWatch keeps at most 455 days).
+"""
+
+import os
+from datetime import date
+
+import dagster as dg
+
+START_DATE_ENV = "METRICS_PIPELINE_START_DATE"
+DEFAULT_START_DATE = "2025-01-01"
+
+
+def start_date() -> str:
+    value = os.environ.get(START_DATE_ENV, DEFAULT_START_DATE)
+    try:
+        return date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise ValueError(f"{START_DATE_ENV} must be an ISO date like 2025-01-01, got {value!r}") from None
+
+
+hourly_partitions = dg.HourlyPartitionsDefinition(
+    start_date=f"{start_date()}-00:00", timezone="UTC", end_offset=1
+)
+daily_partitions = dg.DailyPartitionsDefinition(start_date=start_date(), timezone="UTC", end_offset=1)

@@ -1,0 +1,55 @@
+"""Resources shared by every domain, defined once.
+
+The warehouse DSN is a secret (it may carry a password), so it only ever comes from the environment
+through `EnvVar`; `make dev` and the CLI export it after starting the embedded PostgreSQL. The
+resource is a thin wrapper: loading and migrations are plain Python in `metrics_pipeline.lib`.
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+
+import dagster as dg
+import pandas as pd
+import psycopg
+from pydantic import Field
+
+from metrics_pipeline.lib import loader, migrate
+from metrics_pipeline.lib.settings import DEFAULT_SCHEMA, DSN_ENV, schema_name, validate_identifier
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """PostgreSQL warehouse: where every asset writes, through set-based SQL and the COPY loader."""
+
+    dsn: str = Field(description="libpq DSN of the warehouse database (from METRICS_PIPELINE_DSN).")
+    schema_name: str = Field(default=DEFAULT_SCHEMA, description="Schema holding every project table.")
+
+    @property
+    def schema(self) -> str:
+        return validate_identifier(self.schema_name, what="schema_name")
+
+    def migrate(self) -> list[int]:
+        """Apply pending migrations; returns the versions applied."""
+        return migrate.migrate(self.dsn, self.schema)
+
+    @contextmanager
+    def connect(self) -> Iterator[psycopg.Connection]:
+        """An autocommit connection to a migrated warehouse; use `conn.transaction()` for atomic work."""
+        migrate.ensure_migrated(self.dsn, self.schema)
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            yield conn
+
+    def load_points(
+        self, frame: pd.DataFrame, *, source: str, start: datetime, end: datetime, out_of_window: str = "error"
+    ) -> loader.LoadResult:
+        """Replace `source`'s points in [start, end) with `frame` (see `lib.loader.load_points`)."""
+        return loader.load_points(
+            self.dsn, frame, source=source, start=start, end=end, schema=self.schema, out_of_window=out_of_window
+        )
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    return dg.Definitions(
+        resources={"warehouse": WarehouseResource(dsn=dg.EnvVar(DSN_ENV), schema_name=schema_name())},
+    )

@@ -1,0 +1,510 @@
+"""The one way points reach the warehouse: validate a frame, register its series, replace a window.
+
+`load_points(dsn, frame, source=..., start=..., end=...)` makes `points` hold, for that source and
+[start, end), exactly the rows of `frame`: nothing older survives in the window, nothing is
+duplicated, and a failure at any step leaves the window as it was.
+
+How, and why this way:
+1. The frame is validated and normalised in numpy (vectorised; no per-row Python): timezone-aware
+   timestamps inside the window, numeric values, NaN/inf dropped and counted, duplicate
+   (series, ts) collapsed to the last occurrence and counted. Anything else malformed is a
+   ValueError naming the column and showing an example row.
+2. Distinct series are registered with two set-based statements (insert missing, then look up ids).
+3. In **one transaction**: delete the source's window, then `COPY ... FROM STDIN (FORMAT BINARY)`
+   the rows straight into `points` (into the day partition itself when the window lies in one day,
+   which skips per-row partition routing). The binary COPY buffer is built by numpy.
+   We do not stage into a temporary table first: validation and de-duplication already happened
+   in step 1, so a staging copy would only write every row twice. Atomicity comes from the
+   transaction: if COPY fails half-way, the delete is rolled back with it.
+4. Loads of the same source and UTC day take a transaction advisory lock (in sorted order, so no
+   deadlocks), so overlapping windows of one source never interleave their delete and insert.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections import Counter
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import psycopg
+
+from metrics_pipeline.lib import migrate, partitioning
+from metrics_pipeline.lib.settings import validate_identifier
+
+#: Columns of a normalised points frame (SPEC §2). `source` is optional: it is given to load_points.
+POINT_COLUMNS = ("metric", "resource", "labels", "unit", "ts", "value")
+
+_PG_EPOCH_US = 946_684_800 * 1_000_000  # 2000-01-01T00:00:00Z in microseconds since 1970
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
+_COPY_TRAILER = (-1).to_bytes(2, "big", signed=True)
+# One binary COPY row of points(series_id int4, ts timestamptz, value float8), big-endian, packed.
+_COPY_ROW = np.dtype(
+    [("nfields", ">i2"), ("len_sid", ">i4"), ("sid", ">i4"), ("len_ts", ">i4"), ("ts", ">i8"),
+     ("len_value", ">i4"), ("value", ">f8")]
+)
+_COPY_CHUNK_ROWS = 250_000
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadResult:
+    """What a load did; `as_metadata()` gives the plain values assets put in their metadata."""
+
+    source: str
+    start: datetime
+    end: datetime
+    points: int
+    replaced: int
+    series: int
+    new_series: int
+    dropped: dict[str, int]
+    first_ts: datetime | None
+    last_ts: datetime | None
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
+
+    def as_metadata(self) -> dict[str, Any]:
+        return {
+            "points": self.points,
+            "replaced_points": self.replaced,
+            "series": self.series,
+            "new_series": self.new_series,
+            "dropped": self.dropped_total,
+            **{f"dropped_{reason}": count for reason, count in sorted(self.dropped.items())},
+            "window_start": self.start.isoformat(),
+            "window_end": self.end.isoformat(),
+        }
+
+
+@dataclasses.dataclass
+class _Prepared:
+    """A validated frame: one entry per distinct series, and per-row arrays into it."""
+
+    series_metric: list[str]
+    series_resource: list[str]
+    series_labels: list[str]
+    series_unit: list[str]
+    codes: np.ndarray  # row -> index into the series lists
+    ts_us: np.ndarray  # microseconds since 2000-01-01 UTC (PostgreSQL's epoch)
+    values: np.ndarray
+    dropped: Counter
+
+
+def _example(frame: pd.DataFrame, mask: np.ndarray) -> str:
+    """The first offending row, for error messages."""
+    position = int(np.flatnonzero(mask)[0])
+    row = frame.iloc[position]
+    shown = {col: row[col] for col in frame.columns if col in POINT_COLUMNS or col == "source"}
+    text = repr(shown)
+    return f"row {position} {text[:500]}"
+
+
+def _utc(ts: datetime, name: str) -> datetime:
+    if not isinstance(ts, datetime) or ts.tzinfo is None or ts.utcoffset() is None:
+        raise ValueError(f"{name} must be a timezone-aware datetime, got {ts!r}")
+    return ts.astimezone(timezone.utc)
+
+
+def _text_codes(frame: pd.DataFrame, column: str, *, allow_empty: bool) -> tuple[np.ndarray, list[str]]:
+    """Factorise a text column and validate each distinct value once (not once per row)."""
+    codes, uniques = pd.factorize(frame[column], use_na_sentinel=True)
+    if (codes < 0).any():
+        raise ValueError(f"column {column!r} has missing values; {_example(frame, codes < 0)}")
+    uniques = list(uniques)
+    for i, value in enumerate(uniques):
+        problem = None
+        if not isinstance(value, str):
+            problem = "must hold strings"
+        elif not allow_empty and not value:
+            problem = "must not be empty"
+        elif "\x00" in value:
+            problem = "must not contain NUL characters"
+        if problem:
+            raise ValueError(f"column {column!r} {problem}; {_example(frame, codes == i)}")
+    return codes, uniques
+
+
+def canonical_labels(labels: Any) -> str:
+    """Canonical JSON text of a flat string-to-string label map (sorted keys, no spaces).
+
+    Raises:
+        ValueError: if `labels` is not a mapping (or JSON object text) of strings to strings.
+    """
+    if labels is None or (isinstance(labels, float) and np.isnan(labels)):
+        return "{}"
+    if isinstance(labels, str):
+        try:
+            labels = json.loads(labels)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"labels text is not JSON: {exc}") from None
+    if not isinstance(labels, dict):
+        raise ValueError(f"labels must be a mapping of strings to strings, got {type(labels).__name__}")
+    for key, value in labels.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise ValueError(f"labels must map strings to strings; {key!r}: {value!r} does not")
+        if "\x00" in key or "\x00" in value:
+            raise ValueError(f"labels must not contain NUL characters; {key!r}: {value!r} does")
+    return json.dumps(labels, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _label_codes(frame: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+    """Codes into canonical label texts. Producers reuse one dict per series, so rows are grouped by
+    object identity first (C speed) and each distinct object is canonicalised once. A categorical
+    column (as `points_frame` builds) is canonicalised per category."""
+    if isinstance(frame["labels"].dtype, pd.CategoricalDtype):
+        categorical = frame["labels"].array
+        texts = []
+        for k, labels in enumerate(categorical.categories):
+            try:
+                texts.append(canonical_labels(labels))
+            except ValueError as exc:
+                raise ValueError(f"column 'labels': {exc}; {_example(frame, categorical.codes == k)}") from None
+        if (categorical.codes < 0).any():
+            texts.append("{}")
+        text_codes, text_uniques = pd.factorize(np.array(texts, dtype=object))
+        return text_codes[categorical.codes], list(text_uniques)
+    column = frame["labels"].tolist()
+    identities = np.fromiter(map(id, column), dtype=np.int64, count=len(column))
+    unique_ids, first_index, inverse = np.unique(identities, return_index=True, return_inverse=True)
+    texts = []
+    for k, row in enumerate(first_index):
+        try:
+            texts.append(canonical_labels(column[row]))
+        except ValueError as exc:
+            raise ValueError(f"column 'labels': {exc}; {_example(frame, inverse == k)}") from None
+    text_codes, text_uniques = pd.factorize(np.array(texts, dtype=object))
+    return text_codes[inverse.reshape(-1)], list(text_uniques)
+
+
+def _timestamps_us(frame: pd.DataFrame) -> np.ndarray:
+    ts = frame["ts"]
+    if not isinstance(ts.dtype, pd.DatetimeTZDtype):
+        if pd.api.types.is_datetime64_dtype(ts.dtype):
+            raise ValueError(
+                f"column 'ts' must be timezone-aware (got naive {ts.dtype}); localise it first, "
+                f"e.g. ts.dt.tz_localize('UTC'); {_example(frame, np.ones(len(ts), dtype=bool))}"
+            )
+        try:
+            converted = pd.to_datetime(ts, utc=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"column 'ts' holds values that are not timestamps ({exc})") from None
+        if not isinstance(converted.dtype, pd.DatetimeTZDtype):
+            raise ValueError(
+                "column 'ts' must hold timezone-aware timestamps; "
+                f"{_example(frame, np.ones(len(ts), dtype=bool))}"
+            )
+        ts = converted
+    missing = ts.isna().to_numpy()
+    if missing.any():
+        raise ValueError(f"column 'ts' has missing timestamps; {_example(frame, missing)}")
+    us = ts.dt.tz_convert("UTC").dt.as_unit("us").astype("int64").to_numpy()
+    return us - _PG_EPOCH_US
+
+
+def _values(frame: pd.DataFrame) -> np.ndarray:
+    column = frame["value"]
+    if pd.api.types.is_bool_dtype(column.dtype) or not (
+        pd.api.types.is_numeric_dtype(column.dtype) or column.dtype == object
+    ):
+        raise ValueError(
+            f"column 'value' must be numeric, got {column.dtype}; "
+            f"{_example(frame, np.ones(len(column), dtype=bool))}"
+        )
+    if column.dtype == object:
+        converted = pd.to_numeric(column, errors="coerce")
+        bad = (converted.isna() & column.notna()).to_numpy() | column.map(
+            lambda v: isinstance(v, (bool, str))
+        ).to_numpy(dtype=bool)
+        if bad.any():
+            raise ValueError(f"column 'value' holds non-numeric values; {_example(frame, bad)}")
+        column = converted
+    return column.to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _is_sorted(codes: np.ndarray, ts: np.ndarray) -> bool:
+    """True if rows are already in (series, ts) order, as producers usually emit them."""
+    if len(codes) < 2:
+        return True
+    step = np.diff(codes)
+    return bool(((step > 0) | ((step == 0) & (np.diff(ts) >= 0))).all())
+
+
+def prepare(frame: pd.DataFrame, *, source: str, start: datetime, end: datetime, out_of_window: str = "error") -> _Prepared:
+    """Validate and normalise a points frame (step 1 of the module docstring)."""
+    missing = [c for c in POINT_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"points frame is missing column(s) {missing}; expected {list(POINT_COLUMNS)}")
+    frame = frame.reset_index(drop=True)
+    dropped: Counter = Counter()
+    if "source" in frame.columns:
+        wrong = (frame["source"] != source).to_numpy(dtype=bool)
+        if wrong.any():
+            raise ValueError(
+                f"column 'source' must equal the load's source {source!r}; {_example(frame, wrong)}"
+            )
+    if len(frame) == 0:
+        empty = np.empty(0, dtype=np.int64)
+        return _Prepared([], [], [], [], empty, empty, np.empty(0), dropped)
+
+    metric_codes, metric_uniques = _text_codes(frame, "metric", allow_empty=False)
+    resource_codes, resource_uniques = _text_codes(frame, "resource", allow_empty=True)
+    unit_codes, unit_uniques = _text_codes(frame, "unit", allow_empty=False)
+    label_codes, label_uniques = _label_codes(frame)
+    ts_us = _timestamps_us(frame)
+    values = _values(frame)
+
+    start_us = int(start.timestamp() * 1_000_000) - _PG_EPOCH_US
+    end_us = int(end.timestamp() * 1_000_000) - _PG_EPOCH_US
+    outside = (ts_us < start_us) | (ts_us >= end_us)
+    if outside.any():
+        if out_of_window == "error":
+            raise ValueError(
+                f"column 'ts' has {int(outside.sum())} row(s) outside the window "
+                f"[{start.isoformat()}, {end.isoformat()}); {_example(frame, outside)}"
+            )
+        if out_of_window != "drop":
+            raise ValueError(f"out_of_window must be 'error' or 'drop', got {out_of_window!r}")
+        dropped["out_of_window"] = int(outside.sum())
+
+    non_finite = ~np.isfinite(values)
+    if non_finite.any():
+        dropped["non_finite"] = int(non_finite.sum())
+    keep = ~(outside | non_finite)
+
+    # Series identity is (metric, resource, labels); the unit is an attribute of the series.
+    combined = (
+        metric_codes.astype(np.int64) * len(resource_uniques) + resource_codes
+    ) * len(label_uniques) + label_codes
+    row_series, _ = pd.factorize(combined)
+    n_series = int(row_series.max()) + 1
+    first_row = np.full(n_series, len(row_series), dtype=np.int64)
+    np.minimum.at(first_row, row_series, np.arange(len(row_series)))
+    conflicting = unit_codes != unit_codes[first_row][row_series]
+    if conflicting.any():
+        raise ValueError(f"column 'unit' differs between rows of the same series; {_example(frame, conflicting)}")
+    # Series that only had dropped rows are not registered.
+    codes_all = row_series
+    codes, series_index = pd.factorize(codes_all[keep])
+    first_row = first_row[series_index]
+
+    ts_kept = ts_us[keep]
+    values_kept = values[keep]
+    # Sort by (series, ts): duplicates become adjacent, and the index is then filled in key order.
+    # lexsort is stable, so among duplicates the last one in the frame comes last and is kept.
+    if not _is_sorted(codes, ts_kept):
+        order = np.lexsort((ts_kept, codes))
+        codes, ts_kept, values_kept = codes[order], ts_kept[order], values_kept[order]
+    duplicate = np.zeros(len(codes), dtype=bool)
+    if len(codes) > 1:
+        duplicate[:-1] = (codes[:-1] == codes[1:]) & (ts_kept[:-1] == ts_kept[1:])
+    if duplicate.any():
+        dropped["duplicate"] = int(duplicate.sum())
+        codes, ts_kept, values_kept = codes[~duplicate], ts_kept[~duplicate], values_kept[~duplicate]
+
+    return _Prepared(
+        series_metric=[metric_uniques[i] for i in metric_codes[first_row]],
+        series_resource=[resource_uniques[i] for i in resource_codes[first_row]],
+        series_labels=[label_uniques[i] for i in label_codes[first_row]],
+        series_unit=[unit_uniques[i] for i in unit_codes[first_row]],
+        codes=codes,
+        ts_us=ts_kept,
+        values=values_kept,
+        dropped=dropped,
+    )
+
+
+def _register_series(conn: psycopg.Connection, schema: str, source: str, prepared: _Prepared) -> tuple[np.ndarray, int]:
+    """Insert the frame's new series and return (series_id per distinct series, number created)."""
+    params = {
+        "source": source,
+        "metric": prepared.series_metric,
+        "resource": prepared.series_resource,
+        "labels": prepared.series_labels,
+        "unit": prepared.series_unit,
+    }
+    # Sorted by key so that concurrent loads take index locks in one order (no deadlock).
+    inserted = conn.execute(
+        f"""INSERT INTO {schema}.series AS s (source, metric, resource, labels, unit)
+            SELECT %(source)s, t.metric, t.resource, t.labels, t.unit
+            FROM unnest(%(metric)s::text[], %(resource)s::text[], %(labels)s::jsonb[], %(unit)s::text[])
+                 AS t(metric, resource, labels, unit)
+            ORDER BY {schema}.series_key(%(source)s, t.metric, t.resource, t.labels)
+            ON CONFLICT (series_key) DO UPDATE SET unit = EXCLUDED.unit
+                WHERE s.unit IS DISTINCT FROM EXCLUDED.unit
+            RETURNING (xmax = 0) AS created""",
+        params,
+    ).fetchall()
+    created = sum(1 for (was_created,) in inserted if was_created)
+    rows = conn.execute(
+        f"""SELECT t.ord, s.series_id
+            FROM unnest(%(metric)s::text[], %(resource)s::text[], %(labels)s::jsonb[])
+                 WITH ORDINALITY AS t(metric, resource, labels, ord)
+            JOIN {schema}.series s
+              ON s.series_key = {schema}.series_key(%(source)s, t.metric, t.resource, t.labels)""",
+        params,
+    ).fetchall()
+    ids = np.empty(len(prepared.series_metric), dtype=np.int64)
+    for ordinal, series_id in rows:
+        ids[ordinal - 1] = series_id
+    if len(rows) != len(ids):
+        raise RuntimeError("series registration did not return an id for every series")
+    return ids, created
+
+
+def copy_buffer(series_ids: np.ndarray, ts_us: np.ndarray, values: np.ndarray) -> list[bytes]:
+    """Binary COPY payload for points(series_id, ts, value), in chunks of at most 250k rows."""
+    chunks = [_COPY_HEADER]
+    for lo in range(0, len(series_ids), _COPY_CHUNK_ROWS):
+        hi = lo + _COPY_CHUNK_ROWS
+        rows = np.empty(len(series_ids[lo:hi]), dtype=_COPY_ROW)
+        rows["nfields"] = 3
+        rows["len_sid"] = 4
+        rows["sid"] = series_ids[lo:hi]
+        rows["len_ts"] = 8
+        rows["ts"] = ts_us[lo:hi]
+        rows["len_value"] = 8
+        rows["value"] = values[lo:hi]
+        chunks.append(rows.tobytes())
+    chunks.append(_COPY_TRAILER)
+    return chunks
+
+
+def _day_locks(schema: str, source: str, start: datetime, end: datetime) -> list[int]:
+    keys = []
+    for name, _, _ in partitioning.partition_bounds("points", start, end):
+        digest = hashlib.sha256(f"metrics_pipeline.load:{schema}:{source}:{name}".encode()).digest()
+        keys.append(int.from_bytes(digest[:8], "big", signed=True))
+    return sorted(keys)
+
+
+def _as_utc_index(ts: Any) -> pd.DatetimeIndex:
+    index = pd.DatetimeIndex(ts)
+    if index.tz is None:
+        raise ValueError("points_frame: timestamps must be timezone-aware")
+    return index.tz_convert("UTC")
+
+
+def points_frame(series: list[dict[str, Any]]) -> pd.DataFrame:
+    """Build a normalised points frame from per-series arrays, cheaply.
+
+    Args:
+        series: one dict per series with keys metric, resource, labels (dict), unit, ts (array-like
+            of timezone-aware timestamps) and value (array-like, same length).
+
+    Returns:
+        A frame with the POINT_COLUMNS; metric/resource/unit/labels are categoricals so that a
+        million-row frame costs one small array per column.
+    """
+    lengths = np.array([len(s["value"]) for s in series], dtype=np.int64)
+    for s in series:
+        if len(s["ts"]) != len(s["value"]):
+            raise ValueError(f"series {s.get('metric')!r}/{s.get('resource')!r}: ts and value lengths differ")
+    index = np.repeat(np.arange(len(series)), lengths)
+
+    def category(key: str, transform=lambda v: v) -> pd.Categorical:
+        values = [transform(s[key]) for s in series]
+        codes, uniques = pd.factorize(np.array(values, dtype=object))
+        return pd.Categorical.from_codes(codes[index], categories=pd.Index(uniques, dtype=object))
+
+    if series:
+        micros = np.concatenate([_as_utc_index(s["ts"]).as_unit("us").asi8 for s in series])
+        ts = pd.DatetimeIndex(micros.view("M8[us]")).tz_localize("UTC")
+        values = np.concatenate([np.asarray(s["value"], dtype="float64") for s in series])
+    else:
+        ts, values = pd.DatetimeIndex([], tz="UTC"), np.empty(0)
+    return pd.DataFrame(
+        {
+            "metric": category("metric"),
+            "resource": category("resource"),
+            "labels": category("labels", canonical_labels),
+            "unit": category("unit"),
+            "ts": ts,
+            "value": values,
+        }
+    )
+
+
+def load_points(
+    dsn: str,
+    frame: pd.DataFrame,
+    *,
+    source: str,
+    start: datetime,
+    end: datetime,
+    schema: str = "metrics",
+    out_of_window: str = "error",
+) -> LoadResult:
+    """Replace `source`'s points in [start, end) with the rows of `frame`, atomically.
+
+    Args:
+        dsn: libpq DSN of the warehouse database (migrated on first use in this process).
+        frame: normalised points: metric, resource, labels (dict or JSON object text), unit,
+            ts (timezone-aware), value; an optional `source` column must equal `source`.
+        source: the source whose window is replaced (e.g. "host", "cloudwatch").
+        start, end: the window [start, end), timezone-aware.
+        schema: warehouse schema.
+        out_of_window: "error" (default) raises on rows outside the window; "drop" counts them.
+
+    Returns:
+        LoadResult with points written, points replaced, series seen and created, and the rows
+        dropped per reason ("non_finite", "duplicate", "out_of_window").
+
+    Raises:
+        ValueError: a malformed frame or window, naming the column and an example row.
+    """
+    validate_identifier(schema, what="schema")
+    if not isinstance(source, str) or not source:
+        raise ValueError(f"source must be a non-empty string, got {source!r}")
+    start, end = _utc(start, "start"), _utc(end, "end")
+    if end <= start:
+        raise ValueError(f"window end {end.isoformat()} must be after start {start.isoformat()}")
+    prepared = prepare(frame, source=source, start=start, end=end, out_of_window=out_of_window)
+
+    migrate.ensure_migrated(dsn, schema)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        bounds = partitioning.partition_bounds("points", start, end)
+        if len(prepared.codes):
+            partitioning.ensure_partitions(conn, schema, "points", start, end)
+        # One day partition: COPY into it directly and skip per-row tuple routing.
+        target = bounds[0][0] if len(bounds) == 1 else "points"
+        with conn.transaction():
+            for key in _day_locks(schema, source, start, end):
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+            new_series = 0
+            series_ids = np.empty(0, dtype=np.int64)
+            if len(prepared.codes):
+                series_ids, new_series = _register_series(conn, schema, source, prepared)
+            replaced = conn.execute(
+                f"""DELETE FROM {schema}.points p USING {schema}.series s
+                    WHERE s.source = %s AND p.series_id = s.series_id AND p.ts >= %s AND p.ts < %s""",
+                (source, start, end),
+            ).rowcount
+            if len(prepared.codes):
+                with conn.cursor() as cur, cur.copy(
+                    f"COPY {schema}.{target} (series_id, ts, value) FROM STDIN (FORMAT BINARY)"
+                ) as copy:
+                    for chunk in copy_buffer(series_ids[prepared.codes], prepared.ts_us, prepared.values):
+                        copy.write(chunk)
+
+    first = last = None
+    if len(prepared.ts_us):
+        first = datetime.fromtimestamp((int(prepared.ts_us.min()) + _PG_EPOCH_US) / 1e6, tz=timezone.utc)
+        last = datetime.fromtimestamp((int(prepared.ts_us.max()) + _PG_EPOCH_US) / 1e6, tz=timezone.utc)
+    return LoadResult(
+        source=source,
+        start=start,
+        end=end,
+        points=len(prepared.codes),
+        replaced=replaced,
+        series=len(prepared.series_metric),
+        new_series=new_series,
+        dropped=dict(prepared.dropped),
+        first_ts=first,
+        last_ts=last,
+    )

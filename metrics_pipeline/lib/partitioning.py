@@ -1,0 +1,107 @@
+"""Time partitions of the warehouse tables, created on demand for any window.
+
+Each partitioned table has a fixed grain (points by UTC day, rollup_1h by month, ...). Before a
+load writes into [start, end), `ensure_partitions` creates every missing child partition covering
+that range, years back if a backfill asks for it. There is deliberately no DEFAULT partition: with
+one, every new partition would have to scan it, and expiry could not drop whole partitions.
+
+Partitions are created in their own short transaction under an advisory lock (two concurrent runs
+for the same new day would otherwise race on CREATE TABLE), before the load's own transaction, so
+the load never holds the parent's lock while it copies data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta, timezone
+
+import psycopg
+
+#: table -> partition grain. Retention (SPEC §3) drops whole partitions of these tables.
+PARTITIONED_TABLES: dict[str, str] = {
+    "points": "day",
+    "rollup_5m": "day",
+    "rollup_1h": "month",
+    "rollup_1d": "year",
+    "ingestion_runs": "month",
+}
+
+
+def _floor(ts: datetime, grain: str) -> datetime:
+    ts = ts.astimezone(timezone.utc)
+    if grain == "day":
+        return ts.replace(hour=0, minute=0, second=0, microsecond=0)
+    if grain == "month":
+        return ts.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    if grain == "year":
+        return ts.replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
+    raise ValueError(f"unknown partition grain {grain!r}")
+
+
+def _next(ts: datetime, grain: str) -> datetime:
+    if grain == "day":
+        return ts + timedelta(days=1)
+    if grain == "month":
+        return ts.replace(year=ts.year + ts.month // 12, month=ts.month % 12 + 1)
+    return ts.replace(year=ts.year + 1)
+
+
+def partition_name(table: str, lower: datetime, grain: str) -> str:
+    fmt = {"day": "%Y%m%d", "month": "%Y%m", "year": "%Y"}[grain]
+    return f"{table}_p{lower.strftime(fmt)}"
+
+
+def partition_bounds(table: str, start: datetime, end: datetime) -> list[tuple[str, datetime, datetime]]:
+    """(name, lower, upper) of every partition of `table` that [start, end) touches."""
+    if start.tzinfo is None or end.tzinfo is None:
+        raise ValueError("partition window bounds must be timezone-aware")
+    grain = PARTITIONED_TABLES[table]
+    bounds = []
+    lower = _floor(start, grain)
+    while lower < end:
+        upper = _next(lower, grain)
+        bounds.append((partition_name(table, lower, grain), lower, upper))
+        lower = upper
+    return bounds
+
+
+def _lock_key(schema: str, table: str) -> int:
+    digest = hashlib.sha256(f"metrics_pipeline.partitions:{schema}.{table}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def existing_partitions(conn: psycopg.Connection, schema: str, table: str) -> set[str]:
+    rows = conn.execute(
+        """SELECT c.relname FROM pg_inherits i
+           JOIN pg_class c ON c.oid = i.inhrelid
+           JOIN pg_class p ON p.oid = i.inhparent
+           JOIN pg_namespace n ON n.oid = p.relnamespace
+           WHERE n.nspname = %s AND p.relname = %s""",
+        (schema, table),
+    ).fetchall()
+    return {name for (name,) in rows}
+
+
+def ensure_partitions(conn: psycopg.Connection, schema: str, table: str, start: datetime, end: datetime) -> list[str]:
+    """Create the missing partitions of `schema.table` for [start, end). Returns the names created.
+
+    `conn` must be in autocommit mode (no open transaction): the partitions are committed here.
+    """
+    wanted = partition_bounds(table, start, end)
+    have = existing_partitions(conn, schema, table)
+    missing = [b for b in wanted if b[0] not in have]
+    if not missing:
+        return []
+    created = []
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(schema, table),))
+        have = existing_partitions(conn, schema, table)
+        for name, lower, upper in missing:
+            if name in have:
+                continue
+            conn.execute(
+                f"CREATE TABLE {schema}.{name} PARTITION OF {schema}.{table} "
+                f"FOR VALUES FROM ('{lower.isoformat()}') TO ('{upper.isoformat()}')"
+            )
+            created.append(name)
+    return created

@@ -1,0 +1,50 @@
+"""Where the project keeps its state, and the environment variables that override it.
+
+Every command (CLI, `make dev`, tests, Dagster resources) reads its settings through these few
+functions so that one environment variable means the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+#: A libpq DSN of the warehouse database. When set, no embedded server is started.
+DSN_ENV = "METRICS_PIPELINE_DSN"
+#: Where the project keeps generated state (embedded PostgreSQL, Dagster home, landing zone).
+HOME_ENV = "METRICS_PIPELINE_HOME"
+#: Schema holding every project table (default `metrics`).
+SCHEMA_ENV = "METRICS_PIPELINE_SCHEMA"
+
+DEFAULT_SCHEMA = "metrics"
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def project_root() -> Path:
+    """The checkout this package runs from, or the working directory for an installed package."""
+    here = Path(__file__).resolve().parents[2]
+    if (here / "pyproject.toml").is_file() and (here / "metrics_pipeline").is_dir():
+        return here
+    return Path.cwd()
+
+
+def state_dir() -> Path:
+    """Directory for generated state: `$METRICS_PIPELINE_HOME` or `.metrics_pipeline/` in the project."""
+    configured = os.environ.get(HOME_ENV)
+    return Path(configured).expanduser().resolve() if configured else project_root() / ".metrics_pipeline"
+
+
+def schema_name() -> str:
+    """The warehouse schema, validated as a plain lower-case SQL identifier."""
+    return validate_identifier(os.environ.get(SCHEMA_ENV, DEFAULT_SCHEMA), what=SCHEMA_ENV)
+
+
+def validate_identifier(name: str, *, what: str) -> str:
+    """Return `name` if it is a safe unquoted PostgreSQL identifier, else raise ValueError."""
+    if not isinstance(name, str) or not _IDENTIFIER.match(name):
+        raise ValueError(
+            f"{what} must be a lower-case SQL identifier (letters, digits, underscore; at most 63 "
+            f"characters, not starting with a digit); got {name!r}"
+        )
+    return name
