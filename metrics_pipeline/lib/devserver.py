@@ -1,0 +1,144 @@
+"""`metrics-pipeline dev`: the embedded PostgreSQL, migrations and `dagster dev`, stopped together.
+
+`dagster dev` runs in its own session (process group) so that we decide how it stops: on Ctrl-C or
+SIGTERM we send SIGINT to the whole group, wait, and SIGKILL what is left, then stop the PostgreSQL
+server if this command started it. A process started in the background by a shell inherits SIGINT
+as ignored, so both our handlers and the child's default signal dispositions are set explicitly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+from psycopg.conninfo import conninfo_to_dict
+
+from metrics_pipeline.lib import embedded_pg, migrate, settings
+
+log = logging.getLogger(__name__)
+
+DAGSTER_PG_URL_ENV = "DAGSTER_PG_URL"
+
+
+class _Stop(Exception):
+    pass
+
+
+def sqlalchemy_url(dsn: str) -> str:
+    """A `postgresql+psycopg2://` URL for dagster-postgres from any libpq DSN (URI or key=value).
+
+    dagster-postgres with SQLAlchemy 2.1 must name psycopg2 explicitly: a plain `postgresql://`
+    selects psycopg 3, whose NOTIFY support dagster's event watcher does not work with.
+    """
+    parts = conninfo_to_dict(dsn)
+    user = quote(str(parts.pop("user", "postgres")), safe="")
+    password = parts.pop("password", None)
+    auth = f"{user}:{quote(str(password), safe='')}@" if password else f"{user}@"
+    host = str(parts.pop("host", ""))
+    port = parts.pop("port", None)
+    database = quote(str(parts.pop("dbname", "postgres")), safe="")
+    query = dict(parts)
+    netloc = host if host and not host.startswith("/") else ""
+    if host.startswith("/"):
+        query["host"] = host
+    if port:
+        if netloc:
+            netloc = f"{netloc}:{port}"
+        else:
+            query["port"] = port
+    url = f"postgresql+psycopg2://{auth}{netloc}/{database}"
+    if query:
+        url += "?" + "&".join(f"{k}={quote(str(v), safe='/')}" for k, v in query.items())
+    return url
+
+
+def _child_defaults() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _raise_stop(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
+    raise _Stop()
+
+
+def stop_process_group(proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """SIGINT the child's process group, then SIGKILL whatever is still alive after `timeout`."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        log.warning("dagster dev did not stop in %.0f s; killing it", timeout)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def prepare_dagster_home(home: Path) -> Path:
+    """DAGSTER_HOME for local runs: the repository's dagster.yaml, storage in PostgreSQL."""
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(settings.project_root() / "dagster.yaml", home / "dagster.yaml")
+    return home
+
+
+def run_dev(host: str = "127.0.0.1", port: int = 3000) -> int:
+    """Start everything `make dev` needs in the foreground; returns dagster dev's exit code."""
+    signal.signal(signal.SIGINT, _raise_stop)
+    signal.signal(signal.SIGTERM, _raise_stop)
+    server = None
+    proc = None
+    try:
+        dsn = os.environ.get(settings.DSN_ENV)
+        env = dict(os.environ)
+        if dsn:
+            print(f"using the configured warehouse ({settings.DSN_ENV})", flush=True)
+            env.setdefault(DAGSTER_PG_URL_ENV, sqlalchemy_url(dsn))
+        else:
+            embedded = embedded_pg.EmbeddedPostgres(embedded_pg.default_data_dir())
+            started_here = not embedded.is_running()
+            embedded.start()
+            server = embedded if started_here else None  # attach to somebody else's server, never stop it
+            dsn = embedded.dsn(embedded_pg.WAREHOUSE_DB)
+            env[settings.DSN_ENV] = dsn
+            env.setdefault(DAGSTER_PG_URL_ENV, embedded.sqlalchemy_url(embedded_pg.DAGSTER_DB))
+            print(f"embedded PostgreSQL in {embedded_pg.default_data_dir()}", flush=True)
+        applied = migrate.migrate(dsn, settings.schema_name())
+        print(f"warehouse migrated ({len(applied)} new migration(s))", flush=True)
+        home = prepare_dagster_home(settings.state_dir() / "dagster_home")
+        env["DAGSTER_HOME"] = str(home)
+        command = [
+            sys.executable, "-m", "dagster", "dev",
+            "-m", "metrics_pipeline.definitions",
+            "-h", host, "-p", str(port),
+        ]
+        print(f"starting Dagster on http://{host}:{port} (Ctrl-C stops everything)", flush=True)
+        proc = subprocess.Popen(
+            command, env=env, cwd=home, start_new_session=True, preexec_fn=_child_defaults
+        )
+        while proc.poll() is None:
+            time.sleep(0.5)
+        return proc.returncode
+    except _Stop:
+        print("\nstopping...", flush=True)
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if proc is not None:
+            stop_process_group(proc)
+        if server is not None:
+            server.stop()
+            print("embedded PostgreSQL stopped", flush=True)
