@@ -10,12 +10,15 @@ How, and why this way:
    (series, ts) collapsed to the last occurrence and counted. Anything else malformed is a
    ValueError naming the column and showing an example row.
 2. Distinct series are registered with two set-based statements (insert missing, then look up ids).
-3. In **one transaction**: delete the source's window, then `COPY ... FROM STDIN (FORMAT BINARY)`
-   the rows straight into `points` (into the day partition itself when the window lies in one day,
-   which skips per-row partition routing). The binary COPY buffer is built by numpy.
-   We do not stage into a temporary table first: validation and de-duplication already happened
-   in step 1, so a staging copy would only write every row twice. Atomicity comes from the
-   transaction: if COPY fails half-way, the delete is rolled back with it.
+3. In **one transaction**, replace the window:
+   - empty window (first loads, backfills): `COPY ... FROM STDIN (FORMAT BINARY)` straight into
+     `points` (into the day partition itself when the window lies in one day, which skips per-row
+     partition routing). Validation and de-duplication already happened in step 1, so staging
+     would only write every row twice. The binary COPY payload is built by numpy.
+   - window with data (late-data re-runs): COPY into a temporary staging table, then delete the
+     rows that vanished, update those whose value changed and insert the new ones, so a re-run
+     that fetched the same data rewrites nothing and reports how many points changed.
+   Atomicity comes from the transaction: if anything fails half-way, all of it is rolled back.
 4. Loads of the same source and UTC day take a transaction advisory lock (in sorted order, so no
    deadlocks), so overlapping windows of one source never interleave their delete and insert.
 """
@@ -57,13 +60,20 @@ class LoadResult:
     source: str
     start: datetime
     end: datetime
-    points: int
-    replaced: int
+    points: int  # rows the window holds for this source after the load
+    inserted: int  # rows that were not there before
+    updated: int  # rows whose value changed
+    deleted: int  # rows that were there before and are not in this fetch
     series: int
     new_series: int
     dropped: dict[str, int]
     first_ts: datetime | None
     last_ts: datetime | None
+
+    @property
+    def changed(self) -> int:
+        """Rows inserted, updated or deleted: 0 when a re-run fetched exactly what was stored."""
+        return self.inserted + self.updated + self.deleted
 
     @property
     def dropped_total(self) -> int:
@@ -72,7 +82,10 @@ class LoadResult:
     def as_metadata(self) -> dict[str, Any]:
         return {
             "points": self.points,
-            "replaced_points": self.replaced,
+            "points_changed": self.changed,
+            "points_inserted": self.inserted,
+            "points_updated": self.updated,
+            "points_deleted": self.deleted,
             "series": self.series,
             "new_series": self.new_series,
             "dropped": self.dropped_total,
@@ -375,6 +388,57 @@ def copy_buffer(series_ids: np.ndarray, ts_us: np.ndarray, values: np.ndarray) -
     return chunks
 
 
+def _copy_rows(conn: psycopg.Connection, table: str, series_ids: np.ndarray, prepared: _Prepared) -> None:
+    with conn.cursor() as cur, cur.copy(f"COPY {table} (series_id, ts, value) FROM STDIN (FORMAT BINARY)") as copy:
+        for chunk in copy_buffer(series_ids, prepared.ts_us, prepared.values):
+            copy.write(chunk)
+
+
+def _copy_into_empty_window(conn, schema, target, series_ids, prepared) -> dict[str, int]:
+    """First load of a window (the common case, and every backfill): COPY straight into the table."""
+    if len(series_ids):
+        _copy_rows(conn, f"{schema}.{target}", series_ids, prepared)
+    return {"inserted": len(series_ids), "updated": 0, "deleted": 0}
+
+
+def _merge_into_window(conn, schema, target, source, start, end, series_ids, prepared) -> dict[str, int]:
+    """Re-load of a window that holds data: touch only what differs.
+
+    A late-data re-run usually fetches what is stored plus a few points. Deleting and re-inserting
+    the whole window would rewrite every row (and leave as many dead tuples); instead the fetch is
+    staged in a temporary table (no WAL) and three set-based statements delete what vanished,
+    update what changed and insert what is new. The counts become the "points changed" metadata.
+    """
+    conn.execute(
+        "CREATE TEMP TABLE _mp_stage (series_id integer, ts timestamptz, value double precision) ON COMMIT DROP"
+    )
+    _copy_rows(conn, "_mp_stage", series_ids, prepared)
+    conn.execute("ANALYZE _mp_stage")
+    window = {"source": source, "start": start, "end": end}
+    deleted = conn.execute(
+        f"""DELETE FROM {schema}.points p USING {schema}.series s
+            WHERE s.source = %(source)s AND p.series_id = s.series_id
+              AND p.ts >= %(start)s AND p.ts < %(end)s
+              AND NOT EXISTS (SELECT 1 FROM _mp_stage st WHERE st.series_id = p.series_id AND st.ts = p.ts)""",
+        window,
+    ).rowcount
+    updated = conn.execute(
+        f"""UPDATE {schema}.{target} p SET value = st.value FROM _mp_stage st
+            WHERE p.series_id = st.series_id AND p.ts = st.ts AND p.ts >= %(start)s AND p.ts < %(end)s
+              AND p.value <> st.value""",
+        window,
+    ).rowcount
+    inserted = conn.execute(
+        f"""INSERT INTO {schema}.{target} (series_id, ts, value)
+            SELECT st.series_id, st.ts, st.value FROM _mp_stage st
+            WHERE NOT EXISTS (SELECT 1 FROM {schema}.points p
+                              WHERE p.series_id = st.series_id AND p.ts = st.ts
+                                AND p.ts >= %(start)s AND p.ts < %(end)s)""",
+        window,
+    ).rowcount
+    return {"inserted": inserted, "updated": updated, "deleted": deleted}
+
+
 def _day_locks(schema: str, source: str, start: datetime, end: datetime) -> list[int]:
     keys = []
     for name, _, _ in partitioning.partition_bounds("points", start, end):
@@ -480,17 +544,21 @@ def load_points(
             series_ids = np.empty(0, dtype=np.int64)
             if len(prepared.codes):
                 series_ids, new_series = _register_series(conn, schema, source, prepared)
-            replaced = conn.execute(
-                f"""DELETE FROM {schema}.points p USING {schema}.series s
-                    WHERE s.source = %s AND p.series_id = s.series_id AND p.ts >= %s AND p.ts < %s""",
+            rows = series_ids[prepared.codes]
+            if len(rows) and not _is_sorted(rows, prepared.ts_us):
+                # Rows are grouped by series already; put the groups in series_id order so the
+                # primary-key index is filled left to right (append-only page splits).
+                order = np.argsort(rows, kind="stable")
+                rows = rows[order]
+                prepared = dataclasses.replace(prepared, ts_us=prepared.ts_us[order], values=prepared.values[order])
+            if not conn.execute(
+                f"""SELECT EXISTS (SELECT 1 FROM {schema}.points p JOIN {schema}.series s USING (series_id)
+                    WHERE s.source = %s AND p.ts >= %s AND p.ts < %s)""",
                 (source, start, end),
-            ).rowcount
-            if len(prepared.codes):
-                with conn.cursor() as cur, cur.copy(
-                    f"COPY {schema}.{target} (series_id, ts, value) FROM STDIN (FORMAT BINARY)"
-                ) as copy:
-                    for chunk in copy_buffer(series_ids[prepared.codes], prepared.ts_us, prepared.values):
-                        copy.write(chunk)
+            ).fetchone()[0]:
+                changes = _copy_into_empty_window(conn, schema, target, rows, prepared)
+            else:
+                changes = _merge_into_window(conn, schema, target, source, start, end, rows, prepared)
 
     first = last = None
     if len(prepared.ts_us):
@@ -501,7 +569,9 @@ def load_points(
         start=start,
         end=end,
         points=len(prepared.codes),
-        replaced=replaced,
+        inserted=changes["inserted"],
+        updated=changes["updated"],
+        deleted=changes["deleted"],
         series=len(prepared.series_metric),
         new_series=new_series,
         dropped=dict(prepared.dropped),

@@ -39,8 +39,8 @@ def test_loading_the_same_window_twice_leaves_identical_rows(warehouse_dsn, db):
     rows = window_rows(db, "host")
     second = load_points(warehouse_dsn, frame, source="host", start=T0, end=T0 + HOUR)
     assert window_rows(db, "host") == rows
-    assert (first.points, first.replaced, first.new_series) == (60, 0, 1)
-    assert (second.points, second.replaced, second.new_series) == (60, 60, 0)
+    assert (first.points, first.inserted, first.changed, first.new_series) == (60, 60, 60, 1)
+    assert (second.points, second.changed, second.new_series) == (60, 0, 0)
     assert db.execute("SELECT count(*) FROM metrics.series").fetchone()[0] == 1
 
 
@@ -54,7 +54,7 @@ def test_reload_replaces_the_window_with_exactly_the_latest_fetch(warehouse_dsn,
 def test_an_empty_frame_empties_the_window(warehouse_dsn, db):
     load_points(warehouse_dsn, frame_of([cpu(T0, 1.0)]), source="host", start=T0, end=T0 + HOUR)
     result = load_points(warehouse_dsn, frame_of([]), source="host", start=T0, end=T0 + HOUR)
-    assert result.points == 0 and result.replaced == 1
+    assert result.points == 0 and result.deleted == 1
     assert window_rows(db, "host") == []
 
 
@@ -75,11 +75,38 @@ def test_a_failure_after_the_delete_leaves_the_previous_window_intact(warehouse_
         """CREATE FUNCTION metrics.explode() RETURNS trigger LANGUAGE plpgsql AS $$
            BEGIN IF NEW.value = 666 THEN RAISE EXCEPTION 'injected failure'; END IF; RETURN NEW; END $$"""
     )
-    db.execute("CREATE TRIGGER explode BEFORE INSERT ON metrics.points FOR EACH ROW EXECUTE FUNCTION metrics.explode()")
+    db.execute(
+        "CREATE TRIGGER explode BEFORE INSERT OR UPDATE ON metrics.points FOR EACH ROW EXECUTE FUNCTION metrics.explode()"
+    )
     bad = frame_of([cpu(T0 + timedelta(seconds=i), 666.0 if i == 20 else 1.0) for i in range(40)])
     with pytest.raises(psycopg.Error, match="injected failure"):
         load_points(warehouse_dsn, bad, source="host", start=T0, end=T0 + HOUR)
     assert window_rows(db, "host") == before
+
+
+def test_a_failure_during_a_first_load_leaves_no_points_and_no_series(warehouse_dsn, db):
+    db.execute(
+        """CREATE FUNCTION metrics.explode() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN IF NEW.value = 666 THEN RAISE EXCEPTION 'injected failure'; END IF; RETURN NEW; END $$"""
+    )
+    db.execute("CREATE TRIGGER explode BEFORE INSERT ON metrics.points FOR EACH ROW EXECUTE FUNCTION metrics.explode()")
+    bad = frame_of([cpu(T0 + timedelta(seconds=i), 666.0 if i == 5 else 1.0) for i in range(10)])
+    with pytest.raises(psycopg.Error, match="injected failure"):
+        load_points(warehouse_dsn, bad, source="host", start=T0, end=T0 + HOUR)
+    assert db.execute("SELECT count(*) FROM metrics.points").fetchone()[0] == 0
+    assert db.execute("SELECT count(*) FROM metrics.series").fetchone()[0] == 0
+
+
+def test_a_rerun_reports_exactly_the_points_that_changed(warehouse_dsn, db):
+    base = [cpu(T0 + timedelta(minutes=i), float(i)) for i in range(10)]
+    load_points(warehouse_dsn, frame_of(base), source="host", start=T0, end=T0 + HOUR)
+    late = base[1:]  # minute 0 vanished
+    late[0] = cpu(T0 + timedelta(minutes=1), 99.0)  # minute 1 corrected
+    late.append(cpu(T0 + timedelta(minutes=30), 5.0))  # a late point arrived
+    result = load_points(warehouse_dsn, frame_of(late), source="host", start=T0, end=T0 + HOUR)
+    assert (result.points, result.inserted, result.updated, result.deleted, result.changed) == (10, 1, 1, 1, 3)
+    stored = [(r[3], r[4]) for r in window_rows(db, "host")]
+    assert stored == sorted((row[4], row[5]) for row in late)
 
 
 def test_two_sources_windows_do_not_touch_each_other(warehouse_dsn, db):
