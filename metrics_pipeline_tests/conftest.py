@@ -104,3 +104,31 @@ def pg_dump(pg_server: PgServer) -> str:
     if path is None:
         pytest.skip("pg_dump not found next to the PostgreSQL binaries")
     return path
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """moto's S3/CloudWatch server on 127.0.0.1 (a real HTTP server, not patched clients)."""
+    from moto.server import ThreadedMotoServer
+
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        os.environ.setdefault(key, value)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_landing_url(moto_endpoint: str) -> str:
+    """A fresh bucket on the moto server; returns the s3:// URL of a prefix in it."""
+    import boto3
+
+    bucket = f"landing-{uuid.uuid4().hex[:10]}"
+    boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/zone"

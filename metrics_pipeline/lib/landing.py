@@ -1,0 +1,256 @@
+"""The landing zone: where agents and jobs drop files, a local directory or an S3 prefix.
+
+One small interface, two backends:
+* `list(prefix)` returns objects sorted by key with size, mtime and an etag (what changed);
+  `list_new(prefix, cursor)` returns those after a `(mtime, key)` cursor, oldest first, so a
+  sensor can walk thousands of files across ticks without missing or repeating one;
+* `read(key)` returns bytes, refusing anything larger than `max_object_bytes` (a hostile or broken
+  producer cannot exhaust memory);
+* `write(key, data)` is atomic: locally write to a temporary name in the same directory, fsync,
+  rename, fsync the directory; on S3 a PUT is atomic by nature;
+* `delete(key)`. Nothing here deletes on its own: files are removed only by retention, after the
+  data they hold has been committed.
+
+Keys are relative POSIX paths. Keys that would leave the zone (`..`, absolute, backslashes, NUL)
+are refused, so a file name chosen by a producer can never make us read or write elsewhere.
+Temporary files (`.tmp-` prefix) are never listed.
+
+boto3 is imported only by the S3 backend: the host agent writing locally stays small.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Protocol
+
+TMP_PREFIX = ".tmp-"
+DEFAULT_MAX_OBJECT_BYTES = 256 * 1024 * 1024
+_BAD_KEY = re.compile(r"(^/)|(\\)|(\x00)|(^|/)\.\.?(/|$)")
+
+
+class LandingError(RuntimeError):
+    """A landing-zone operation failed (missing object, object too large, bad key)."""
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class LandingObject:
+    """One file in the landing zone. Ordered by (mtime, key): the order `list_new` walks."""
+
+    mtime: float
+    key: str
+    size: int = dataclasses.field(compare=False)
+    etag: str = dataclasses.field(compare=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cursor:
+    """Position of a walk over the landing zone: everything up to (mtime, key) has been seen."""
+
+    mtime: float = 0.0
+    key: str = ""
+
+    def encode(self) -> str:
+        return f"{self.mtime!r}|{self.key}"
+
+    @classmethod
+    def decode(cls, text: str | None) -> Cursor:
+        if not text:
+            return cls()
+        mtime, _, key = text.partition("|")
+        return cls(float(mtime), key)
+
+
+def check_key(key: str) -> str:
+    """Return `key` if it stays inside the landing zone, else raise LandingError."""
+    if not isinstance(key, str) or not key or _BAD_KEY.search(key):
+        raise LandingError(f"landing key {key!r} is not a relative path inside the landing zone")
+    return key
+
+
+class LandingZone(Protocol):
+    url: str
+
+    def list(self, prefix: str = "") -> list[LandingObject]: ...
+    def read(self, key: str) -> bytes: ...
+    def write(self, key: str, data: bytes) -> None: ...
+    def delete(self, key: str) -> None: ...
+
+
+def list_new(zone: LandingZone, prefix: str, cursor: Cursor, limit: int | None = None) -> list[LandingObject]:
+    """Objects under `prefix` after `cursor` in (mtime, key) order, at most `limit` of them."""
+    new = sorted(o for o in zone.list(prefix) if (o.mtime, o.key) > (cursor.mtime, cursor.key))
+    return new[:limit] if limit is not None else new
+
+
+@dataclasses.dataclass
+class LocalLanding:
+    """A directory on this machine (the default: `.metrics_pipeline/landing`)."""
+
+    root: Path
+    max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root).expanduser().absolute()
+
+    @property
+    def url(self) -> str:
+        return str(self.root)
+
+    def path(self, key: str) -> Path:
+        path = (self.root / check_key(key)).absolute()
+        if not path.is_relative_to(self.root) or path.is_symlink():
+            raise LandingError(f"landing key {key!r} resolves outside the landing zone")
+        return path
+
+    def list(self, prefix: str = "") -> list[LandingObject]:
+        base = self.root / prefix if prefix else self.root
+        if prefix:
+            check_key(prefix.rstrip("/"))
+        # A prefix may end mid-name ("host/2026-01-0"): walk its directory and filter.
+        walk_from = base if base.is_dir() else base.parent
+        if not walk_from.is_dir():
+            return []
+        found = []
+        for dirpath, dirnames, filenames in os.walk(walk_from):
+            dirnames[:] = [d for d in dirnames if not d.startswith(TMP_PREFIX)]
+            for name in filenames:
+                if name.startswith(TMP_PREFIX):
+                    continue
+                full = os.path.join(dirpath, name)
+                key = os.path.relpath(full, self.root).replace(os.sep, "/")
+                if prefix and not key.startswith(prefix):
+                    continue
+                try:
+                    st = os.lstat(full)
+                except FileNotFoundError:
+                    continue  # removed while we walked
+                if not os.path.isfile(full) or os.path.islink(full):
+                    continue
+                found.append(LandingObject(st.st_mtime, key, st.st_size, f"{st.st_size}-{st.st_mtime_ns}"))
+        return sorted(found, key=lambda o: o.key)
+
+    def read(self, key: str) -> bytes:
+        path = self.path(key)
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read(self.max_object_bytes + 1)
+        except FileNotFoundError:
+            raise LandingError(f"landing object {key!r} does not exist in {self.root}") from None
+        if len(data) > self.max_object_bytes:
+            raise LandingError(f"landing object {key!r} is larger than {self.max_object_bytes} bytes")
+        return data
+
+    def write(self, key: str, data: bytes) -> None:
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        fsync_dir(path.parent)
+
+    def delete(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or a new file in `directory` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclasses.dataclass
+class S3Landing:
+    """An S3 prefix (`s3://bucket/prefix`), for many hosts writing to one place."""
+
+    bucket: str
+    prefix: str = ""
+    endpoint_url: str | None = None
+    region_name: str | None = None
+    max_object_bytes: int = DEFAULT_MAX_OBJECT_BYTES
+    _client: object = dataclasses.field(default=None, repr=False, compare=False)
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+
+    @property
+    def client(self):
+        if self._client is None:
+            import boto3
+            from botocore.config import Config
+
+            self._client = boto3.client(
+                "s3",
+                endpoint_url=self.endpoint_url,
+                region_name=self.region_name,
+                config=Config(retries={"mode": "standard", "max_attempts": 5}),
+            )
+        return self._client
+
+    def _full(self, key: str) -> str:
+        base = self.prefix.strip("/")
+        return f"{base}/{key}" if base else key
+
+    def list(self, prefix: str = "") -> list[LandingObject]:
+        if prefix:
+            check_key(prefix.rstrip("/"))
+        strip = len(self._full("")) if self.prefix.strip("/") else 0
+        found = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._full(prefix)):
+            for item in page.get("Contents", []):
+                key = item["Key"][strip:]
+                if key.rsplit("/", 1)[-1].startswith(TMP_PREFIX) or key.endswith("/"):
+                    continue
+                found.append(
+                    LandingObject(item["LastModified"].timestamp(), key, item["Size"], item["ETag"].strip('"'))
+                )
+        return sorted(found, key=lambda o: o.key)
+
+    def read(self, key: str) -> bytes:
+        from botocore.exceptions import ClientError
+
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._full(check_key(key)))
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code in ("NoSuchKey", "404"):
+                raise LandingError(f"landing object {key!r} does not exist in {self.url}") from None
+            raise
+        if response["ContentLength"] > self.max_object_bytes:
+            response["Body"].close()
+            raise LandingError(f"landing object {key!r} is larger than {self.max_object_bytes} bytes")
+        return response["Body"].read()
+
+    def write(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._full(check_key(key)), Body=data)
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._full(check_key(key)))
+
+
+def open_landing(url: str, *, endpoint_url: str | None = None, region_name: str | None = None) -> LandingZone:
+    """`s3://bucket/prefix` or a local directory path."""
+    if url.startswith("s3://"):
+        bucket, _, prefix = url[5:].partition("/")
+        if not bucket:
+            raise ValueError(f"landing zone URL {url!r} has no bucket")
+        return S3Landing(bucket, prefix, endpoint_url=endpoint_url, region_name=region_name)
+    if "://" in url:
+        raise ValueError(f"landing zone URL {url!r}: use a local path or s3://bucket/prefix")
+    return LocalLanding(Path(url))
+
