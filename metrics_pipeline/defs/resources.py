@@ -5,6 +5,7 @@ through `EnvVar`; `make dev` and the CLI export it after starting the embedded P
 resource is a thin wrapper: loading and migrations are plain Python in `metrics_pipeline.lib`.
 """
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -14,7 +15,7 @@ import pandas as pd
 import psycopg
 from pydantic import Field
 
-from metrics_pipeline.lib import loader, migrate
+from metrics_pipeline.lib import landing, loader, migrate, settings
 from metrics_pipeline.lib.settings import DEFAULT_SCHEMA, DSN_ENV, schema_name, validate_identifier
 
 
@@ -39,17 +40,30 @@ class WarehouseResource(dg.ConfigurableResource):
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             yield conn
 
-    def load_points(
-        self, frame: pd.DataFrame, *, source: str, start: datetime, end: datetime, out_of_window: str = "error"
-    ) -> loader.LoadResult:
+    def load_points(self, frame: pd.DataFrame, *, source: str, start: datetime, end: datetime, **kwargs) -> loader.LoadResult:
         """Replace `source`'s points in [start, end) with `frame` (see `lib.loader.load_points`)."""
-        return loader.load_points(
-            self.dsn, frame, source=source, start=start, end=end, schema=self.schema, out_of_window=out_of_window
-        )
+        return loader.load_points(self.dsn, frame, source=source, start=start, end=end, schema=self.schema, **kwargs)
+
+
+class LandingZoneResource(dg.ConfigurableResource):
+    """Where agents and jobs drop files: a local directory (default) or `s3://bucket/prefix`."""
+
+    url: str = Field(description="Local directory or s3://bucket/prefix (from METRICS_PIPELINE_LANDING).")
+    endpoint_url: str | None = Field(default=None, description="S3 endpoint override (MinIO, moto in tests).")
+    region_name: str | None = Field(default=None, description="AWS region of the bucket.")
+
+    def zone(self) -> landing.LandingZone:
+        return landing.open_landing(self.url, endpoint_url=self.endpoint_url or None, region_name=self.region_name)
+
 
 
 @dg.definitions
 def resources() -> dg.Definitions:
     return dg.Definitions(
-        resources={"warehouse": WarehouseResource(dsn=dg.EnvVar(DSN_ENV), schema_name=schema_name())},
+        resources={
+            "warehouse": WarehouseResource(dsn=dg.EnvVar(DSN_ENV), schema_name=schema_name()),
+            "landing": LandingZoneResource(
+                url=settings.landing_url(), endpoint_url=os.environ.get(settings.S3_ENDPOINT_ENV) or None
+            ),
+        },
     )

@@ -3,6 +3,9 @@
     metrics-pipeline db start|stop|status|dsn   the embedded PostgreSQL
     metrics-pipeline migrate [--target N]       apply pending warehouse migrations
     metrics-pipeline dev                        PostgreSQL + migrations + dagster dev (make dev)
+    metrics-pipeline collect                    the host agent: psutil samples into the landing zone
+
+Imports are lazy, per command: the host agent must not pay for psycopg, pandas or Dagster.
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ import logging
 import os
 import sys
 
-from metrics_pipeline.lib import embedded_pg, migrate, settings
 
 
 def _cmd_db(args: argparse.Namespace) -> int:
+    from metrics_pipeline.lib import embedded_pg
+
     server = embedded_pg.EmbeddedPostgres(args.data_dir or embedded_pg.default_data_dir())
     if args.action == "start":
         server.start()
@@ -32,6 +36,8 @@ def _cmd_db(args: argparse.Namespace) -> int:
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
+    from metrics_pipeline.lib import embedded_pg, migrate, settings
+
     dsn = embedded_pg.resolve_dsn()
     schema = settings.schema_name()
     applied = migrate.migrate(dsn, schema, target=args.target)
@@ -46,6 +52,27 @@ def _cmd_dev(args: argparse.Namespace) -> int:
     from metrics_pipeline.lib.devserver import run_dev
 
     return run_dev(host=args.host, port=args.port)
+
+
+def _cmd_collect(args: argparse.Namespace) -> int:
+    from metrics_pipeline.lib import settings
+    from metrics_pipeline.lib.host_collector import CollectorConfig, run_collector
+
+    config = CollectorConfig(
+        landing=args.landing or settings.landing_url(),
+        host=args.host_name or __import__("socket").gethostname(),
+        cpu_interval=args.cpu_interval,
+        network_interval=args.network_interval,
+        disk_io_interval=args.disk_io_interval,
+        disk_usage_interval=args.disk_usage_interval,
+        duration=args.duration,
+        spool_dir=args.spool_dir,
+        endpoint_url=args.endpoint_url,
+        include_loopback=args.include_loopback,
+    )
+    stats = run_collector(config, stats_file=args.stats_file)
+    print(f"collected {stats.samples} samples in {stats.lines} lines ({stats.ticks} ticks)", file=sys.stderr)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +93,20 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=int(os.environ.get("METRICS_PIPELINE_DEV_PORT", "3000")))
     dev.set_defaults(func=_cmd_dev)
+
+    col = sub.add_parser("collect", help="sample this host with psutil into the landing zone")
+    col.add_argument("--landing", help=f"directory or s3://bucket/prefix (default $METRICS_PIPELINE_LANDING or .metrics_pipeline/landing)")
+    col.add_argument("--host-name", help="host name to record (default: this machine's)")
+    col.add_argument("--duration", type=float, help="stop after this many seconds (default: run until SIGTERM/SIGINT)")
+    col.add_argument("--cpu-interval", type=float, default=1.0, help="CPU, load, memory, swap (s)")
+    col.add_argument("--network-interval", type=float, default=1.0, help="network counters (s)")
+    col.add_argument("--disk-io-interval", type=float, default=5.0, help="disk I/O counters (s)")
+    col.add_argument("--disk-usage-interval", type=float, default=30.0, help="disk usage per mount (s)")
+    col.add_argument("--include-loopback", action="store_true", help="also report the lo interface")
+    col.add_argument("--spool-dir", help="local spool for an S3 landing zone (default ~/.metrics_pipeline/spool)")
+    col.add_argument("--endpoint-url", default=os.environ.get("METRICS_PIPELINE_S3_ENDPOINT_URL"), help="S3 endpoint (tests, MinIO)")
+    col.add_argument("--stats-file", help="write tick statistics (JSON) here on exit")
+    col.set_defaults(func=_cmd_collect)
     return parser
 
 
@@ -74,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return args.func(args)
-    except (embedded_pg.PostgresUnavailable, ValueError) as exc:
+    except (RuntimeError, ValueError) as exc:
         print(f"metrics-pipeline: {exc}", file=sys.stderr)
         return 2
 

@@ -30,6 +30,7 @@ import hashlib
 import json
 from collections import Counter
 from datetime import datetime, timezone
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -503,6 +504,7 @@ def load_points(
     end: datetime,
     schema: str = "metrics",
     out_of_window: str = "error",
+    in_transaction: Callable[[psycopg.Connection], None] | None = None,
 ) -> LoadResult:
     """Replace `source`'s points in [start, end) with the rows of `frame`, atomically.
 
@@ -514,6 +516,8 @@ def load_points(
         start, end: the window [start, end), timezone-aware.
         schema: warehouse schema.
         out_of_window: "error" (default) raises on rows outside the window; "drop" counts them.
+        in_transaction: called with the connection inside the load's transaction, after the
+            points are written (e.g. to mark landing files processed in the same commit).
 
     Returns:
         LoadResult with points written, points replaced, series seen and created, and the rows
@@ -559,6 +563,8 @@ def load_points(
                 changes = _copy_into_empty_window(conn, schema, target, rows, prepared)
             else:
                 changes = _merge_into_window(conn, schema, target, source, start, end, rows, prepared)
+            if in_transaction is not None:
+                in_transaction(conn)
 
     first = last = None
     if len(prepared.ts_us):

@@ -16,6 +16,10 @@ DSN_ENV = "METRICS_PIPELINE_DSN"
 HOME_ENV = "METRICS_PIPELINE_HOME"
 #: Schema holding every project table (default `metrics`).
 SCHEMA_ENV = "METRICS_PIPELINE_SCHEMA"
+#: The landing zone: a local directory or s3://bucket/prefix (default `.metrics_pipeline/landing`).
+LANDING_ENV = "METRICS_PIPELINE_LANDING"
+#: S3 endpoint override for the landing zone (MinIO, moto in tests and the demo).
+S3_ENDPOINT_ENV = "METRICS_PIPELINE_S3_ENDPOINT_URL"
 
 DEFAULT_SCHEMA = "metrics"
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -48,3 +52,8 @@ def validate_identifier(name: str, *, what: str) -> str:
             f"characters, not starting with a digit); got {name!r}"
         )
     return name
+
+
+def landing_url() -> str:
+    """`$METRICS_PIPELINE_LANDING`, or `landing/` in the state directory."""
+    return os.environ.get(LANDING_ENV) or str(state_dir() / "landing")

@@ -1,0 +1,58 @@
+"""`host_points`: every host's agent samples of an hour, loaded into `points` (SPEC §2.3)."""
+
+import dagster as dg
+
+from metrics_pipeline.defs.partitions import hourly_partitions
+from metrics_pipeline.defs.resources import LandingZoneResource, WarehouseResource
+from metrics_pipeline.lib import host_files, landing_index
+
+SOURCE = "host"
+
+
+@dg.asset(
+    partitions_def=hourly_partitions,
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=24),
+    group_name="host",
+    kinds={"python", "postgres"},
+    owners=["team:platform"],
+    tags={"source": SOURCE},
+)
+def host_points(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, landing: LandingZoneResource
+) -> dg.MaterializeResult:
+    """One row per host sample (source `host`): CPU, load, memory, swap, network, disk I/O and disk
+    usage of our own hosts, as written by `metrics-pipeline collect`. A run replaces its hours'
+    window with exactly what the landing files hold; files are marked processed in the same commit."""
+    window = context.partition_time_window
+    zone = landing.zone()
+    batch, objects = host_files.read_window(zone, window.start, window.end)
+    hours = {o.key: [h] for o in objects if (h := host_files.hour_of_key(o.key)) is not None}
+    result = warehouse.load_points(
+        batch.frame(),
+        source=SOURCE,
+        start=window.start,
+        end=window.end,
+        out_of_window="drop",
+        in_transaction=lambda conn: landing_index.mark_processed(conn, warehouse.schema, SOURCE, objects, hours),
+    )
+    if batch.problems:
+        context.log.warning(f"skipped while reading host files: {dict(batch.problems)}")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": result.points,
+            "hosts": len(batch.hosts),
+            "files": len(objects),
+            "lines": batch.lines,
+            "series": result.series,
+            "new_series": result.new_series,
+            "points": result.points,
+            "points_changed": result.changed,
+            "partial_lines": batch.problems.get("partial_lines", 0),
+            "corrupt_lines": batch.problems.get("corrupt_lines", 0),
+            "invalid_samples": batch.problems.get("invalid_samples", 0),
+            "dropped_points": result.dropped_total,
+            "first_sample": result.first_ts.isoformat() if result.first_ts else "none",
+            "last_sample": result.last_ts.isoformat() if result.last_ts else "none",
+            "window": f"{window.start.isoformat()} .. {window.end.isoformat()}",
+        }
+    )

@@ -1,0 +1,37 @@
+"""The host sensor: load each hour once its files are complete, refresh the current hour (SPEC §4).
+
+Off by default (like every sensor and schedule here); `make dev` turns it on.
+"""
+
+from datetime import datetime, timedelta, timezone
+
+import dagster as dg
+
+from metrics_pipeline.defs.host.assets import host_points
+from metrics_pipeline.defs.resources import LandingZoneResource
+from metrics_pipeline.lib.host_files import HostSensorState, plan_host_requests
+
+REFRESH_EVERY = timedelta(minutes=5)
+
+
+@dg.sensor(
+    target=host_points,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="Requests host_points for each hour once its files are complete, late files, and "
+    "the in-progress hour every 5 minutes.",
+)
+def host_points_sensor(context: dg.SensorEvaluationContext, landing: LandingZoneResource) -> dg.SensorResult:
+    state = HostSensorState.decode(context.cursor)
+    requests, state = plan_host_requests(landing.zone(), state, datetime.now(timezone.utc), refresh_every=REFRESH_EVERY)
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(
+                run_key=r.run_key,
+                partition_key=r.hour.strftime("%Y-%m-%d-%H:%M"),
+                tags={"metrics_pipeline/reason": r.reason},
+            )
+            for r in requests
+        ],
+        cursor=state.encode(),
+    )

@@ -1,0 +1,224 @@
+"""Read the host agent's minute files back into a points frame.
+
+A file is JSON Lines written by `host_collector`. Reading is forgiving where a crash or a bad disk
+can leave damage, and strict about counting it:
+* the last line without a trailing newline that does not parse is a `partial_line` (the agent died
+  mid-write): skipped and counted;
+* any other line that is not a valid tick object is a `corrupt_line`: skipped and counted;
+* a sample entry that is malformed inside a good line is an `invalid_sample`: skipped and counted.
+Nothing raises for bad content: one bad file must not block every host's hour.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+
+import pandas as pd
+
+from metrics_pipeline.lib.landing import LandingObject, LandingZone
+from metrics_pipeline.lib.loader import canonical_labels
+
+HOST_PREFIX = "host/"
+
+
+def hour_prefix(hour: datetime) -> str:
+    """Landing prefix of every host's files for the hour starting at `hour` (UTC)."""
+    hour = hour.astimezone(timezone.utc)
+    return f"{HOST_PREFIX}{hour:%Y-%m-%d}/{hour:%H}/"
+
+
+def hour_of_key(key: str) -> datetime | None:
+    """The UTC hour a host file belongs to, from its key (None for a foreign file)."""
+    parts = key.split("/")
+    if len(parts) < 5 or parts[0] != "host":
+        return None
+    try:
+        return datetime.strptime(f"{parts[1]} {parts[2]}", "%Y-%m-%d %H").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
+
+
+@dataclasses.dataclass
+class HostBatch:
+    """Samples read from a set of host files, ready for the loader."""
+
+    metric: list[str] = dataclasses.field(default_factory=list)
+    resource: list[str] = dataclasses.field(default_factory=list)
+    labels: list[str] = dataclasses.field(default_factory=list)
+    unit: list[str] = dataclasses.field(default_factory=list)
+    ts: list[float] = dataclasses.field(default_factory=list)
+    value: list[float] = dataclasses.field(default_factory=list)
+    problems: Counter = dataclasses.field(default_factory=Counter)
+    hosts: set[str] = dataclasses.field(default_factory=set)
+    lines: int = 0
+    files: int = 0
+    _labels_cache: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    def read(self, data: bytes) -> None:
+        """Add the samples of one file's bytes."""
+        self.files += 1
+        text = data.decode("utf-8", errors="replace")
+        lines = text.split("\n")
+        ends_cleanly = text.endswith("\n")
+        if ends_cleanly:
+            lines.pop()
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                tick = json.loads(line)
+                ts = float(tick["ts"])
+                host = tick["host"]
+                samples = tick["samples"]
+                if not isinstance(host, str) or not host or not isinstance(samples, list) or not math.isfinite(ts):
+                    raise ValueError("not a tick")
+            except (ValueError, KeyError, TypeError):
+                last = i == len(lines) - 1 and not ends_cleanly
+                self.problems["partial_lines" if last else "corrupt_lines"] += 1
+                continue
+            self.lines += 1
+            self.hosts.add(host)
+            for entry in samples:
+                self._add(host, ts, entry)
+
+    def _add(self, host: str, ts: float, entry) -> None:
+        try:
+            metric, value, unit, labels = entry
+            if not (isinstance(metric, str) and metric and isinstance(unit, str) and unit):
+                raise ValueError
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError
+            cache_key = (host, json.dumps(labels, sort_keys=True) if labels else "")
+            text = self._labels_cache.get(cache_key)
+            if text is None:
+                if labels is not None and not isinstance(labels, dict):
+                    raise ValueError
+                text = canonical_labels({**(labels or {}), "host": host})
+                self._labels_cache[cache_key] = text
+        except (ValueError, TypeError):
+            self.problems["invalid_samples"] += 1
+            return
+        self.metric.append(metric)
+        self.resource.append(host)
+        self.labels.append(text)
+        self.unit.append(unit)
+        self.ts.append(ts)
+        self.value.append(float(value))
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "metric": pd.Categorical(self.metric),
+                "resource": pd.Categorical(self.resource),
+                "labels": pd.Categorical(self.labels),
+                "unit": pd.Categorical(self.unit),
+                "ts": pd.to_datetime(pd.Series(self.ts, dtype="float64") * 1e6, unit="us", utc=True),
+                "value": pd.Series(self.value, dtype="float64"),
+            }
+        )
+
+
+def files_for_window(zone: LandingZone, start: datetime, end: datetime) -> list[LandingObject]:
+    """Every host file of every hour in [start, end)."""
+    found = []
+    hour = start.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    while hour < end:
+        found.extend(zone.list(hour_prefix(hour)))
+        hour += timedelta(hours=1)
+    return found
+
+
+def read_window(zone: LandingZone, start: datetime, end: datetime) -> tuple[HostBatch, list[LandingObject]]:
+    """Read every host file of [start, end) into one batch."""
+    batch = HostBatch()
+    objects = files_for_window(zone, start, end)
+    for obj in objects:
+        batch.read(zone.read(obj.key))
+    return batch, objects
+
+
+@dataclasses.dataclass
+class HostSensorState:
+    """The host sensor's cursor: what it has seen and requested so far."""
+
+    watermark: tuple[float, str] = (0.0, "")  # newest (mtime, key) seen
+    completed_through: datetime | None = None  # every hour up to this one was requested as complete
+    refresh_slot: int = -1  # last in-progress refresh slot requested
+
+    def encode(self) -> str:
+        return json.dumps({
+            "w": list(self.watermark),
+            "done": self.completed_through.isoformat() if self.completed_through else None,
+            "slot": self.refresh_slot,
+        })
+
+    @classmethod
+    def decode(cls, text: str | None) -> HostSensorState:
+        if not text:
+            return cls()
+        raw = json.loads(text)
+        done = datetime.fromisoformat(raw["done"]) if raw.get("done") else None
+        return cls((float(raw["w"][0]), str(raw["w"][1])), done, int(raw.get("slot", -1)))
+
+
+@dataclasses.dataclass(frozen=True)
+class HourRequest:
+    hour: datetime
+    reason: str  # complete | late | refresh
+    run_key: str
+
+
+def plan_host_requests(
+    zone: LandingZone,
+    state: HostSensorState,
+    now: datetime,
+    *,
+    grace: timedelta = timedelta(minutes=2),
+    refresh_every: timedelta = timedelta(minutes=5),
+    lookback: timedelta = timedelta(hours=24),
+) -> tuple[list[HourRequest], HostSensorState]:
+    """Which host hours to (re)load now (SPEC §4), and the next cursor.
+
+    * complete: an hour with files, once `grace` after its end (its last minute file is closed);
+    * late: files that appeared for an hour already requested as complete (a host uploading late);
+    * refresh: the in-progress hour, once per `refresh_every` slot, so dashboards stay fresh.
+    Only the last `lookback` hours are listed each tick (one listing per hour prefix), so the cost
+    does not grow with the landing zone's history; older late files need a manual re-run.
+    """
+    now = now.astimezone(timezone.utc)
+    current = now.replace(minute=0, second=0, microsecond=0)
+    last_complete = (now - grace).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    oldest = current - lookback
+    if state.completed_through is not None:
+        oldest = max(oldest, min(state.completed_through, last_complete) - lookback)
+    objects: list[LandingObject] = []
+    hour = oldest
+    while hour <= current:
+        objects.extend(zone.list(hour_prefix(hour)))
+        hour += timedelta(hours=1)
+
+    by_hour: dict[datetime, list[LandingObject]] = {}
+    for obj in objects:
+        hour = hour_of_key(obj.key)
+        if hour is not None:
+            by_hour.setdefault(hour, []).append(obj)
+    newest = max([(o.mtime, o.key) for o in objects] + [state.watermark])
+    requests: list[HourRequest] = []
+    for hour in sorted(by_hour):
+        if hour > last_complete:
+            continue
+        if state.completed_through is None or hour > state.completed_through:
+            requests.append(HourRequest(hour, "complete", f"host:{hour.isoformat()}:complete"))
+        elif any((o.mtime, o.key) > state.watermark for o in by_hour[hour]):
+            requests.append(HourRequest(hour, "late", f"host:{hour.isoformat()}:late:{newest[0]!r}"))
+    slot = int(now.timestamp() // refresh_every.total_seconds())
+    refreshed = state.refresh_slot
+    if slot != state.refresh_slot and current in by_hour:
+        requests.append(HourRequest(current, "refresh", f"host:{current.isoformat()}:refresh:{slot}"))
+        refreshed = slot
+    done = max(filter(None, [state.completed_through, last_complete]))
+    return requests, HostSensorState(newest, done, refreshed)

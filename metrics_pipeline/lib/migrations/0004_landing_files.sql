@@ -1,0 +1,20 @@
+-- What the pipeline knows about each landing-zone file: which hours it holds records for (so an
+-- hourly partition finds its files without reading the whole zone) and whether its data is
+-- committed. processed_at/processed_etag are written in the same transaction as the data, so a file
+-- is "processed" exactly when its rows are in the warehouse; retention deletes only such files.
+
+CREATE TABLE {{schema}}.landing_files (
+    kind            text NOT NULL,              -- host, ingestion_logs
+    key             text NOT NULL,              -- path inside the landing zone
+    etag            text NOT NULL,              -- size/mtime (local) or S3 ETag when indexed
+    size            bigint NOT NULL,
+    hours           timestamptz[] NOT NULL DEFAULT '{}',
+    records         integer,                    -- records (lines, array items) read when indexed
+    indexed_at      timestamptz NOT NULL DEFAULT now(),
+    processed_at    timestamptz,
+    processed_etag  text,
+    CONSTRAINT landing_files_pkey PRIMARY KEY (kind, key)
+);
+CREATE INDEX landing_files_hours_idx ON {{schema}}.landing_files USING gin (hours);
+
+COMMENT ON TABLE {{schema}}.landing_files IS 'Landing-zone files seen by the pipeline: hours covered and commit status.';
