@@ -115,3 +115,11 @@ def test_the_agent_does_not_import_heavy_libraries():
            "print(sorted(m for m in ('pandas','psycopg','dagster','boto3','numpy') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_every_catalogued_metric_is_documented_with_its_unit():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
+    for metric, (unit, _, _) in CATALOGUE.items():
+        assert f"| `{metric}` | {unit} |" in doc, metric
