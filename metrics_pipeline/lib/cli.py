@@ -4,6 +4,7 @@
     metrics-pipeline migrate [--target N]       apply pending warehouse migrations
     metrics-pipeline dev                        PostgreSQL + migrations + dagster dev (make dev)
     metrics-pipeline collect                    the host agent: psutil samples into the landing zone
+    metrics-pipeline simulate-logs              realistic ingestion-job logs into the landing zone
 
 Imports are lazy, per command: the host agent must not pay for psycopg, pandas or Dagster.
 """
@@ -75,6 +76,31 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_simulate_logs(args: argparse.Namespace) -> int:
+    from datetime import datetime, timedelta, timezone
+
+    from metrics_pipeline.lib import settings
+    from metrics_pipeline.lib.landing import open_landing
+    from metrics_pipeline.lib.simulate_logs import simulate
+
+    def when(text: str) -> datetime:
+        ts = datetime.fromisoformat(text)
+        return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+
+    span = timedelta(hours=args.hours)
+    if args.start:
+        start = when(args.start)
+        end = when(args.end) if args.end else start + span
+    else:
+        end = when(args.end) if args.end else datetime.now(timezone.utc)
+        start = end - span
+    zone = open_landing(args.landing or settings.landing_url(), endpoint_url=args.endpoint_url)
+    stats = simulate(zone, start, end, jobs_per_hour=args.jobs_per_hour, seed=args.seed, bad_rate=args.bad_rate)
+    print(f"wrote {stats.records} records ({stats.failures} failed runs, {stats.bad_records} broken records) "
+          f"in {stats.files} files to {zone.url}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metrics-pipeline", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -107,6 +133,17 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument("--endpoint-url", default=os.environ.get("METRICS_PIPELINE_S3_ENDPOINT_URL"), help="S3 endpoint (tests, MinIO)")
     col.add_argument("--stats-file", help="write tick statistics (JSON) here on exit")
     col.set_defaults(func=_cmd_collect)
+
+    sim = sub.add_parser("simulate-logs", help="write realistic ingestion-job log files into the landing zone")
+    sim.add_argument("--landing", help="directory or s3://bucket/prefix (default: the configured landing zone)")
+    sim.add_argument("--start", help="ISO start (default: --hours before --end)")
+    sim.add_argument("--end", help="ISO end (default: --hours after --start, or now)")
+    sim.add_argument("--hours", type=float, default=24.0, help="length of the period unless both ends are given")
+    sim.add_argument("--jobs-per-hour", type=int, default=120, help="job runs per hour (volume)")
+    sim.add_argument("--seed", type=int, default=7)
+    sim.add_argument("--bad-rate", type=float, default=0.005, help="share of deliberately broken records")
+    sim.add_argument("--endpoint-url", default=os.environ.get("METRICS_PIPELINE_S3_ENDPOINT_URL"))
+    sim.set_defaults(func=_cmd_simulate_logs)
     return parser
 
 

@@ -1,13 +1,14 @@
 """The warehouse's record of landing files (table `landing_files`, migration 0004).
 
 `index_files` stores which hours a file holds records for, so a partition run finds its files with
-one indexed query; `mark_processed` runs inside the load's transaction, so a file counts as
-processed exactly when its data is committed.
+one indexed query; `mark_processed` runs inside the load's transaction and adds the hours just
+committed, so a file counts as processed exactly when the data of all its hours is committed.
+A file whose content changed (new etag) starts over.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import datetime
 
 import psycopg
@@ -21,7 +22,7 @@ def index_files(
     kind: str,
     entries: Iterable[tuple[LandingObject, list[datetime], int]],
 ) -> None:
-    """Upsert (object, hours it covers, records read) rows; a changed etag clears `processed_at`."""
+    """Upsert (object, hours it covers, records read) rows; a changed etag resets processing."""
     rows = [(kind, o.key, o.etag, o.size, sorted(set(hours)), records) for o, hours, records in entries]
     if not rows:
         return
@@ -31,7 +32,9 @@ def index_files(
                 VALUES (%s, %s, %s, %s, %s::timestamptz[], %s)
                 ON CONFLICT (kind, key) DO UPDATE
                 SET etag = EXCLUDED.etag, size = EXCLUDED.size, hours = EXCLUDED.hours,
-                    records = EXCLUDED.records, indexed_at = now()
+                    records = EXCLUDED.records, indexed_at = now(),
+                    processed_hours = CASE WHEN f.etag = EXCLUDED.etag THEN f.processed_hours ELSE '{{}}' END,
+                    processed_at = CASE WHEN f.etag = EXCLUDED.etag THEN f.processed_at END
                 WHERE f.etag IS DISTINCT FROM EXCLUDED.etag OR f.hours IS DISTINCT FROM EXCLUDED.hours""",
             rows,
         )
@@ -57,20 +60,37 @@ def mark_processed(
     conn: psycopg.Connection,
     schema: str,
     kind: str,
-    objects: Iterable[LandingObject],
-    hours: Mapping[str, list[datetime]] | None = None,
+    objects: Iterable[tuple[LandingObject, list[datetime]]],
+    start: datetime,
+    end: datetime,
 ) -> None:
-    """Record that `objects` (as listed, with their etags) are committed. Call inside the load's transaction."""
-    rows = [(kind, o.key, o.etag, o.size, sorted(set((hours or {}).get(o.key, [])))) for o in objects]
+    """Record that the hours in [start, end) of each (object, its hours) are committed.
+
+    Call inside the load's transaction. `processed_at` is set once every hour of the file is done.
+    """
+    rows = [(kind, o.key, o.etag, o.size, sorted(set(hours))) for o, hours in objects]
     if not rows:
         return
     with conn.cursor() as cur:
         cur.executemany(
-            f"""INSERT INTO {schema}.landing_files AS f (kind, key, etag, size, hours, processed_at, processed_etag)
-                VALUES (%s, %s, %s, %s, %s::timestamptz[], now(), %s)
+            f"""INSERT INTO {schema}.landing_files AS f (kind, key, etag, size, hours)
+                VALUES (%s, %s, %s, %s, %s::timestamptz[])
                 ON CONFLICT (kind, key) DO UPDATE
-                SET processed_at = now(), processed_etag = EXCLUDED.processed_etag,
-                    etag = EXCLUDED.etag, size = EXCLUDED.size,
-                    hours = CASE WHEN cardinality(EXCLUDED.hours) > 0 THEN EXCLUDED.hours ELSE f.hours END""",
-            [(*row, row[2]) for row in rows],
+                SET etag = EXCLUDED.etag, size = EXCLUDED.size, hours = EXCLUDED.hours,
+                    processed_hours = CASE WHEN f.etag = EXCLUDED.etag THEN f.processed_hours ELSE '{{}}' END""",
+            rows,
+        )
+        cur.execute(
+            f"""UPDATE {schema}.landing_files f
+                SET processed_hours = ARRAY(
+                        SELECT DISTINCT h FROM unnest(f.processed_hours || ARRAY(
+                            SELECT x FROM unnest(f.hours) x WHERE x >= %(start)s AND x < %(end)s)) h ORDER BY h),
+                    processed_etag = f.etag
+                WHERE f.kind = %(kind)s AND f.key = ANY(%(keys)s)""",
+            {"kind": kind, "keys": [r[1] for r in rows], "start": start, "end": end},
+        )
+        cur.execute(
+            f"""UPDATE {schema}.landing_files SET processed_at = now()
+                WHERE kind = %(kind)s AND key = ANY(%(keys)s) AND hours <@ processed_hours""",
+            {"kind": kind, "keys": [r[1] for r in rows]},
         )

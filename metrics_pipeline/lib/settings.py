@@ -18,6 +18,8 @@ HOME_ENV = "METRICS_PIPELINE_HOME"
 SCHEMA_ENV = "METRICS_PIPELINE_SCHEMA"
 #: The landing zone: a local directory or s3://bucket/prefix (default `.metrics_pipeline/landing`).
 LANDING_ENV = "METRICS_PIPELINE_LANDING"
+#: Timezone of naive timestamps in ingestion logs (IANA name, default UTC).
+LOG_TIMEZONE_ENV = "METRICS_PIPELINE_LOG_TIMEZONE"
 #: S3 endpoint override for the landing zone (MinIO, moto in tests and the demo).
 S3_ENDPOINT_ENV = "METRICS_PIPELINE_S3_ENDPOINT_URL"
 
@@ -57,3 +59,15 @@ def validate_identifier(name: str, *, what: str) -> str:
 def landing_url() -> str:
     """`$METRICS_PIPELINE_LANDING`, or `landing/` in the state directory."""
     return os.environ.get(LANDING_ENV) or str(state_dir() / "landing")
+
+
+def log_timezone() -> str:
+    """The timezone naive ingestion-log timestamps are read in, validated."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    name = os.environ.get(LOG_TIMEZONE_ENV, "UTC")
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{LOG_TIMEZONE_ENV} must be an IANA timezone such as Europe/Paris, got {name!r}") from None
+    return name

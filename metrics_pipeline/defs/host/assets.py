@@ -26,14 +26,16 @@ def host_points(
     window = context.partition_time_window
     zone = landing.zone()
     batch, objects = host_files.read_window(zone, window.start, window.end)
-    hours = {o.key: [h] for o in objects if (h := host_files.hour_of_key(o.key)) is not None}
+    files = [(o, [host_files.hour_of_key(o.key)]) for o in objects]
     result = warehouse.load_points(
         batch.frame(),
         source=SOURCE,
         start=window.start,
         end=window.end,
         out_of_window="drop",
-        in_transaction=lambda conn: landing_index.mark_processed(conn, warehouse.schema, SOURCE, objects, hours),
+        in_transaction=lambda conn: landing_index.mark_processed(
+            conn, warehouse.schema, SOURCE, files, window.start, window.end
+        ),
     )
     if batch.problems:
         context.log.warning(f"skipped while reading host files: {dict(batch.problems)}")

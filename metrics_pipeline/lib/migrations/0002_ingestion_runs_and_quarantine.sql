@@ -33,11 +33,13 @@ CREATE TABLE {{schema}}.quarantine (
     position        integer NOT NULL,       -- 1-based line (JSON Lines) or 0-based index (JSON array); -1 = whole file
     raw             text,
     reason          text NOT NULL,
-    partition_key   text,
+    -- The hour the record is attributed to: its own start hour when that parses, else the file's
+    -- first good hour (or arrival hour). The run loading that hour owns the quarantine row.
+    record_hour     timestamptz NOT NULL,
     quarantined_at  timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT quarantine_record_key UNIQUE (source, source_file, position)
 );
-CREATE INDEX quarantine_time_idx ON {{schema}}.quarantine (quarantined_at);
+CREATE INDEX quarantine_hour_idx ON {{schema}}.quarantine (source, record_hour);
 
 COMMENT ON TABLE {{schema}}.ingestion_runs IS 'One row per data-ingestion job run; partitioned by month of started_at.';
 COMMENT ON TABLE {{schema}}.quarantine IS 'Input records refused by validation, with file, position, raw text and reason.';

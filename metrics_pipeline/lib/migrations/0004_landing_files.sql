@@ -1,7 +1,8 @@
 -- What the pipeline knows about each landing-zone file: which hours it holds records for (so an
 -- hourly partition finds its files without reading the whole zone) and whether its data is
--- committed. processed_at/processed_etag are written in the same transaction as the data, so a file
--- is "processed" exactly when its rows are in the warehouse; retention deletes only such files.
+-- committed. processed_hours/processed_at are written in the same transaction as the data, so a
+-- file is "processed" exactly when the rows of all its hours are in the warehouse; retention
+-- deletes only such files.
 
 CREATE TABLE {{schema}}.landing_files (
     kind            text NOT NULL,              -- host, ingestion_logs
@@ -11,7 +12,8 @@ CREATE TABLE {{schema}}.landing_files (
     hours           timestamptz[] NOT NULL DEFAULT '{}',
     records         integer,                    -- records (lines, array items) read when indexed
     indexed_at      timestamptz NOT NULL DEFAULT now(),
-    processed_at    timestamptz,
+    processed_hours timestamptz[] NOT NULL DEFAULT '{}',  -- hours of this version committed so far
+    processed_at    timestamptz,                           -- set once every hour of the file is committed
     processed_etag  text,
     CONSTRAINT landing_files_pkey PRIMARY KEY (kind, key)
 );

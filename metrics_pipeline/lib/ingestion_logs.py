@@ -1,0 +1,350 @@
+"""Parse and validate data-ingestion job logs (SPEC §2.4) without ever losing a record.
+
+Input: one file of JSON records, either a JSON array (`logs.json` style) or JSON Lines, UTF-8 with
+or without a BOM, with the French field names the jobs produce. Output: every record either
+*accepted* (normalised to the `ingestion_runs` columns) or *rejected* with its position, raw text
+and a reason a person understands. `accepted + rejected == read`, whatever the bytes are: the
+parser never raises on content.
+
+Positions: 1-based line numbers for JSON Lines, 0-based array indexes for JSON arrays, and -1 for
+a whole file that is neither. A JSON array cut short (a writer that crashed) keeps every complete
+item and rejects the unreadable tail as one record. Lines longer than `max_record_bytes`, nesting
+deep enough to exhaust the parser and undecodable bytes are rejected, never crash the run.
+
+Validation, in order (all problems of a record are reported together):
+* required fields present and non-empty: No_Sequence, Entreprise, Zone, Source, Objet_Id, Objet,
+  Transformation, Etat, Debut, Fin, "Duree secondes";
+* No_Sequence is YYYY-MM-DD-HH-MM and agrees with Date_Sequence/Heure_Sequence/Minute_Sequence
+  when those are present;
+* Etat is SUCCESS or FAILED (case and surrounding spaces ignored);
+* Debut and Fin parse (ISO 8601 or `YYYY-MM-DD HH:MM:SS`; naive times are in the configured
+  timezone), Fin is not before Debut;
+* "Duree secondes" is a non-negative number agreeing with Fin - Debut within the tolerance
+  (default: 2 s or 1 % of the span, whichever is larger);
+* `cpu_time (sec)` and `memory_used (bytes)`, when present and not null, are non-negative numbers;
+* Debut is inside the pipeline's partition range (not before the first partition, not more than
+  a day in the future): a record no hourly partition could hold would otherwise vanish.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from datetime import datetime, timedelta, timezone, tzinfo
+from zoneinfo import ZoneInfo
+
+SOURCE = "ingestion_logs"
+BOM = b"\xef\xbb\xbf"
+REQUIRED = ("No_Sequence", "Entreprise", "Zone", "Source", "Objet_Id", "Objet", "Transformation", "Etat",
+            "Debut", "Fin", "Duree secondes")
+TEXT_FIELDS = {"Entreprise": "company", "Zone": "zone", "Source": "source_system", "Objet": "object",
+               "Transformation": "transformation"}
+STATUSES = ("SUCCESS", "FAILED")
+_SEQUENCE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})-(\d{2})-(\d{2})$")
+_RAW_LIMIT = 10_000
+
+
+@dataclasses.dataclass(frozen=True)
+class ParseOptions:
+    """How to read timestamps and judge durations. Defaults follow SPEC §2.4."""
+
+    timezone: str = "UTC"
+    duration_tolerance_s: float = 2.0
+    duration_tolerance_ratio: float = 0.01
+    min_start: datetime | None = None
+    max_future: timedelta = timedelta(days=1)
+    max_record_bytes: int = 1_000_000
+    now: datetime | None = None  # for tests; defaults to the wall clock
+
+    @property
+    def tz(self) -> tzinfo:
+        return timezone.utc if self.timezone.upper() == "UTC" else ZoneInfo(self.timezone)
+
+
+@dataclasses.dataclass
+class Rejected:
+    position: int
+    raw: str
+    reason: str
+    started_at: datetime | None = None  # when Debut parsed: the hour the record belongs to
+
+
+@dataclasses.dataclass
+class ParsedFile:
+    key: str
+    accepted: list[dict] = dataclasses.field(default_factory=list)
+    rejected: list[Rejected] = dataclasses.field(default_factory=list)
+
+    @property
+    def read(self) -> int:
+        return len(self.accepted) + len(self.rejected)
+
+    def hours(self, fallback: datetime) -> dict[int, datetime]:
+        """Hour each record is attributed to, by position (rejected records included)."""
+        good = sorted(r["started_at"] for r in self.accepted)
+        home = _hour(good[0]) if good else _hour(fallback)
+        out = {r["source_position"]: _hour(r["started_at"]) for r in self.accepted}
+        for r in self.rejected:
+            out[r.position] = _hour(r.started_at) if r.started_at is not None else home
+        return out
+
+
+def _hour(ts: datetime) -> datetime:
+    return ts.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _RAW_LIMIT else text[:_RAW_LIMIT] + f"... [{len(text) - _RAW_LIMIT} more characters]"
+
+
+def parse_timestamp(value, tz: tzinfo) -> datetime:
+    """ISO 8601 or `YYYY-MM-DD HH:MM:SS[.ffffff]`, offset optional (naive = `tz`)."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("not a timestamp string")
+    text = value.strip()
+    if text.endswith(("z", "Z")):
+        text = text[:-1] + "+00:00"
+    ts = datetime.fromisoformat(text)
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=tz)
+    return ts.astimezone(timezone.utc)
+
+
+def _number(value) -> float:
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a number")
+    if isinstance(value, (int, float)):
+        number = float(value)
+    elif isinstance(value, str):
+        number = float(value.strip().replace(",", "."))
+    else:
+        raise ValueError("not a number")
+    if not math.isfinite(number):
+        raise ValueError("not a finite number")
+    return number
+
+
+def validate(record, position: int, key: str, options: ParseOptions, raw: str | None = None) -> dict | Rejected:
+    """A normalised `ingestion_runs` row, or the reasons the record is refused.
+
+    `raw` is the record's text as read (a JSON Lines line); array items are re-serialised.
+    """
+    def rejected(reason: str, started: datetime | None = None) -> Rejected:
+        text = raw if raw is not None else json.dumps(record, ensure_ascii=False, default=str)
+        return Rejected(position, _clip(text), reason, started)
+
+    if not isinstance(record, dict):
+        return rejected(f"record is a JSON {type(record).__name__}, not an object")
+    problems: list[str] = []
+    missing = [f for f in REQUIRED if record.get(f) is None or (isinstance(record.get(f), str) and not record[f].strip())]
+    if missing:
+        problems.append("missing field(s) " + ", ".join(repr(f) for f in missing))
+    row: dict = {"source_file": key, "source_position": position}
+
+    for field, column in TEXT_FIELDS.items():
+        value = record.get(field)
+        if field in missing:
+            continue
+        if not isinstance(value, str):
+            problems.append(f"{field!r} must be text, got {json.dumps(value, default=str)[:80]}")
+        else:
+            row[column] = value.strip()
+    if "Objet_Id" not in missing:
+        value = record["Objet_Id"]
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            problems.append(f"'Objet_Id' must be text or an integer, got {json.dumps(value, default=str)[:80]}")
+        else:
+            row["object_id"] = str(value).strip()
+
+    if "No_Sequence" not in missing:
+        problems += _check_sequence(record, row)
+    if "Etat" not in missing:
+        status = record["Etat"].strip().upper() if isinstance(record["Etat"], str) else None
+        if status not in STATUSES:
+            problems.append(f"unknown status {record['Etat']!r} (expected SUCCESS or FAILED)")
+        else:
+            row["status"] = status
+
+    started = ended = None
+    for field, column in (("Debut", "started_at"), ("Fin", "ended_at")):
+        if field in missing:
+            continue
+        try:
+            row[column] = parse_timestamp(record[field], options.tz)
+        except (ValueError, TypeError, OverflowError):
+            problems.append(f"{field!r} is not a timestamp: {str(record[field])[:60]!r}")
+    started, ended = row.get("started_at"), row.get("ended_at")
+    if started and ended and ended < started:
+        problems.append(f"end before start (Debut {started.isoformat()}, Fin {ended.isoformat()})")
+    in_range = started is not None
+    if started:
+        now = options.now or datetime.now(timezone.utc)
+        if started > now + options.max_future:
+            problems.append(f"start {started.isoformat()} is in the future (more than {options.max_future} ahead)")
+            in_range = False
+        if options.min_start and started < options.min_start:
+            problems.append(f"start {started.isoformat()} is before the first partition {options.min_start.isoformat()}")
+            in_range = False
+
+    if "Duree secondes" not in missing:
+        try:
+            duration = _number(record["Duree secondes"])
+        except (ValueError, TypeError):
+            problems.append(f"'Duree secondes' is not a number: {str(record['Duree secondes'])[:60]!r}")
+        else:
+            if duration < 0:
+                problems.append(f"negative duration {duration:g} s")
+            elif started and ended and ended >= started:
+                span = (ended - started).total_seconds()
+                tolerance = max(options.duration_tolerance_s, options.duration_tolerance_ratio * span)
+                if abs(duration - span) > tolerance:
+                    problems.append(
+                        f"duration {duration:g} s disagrees with Fin - Debut = {span:g} s (tolerance {tolerance:g} s)"
+                    )
+            row["duration_s"] = duration
+
+    for field, column, integral in (("cpu_time (sec)", "cpu_time_s", False), ("memory_used (bytes)", "memory_used_bytes", True)):
+        value = record.get(field)
+        if value is None:
+            row[column] = None
+            continue
+        try:
+            number = _number(value)
+            if number < 0:
+                raise ValueError
+            if integral and number != int(number):
+                raise ValueError
+            row[column] = int(number) if integral else number
+        except (ValueError, TypeError, OverflowError):
+            problems.append(f"{field!r} must be a non-negative number, got {str(value)[:60]!r}")
+            row[column] = None
+
+    description = record.get("Description")
+    if description is not None and not isinstance(description, str):
+        problems.append(f"'Description' must be text, got {type(description).__name__}")
+    row["description"] = description
+    texts = [row.get(c) for c in ("company", "zone", "source_system", "object", "transformation", "object_id", "description")]
+    if any(isinstance(t, str) and "\x00" in t for t in texts):
+        problems.append("text fields must not contain NUL characters")
+
+    if problems:
+        # A record whose start no partition can hold is attributed to its file's home hour.
+        return rejected("; ".join(problems), started if in_range else None)
+    return row
+
+
+def _check_sequence(record: dict, row: dict) -> list[str]:
+    value = record["No_Sequence"]
+    match = _SEQUENCE.match(value.strip()) if isinstance(value, str) else None
+    if not match:
+        return [f"'No_Sequence' {value!r} is not YYYY-MM-DD-HH-MM"]
+    year, month, day, hour, minute = (int(g) for g in match.groups())
+    try:
+        datetime(year, month, day, hour, minute)
+    except ValueError:
+        return [f"'No_Sequence' {value!r} is not a real date and time"]
+    row["sequence_no"] = value.strip()
+    problems = []
+    checks = (
+        ("Date_Sequence", lambda v: str(v).strip() == f"{year:04d}-{month:02d}-{day:02d}"),
+        ("Heure_Sequence", lambda v: _as_int(v) == hour),
+        ("Minute_Sequence", lambda v: _as_int(v) == minute),
+    )
+    for field, agrees in checks:
+        if record.get(field) is not None and not agrees(record[field]):
+            problems.append(f"{field!r} {record[field]!r} disagrees with No_Sequence {value!r}")
+    return problems
+
+
+def _as_int(value) -> int | None:
+    try:
+        number = _number(value)
+    except (ValueError, TypeError):
+        return None
+    return int(number) if number == int(number) else None
+
+
+def _loads(text: str):
+    try:
+        return json.loads(text), None
+    except RecursionError:
+        return None, "JSON nested too deeply"
+    except ValueError as exc:
+        return None, f"broken JSON ({exc})"
+
+
+def parse_file(data: bytes, key: str, options: ParseOptions = ParseOptions()) -> ParsedFile:
+    """Parse one landing file; never raises on content."""
+    result = ParsedFile(key)
+    if data.startswith(BOM):
+        data = data[len(BOM):]
+    head = data.lstrip()[:1]
+    if head == b"[":
+        _parse_array(data, result, options)
+    elif not head:
+        pass  # an empty file holds no records
+    else:
+        _parse_lines(data, result, options)
+    return result
+
+
+def _parse_lines(data: bytes, result: ParsedFile, options: ParseOptions) -> None:
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        if len(line) > options.max_record_bytes:
+            result.rejected.append(Rejected(number, _clip(line.decode("utf-8", "replace")),
+                                            f"line longer than {options.max_record_bytes} bytes"))
+            continue
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            result.rejected.append(Rejected(number, _clip(line.decode("utf-8", "replace")), f"not UTF-8 ({exc.reason})"))
+            continue
+        record, error = _loads(text)
+        if error:
+            result.rejected.append(Rejected(number, _clip(text.rstrip("\r")), error))
+            continue
+        _accept(result, validate(record, number, result.key, options, raw=text.rstrip("\r")))
+
+
+def _parse_array(data: bytes, result: ParsedFile, options: ParseOptions) -> None:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        result.rejected.append(Rejected(-1, _clip(data.decode("utf-8", "replace")), f"file is not UTF-8 ({exc.reason})"))
+        return
+    document, error = _loads(text)
+    if error is None and isinstance(document, list):
+        for index, record in enumerate(document):
+            _accept(result, validate(record, index, result.key, options))
+        return
+    # Salvage a damaged array item by item: complete items load, the unreadable tail is rejected.
+    decoder = json.JSONDecoder()
+    position = text.index("[") + 1
+    index = 0
+    while True:
+        while position < len(text) and text[position] in " \t\r\n,":
+            position += 1
+        if position >= len(text) or text[position] == "]":
+            return
+        try:
+            record, end = decoder.raw_decode(text, position)
+        except (ValueError, RecursionError) as exc:
+            reason = "JSON nested too deeply" if isinstance(exc, RecursionError) else f"broken JSON array ({exc})"
+            result.rejected.append(Rejected(index, _clip(text[position:]), f"{reason}; items after this point are unreadable"))
+            return
+        if end - position > options.max_record_bytes:
+            result.rejected.append(Rejected(index, _clip(text[position:end]), f"record longer than {options.max_record_bytes} bytes"))
+        else:
+            _accept(result, validate(record, index, result.key, options))
+        position, index = end, index + 1
+
+
+def _accept(result: ParsedFile, outcome: dict | Rejected) -> None:
+    if isinstance(outcome, Rejected):
+        result.rejected.append(outcome)
+    else:
+        result.accepted.append(outcome)

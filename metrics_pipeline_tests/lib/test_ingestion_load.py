@@ -1,0 +1,142 @@
+import json
+from datetime import datetime, timedelta, timezone
+
+import psycopg
+import pytest
+
+from metrics_pipeline.lib import ingestion_load
+from metrics_pipeline.lib.ingestion_logs import ParseOptions
+from metrics_pipeline.lib.landing import Cursor, LocalLanding
+from metrics_pipeline.lib.simulate_logs import simulate
+from metrics_pipeline_tests.lib.test_ingestion_logs import good
+
+H13 = datetime(2026, 1, 5, 13, tzinfo=timezone.utc)
+OPTIONS = ParseOptions(now=datetime(2026, 1, 6, tzinfo=timezone.utc))
+
+
+def at(hour, minute, **changes):
+    start = hour + timedelta(minutes=minute)
+    return good(
+        No_Sequence=start.strftime("%Y-%m-%d-%H-%M"), Date_Sequence=start.strftime("%Y-%m-%d"),
+        Heure_Sequence=start.strftime("%H"), Minute_Sequence=start.strftime("%M"),
+        Debut=start.strftime("%Y-%m-%d %H:%M:%S"), Fin=(start + timedelta(seconds=60)).strftime("%Y-%m-%d %H:%M:%S"),
+        **changes,
+    )
+
+
+def load(dsn, zone, start=H13, hours=1):
+    return ingestion_load.load_window(dsn, "metrics", zone, start, start + timedelta(hours=hours), OPTIONS)
+
+
+def runs(dsn, start=H13, hours=1):
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(
+            "SELECT company, object_id, sequence_no, status, started_at, duration_s, source_file, source_position "
+            "FROM metrics.ingestion_runs WHERE started_at >= %s AND started_at < %s ORDER BY 2, 3",
+            (start, start + timedelta(hours=hours)),
+        ).fetchall()
+
+
+def quarantine(dsn):
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT source_file, position, reason, record_hour FROM metrics.quarantine ORDER BY 1, 2").fetchall()
+
+
+@pytest.fixture
+def zone(tmp_path):
+    return LocalLanding(tmp_path)
+
+
+def test_a_window_loads_its_hours_records_from_every_file_and_quarantines_the_bad_ones(warehouse_dsn, zone):
+    zone.write("ingestion_logs/a.json", json.dumps([at(H13, 5), at(H13, 10, Etat="??"), at(H13 + timedelta(hours=1), 2)]).encode())
+    zone.write("ingestion_logs/b.jsonl", (json.dumps(at(H13, 20, Objet_Id=7)) + "\n{torn").encode())
+    result = load(warehouse_dsn, zone)
+    assert (result.files, result.read, result.loaded, result.quarantined, result.rows) == (2, 4, 2, 2, 2)
+    assert result.read == result.loaded + result.quarantined
+    assert [(r[1], r[6], r[7]) for r in runs(warehouse_dsn)] == [("42", "ingestion_logs/a.json", 0), ("7", "ingestion_logs/b.jsonl", 1)]
+    bad = quarantine(warehouse_dsn)
+    assert [(q[0], q[1]) for q in bad] == [("ingestion_logs/a.json", 1), ("ingestion_logs/b.jsonl", 2)]
+    assert all(q[3] == H13 for q in bad)
+    # The next hour is its own partition.
+    assert load(warehouse_dsn, zone, H13 + timedelta(hours=1)).rows == 1
+
+
+def test_reloading_a_window_is_idempotent(warehouse_dsn, zone):
+    zone.write("ingestion_logs/a.json", json.dumps([at(H13, m) for m in range(0, 60, 7)] + [{"x": 1}]).encode())
+    load(warehouse_dsn, zone)
+    before, bad_before = runs(warehouse_dsn), quarantine(warehouse_dsn)
+    again = load(warehouse_dsn, zone)
+    assert runs(warehouse_dsn) == before and quarantine(warehouse_dsn) == bad_before
+    assert again.rows == len(before)
+
+
+def test_the_same_run_in_two_files_is_stored_once(warehouse_dsn, zone):
+    record = at(H13, 5)
+    zone.write("ingestion_logs/a.json", json.dumps([record]).encode())
+    zone.write("ingestion_logs/copy-of-a.jsonl", (json.dumps(record) + "\n").encode())
+    result = load(warehouse_dsn, zone)
+    assert (result.loaded, result.duplicates, result.rows) == (2, 1, 1)
+    assert len(runs(warehouse_dsn)) == 1
+
+
+def test_a_rewritten_file_replaces_its_rows_and_quarantine(warehouse_dsn, zone):
+    zone.write("ingestion_logs/a.json", json.dumps([at(H13, 5), at(H13, 6), at(H13, 7, Etat="?")]).encode())
+    load(warehouse_dsn, zone)
+    zone.write("ingestion_logs/a.json", json.dumps([at(H13, 5, Etat="FAILED")]).encode())
+    load(warehouse_dsn, zone)
+    assert [(r[2], r[3]) for r in runs(warehouse_dsn)] == [("2026-01-05-13-05", "FAILED")]
+    assert quarantine(warehouse_dsn) == []
+
+
+def test_rows_of_files_gone_from_the_landing_zone_are_kept(warehouse_dsn, zone):
+    zone.write("ingestion_logs/old.json", json.dumps([at(H13, 5)]).encode())
+    load(warehouse_dsn, zone)
+    zone.delete("ingestion_logs/old.json")
+    result = load(warehouse_dsn, zone)
+    assert result.missing_files == 1 and len(runs(warehouse_dsn)) == 1
+
+
+def test_files_are_marked_processed_once_all_their_hours_are_committed(warehouse_dsn, zone):
+    zone.write("ingestion_logs/a.json", json.dumps([at(H13, 5), at(H13 + timedelta(hours=1), 5)]).encode())
+
+    def processed():
+        with psycopg.connect(warehouse_dsn) as conn:
+            return conn.execute("SELECT processed_at IS NOT NULL, cardinality(processed_hours) FROM metrics.landing_files").fetchone()
+
+    load(warehouse_dsn, zone)
+    assert processed() == (False, 1)
+    load(warehouse_dsn, zone, H13 + timedelta(hours=1))
+    assert processed() == (True, 2)
+
+
+def test_the_sensor_plan_walks_new_files_and_returns_the_hours_they_touch(warehouse_dsn, zone):
+    zone.write("ingestion_logs/a.json", json.dumps([at(H13, 5), at(H13 + timedelta(hours=2), 1)]).encode())
+    with psycopg.connect(warehouse_dsn, autocommit=True) as conn:
+        hours, cursor, files = ingestion_load.plan_requests(conn, "metrics", zone, Cursor(), OPTIONS)
+        assert (hours, files) == ([H13, H13 + timedelta(hours=2)], 1)
+        assert ingestion_load.plan_requests(conn, "metrics", zone, cursor, OPTIONS)[0] == []
+        zone.write("ingestion_logs/b.jsonl", (json.dumps(at(H13, 30)) + "\n").encode())
+        hours, cursor, files = ingestion_load.plan_requests(conn, "metrics", zone, cursor, OPTIONS)
+        assert (hours, files) == ([H13], 1)
+
+
+def test_simulated_logs_load_with_read_equal_to_loaded_plus_quarantined(warehouse_dsn, zone):
+    stats = simulate(zone, H13, H13 + timedelta(hours=3), jobs_per_hour=150, seed=3, bad_rate=0.05)
+    total = ingestion_load.IngestionLoadResult()
+    for h in range(4):  # a broken record's start can fall just after the simulated period
+        r = load(warehouse_dsn, zone, H13 + timedelta(hours=h))
+        assert r.read == r.loaded + r.quarantined
+        total.read += r.read
+        total.quarantined += r.quarantined
+        total.failures += r.failures
+    assert total.read == stats.records
+    assert total.quarantined == stats.bad_records
+    assert 0 < total.failures < stats.records
+    assert len(quarantine(warehouse_dsn)) == stats.bad_records
+
+
+def test_simulation_is_deterministic_for_a_seed(tmp_path):
+    a, b = LocalLanding(tmp_path / "a"), LocalLanding(tmp_path / "b")
+    simulate(a, H13, H13 + timedelta(hours=2), seed=11)
+    simulate(b, H13, H13 + timedelta(hours=2), seed=11)
+    assert [(o.key, a.read(o.key)) for o in a.list()] == [(o.key, b.read(o.key)) for o in b.list()]
