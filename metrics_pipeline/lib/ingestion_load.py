@@ -14,8 +14,11 @@ not erase history. Re-processing a file never duplicates a run (natural-key upse
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import hashlib
+import operator
 from collections import Counter
 from datetime import datetime, timezone
 
@@ -32,6 +35,8 @@ COLUMNS = (
     "source_file", "source_position",
 )
 NATURAL_KEY = ("company", "zone", "source_system", "object_id", "transformation", "sequence_no", "started_at")
+_natural = operator.itemgetter(*NATURAL_KEY)
+_columns = operator.itemgetter(*COLUMNS)
 
 
 @dataclasses.dataclass
@@ -87,7 +92,7 @@ def load_window(
     """Make `ingestion_runs` and `quarantine` hold exactly what the landing files say for [start, end)."""
     migrate.ensure_migrated(dsn, schema)
     result = IngestionLoadResult()
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with _gc_paused(), psycopg.connect(dsn, autocommit=True) as conn:
         listed, parsed = sync_index(conn, schema, zone, options)
         keys = landing_index.files_touching(conn, schema, SOURCE, start, end)
         present = [k for k in keys if k in listed]
@@ -106,10 +111,10 @@ def load_window(
                     continue
                 result.read += 1
                 result.loaded += 1
-                natural = tuple(record[c] for c in NATURAL_KEY)
+                natural = _natural(record)
                 if natural in rows:
                     result.duplicates += 1
-                rows[natural] = tuple(record[c] for c in COLUMNS)
+                rows[natural] = _columns(record)
             for bad in parsed_file.rejected:
                 hour = hours[bad.position]
                 if not start <= hour < end:
@@ -143,12 +148,18 @@ def load_window(
 
 
 def _replace_runs(conn, schema, start, end, files: list[str], rows: list[tuple]) -> None:
+    window_has_rows = conn.execute(
+        f"SELECT EXISTS (SELECT 1 FROM {schema}.ingestion_runs WHERE started_at >= %s AND started_at < %s)",
+        (start, end),
+    ).fetchone()[0]
+    if not window_has_rows:
+        # First load of the window (every backfill): rows are unique already, COPY them in place.
+        _copy_runs(conn, f"{schema}.ingestion_runs", rows)
+        return
     conn.execute(
         f"""CREATE TEMP TABLE _mp_runs (LIKE {schema}.ingestion_runs INCLUDING DEFAULTS) ON COMMIT DROP"""
     )
-    with conn.cursor() as cur, cur.copy(f"COPY _mp_runs ({', '.join(COLUMNS)}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row(row)
+    _copy_runs(conn, "_mp_runs", rows)
     conn.execute(
         f"""DELETE FROM {schema}.ingestion_runs r
             WHERE r.started_at >= %s AND r.started_at < %s AND r.source_file = ANY(%s)
@@ -163,6 +174,26 @@ def _replace_runs(conn, schema, start, end, files: list[str], rows: list[tuple])
             WHERE ({', '.join(f'ingestion_runs.{c}' for c in COLUMNS)}) IS DISTINCT FROM
                   ({', '.join(f'EXCLUDED.{c}' for c in COLUMNS)})"""
     )
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    """Parsing allocates millions of small dicts that all stay alive until the load commits; the
+    cyclic garbage collector would rescan them again and again (a third of the run time) for
+    nothing, since JSON records hold no reference cycles."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _copy_runs(conn: psycopg.Connection, table: str, rows: list[tuple]) -> None:
+    with conn.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
 
 
 def _locks(schema: str, start: datetime, end: datetime) -> list[int]:

@@ -130,7 +130,79 @@ def validate(record, position: int, key: str, options: ParseOptions, raw: str | 
     """A normalised `ingestion_runs` row, or the reasons the record is refused.
 
     `raw` is the record's text as read (a JSON Lines line); array items are re-serialised.
+    Well-formed records take `_fast_row`; anything it is unsure of gets the detailed checks.
     """
+    row = _fast_row(record, position, key, options)
+    if row is not None:
+        return row
+    return validate_detailed(record, position, key, options, raw)
+
+
+def _fast_row(record, position: int, key: str, options: ParseOptions) -> dict | None:
+    """The common case in one pass: every field present and of the expected type. Returns None
+    (never a rejection) as soon as anything is unusual; `validate_detailed` then decides."""
+    try:
+        if type(record) is not dict:
+            return None
+        texts = [record[f] for f in ("Entreprise", "Zone", "Source", "Objet", "Transformation")]
+        if any(type(t) is not str or not t or t != t.strip() or "\x00" in t for t in texts):
+            return None
+        object_id = record["Objet_Id"]
+        if type(object_id) is int:
+            object_id = str(object_id)
+        elif type(object_id) is not str or not object_id or object_id != object_id.strip() or "\x00" in object_id:
+            return None
+        status = record["Etat"]
+        if status != "SUCCESS" and status != "FAILED":
+            return None
+        seq = record["No_Sequence"]
+        if type(seq) is not str or len(seq) != 16 or not _SEQUENCE.match(seq):
+            return None
+        date_seq, hour_seq, minute_seq = record.get("Date_Sequence"), record.get("Heure_Sequence"), record.get("Minute_Sequence")
+        if date_seq is not None and date_seq != seq[:10]:
+            return None
+        if hour_seq is not None and (type(hour_seq) not in (str, int) or int(hour_seq) != int(seq[11:13])):
+            return None
+        if minute_seq is not None and (type(minute_seq) not in (str, int) or int(minute_seq) != int(seq[14:16])):
+            return None
+        started = datetime.fromisoformat(record["Debut"])
+        ended = datetime.fromisoformat(record["Fin"])
+        if started.tzinfo is None:
+            started = started.replace(tzinfo=options.tz)
+        if ended.tzinfo is None:
+            ended = ended.replace(tzinfo=options.tz)
+        started, ended = started.astimezone(timezone.utc), ended.astimezone(timezone.utc)
+        duration = record["Duree secondes"]
+        if type(duration) not in (int, float) or not 0 <= duration < 1e12:
+            return None
+        span = (ended - started).total_seconds()
+        if span < 0 or abs(duration - span) > max(options.duration_tolerance_s, options.duration_tolerance_ratio * span):
+            return None
+        now = options.now or datetime.now(timezone.utc)
+        if started > now + options.max_future or (options.min_start and started < options.min_start):
+            return None
+        cpu, memory = record.get("cpu_time (sec)"), record.get("memory_used (bytes)")
+        if cpu is not None and (type(cpu) not in (int, float) or not 0 <= cpu < 1e15):
+            return None
+        if memory is not None and (type(memory) is not int or memory < 0 or memory >= 2**63):
+            return None
+        description = record.get("Description")
+        if description is not None and (type(description) is not str or "\x00" in description):
+            return None
+        int(seq[:4]), datetime(int(seq[:4]), int(seq[5:7]), int(seq[8:10]), int(seq[11:13]), int(seq[14:16]))
+    except (KeyError, ValueError, TypeError, OverflowError):
+        return None
+    return {
+        "source_file": key, "source_position": position, "company": texts[0], "zone": texts[1],
+        "source_system": texts[2], "object": texts[3], "transformation": texts[4], "object_id": object_id,
+        "sequence_no": seq, "status": status, "started_at": started, "ended_at": ended,
+        "duration_s": float(duration), "cpu_time_s": None if cpu is None else float(cpu),
+        "memory_used_bytes": memory, "description": description,
+    }
+
+
+def validate_detailed(record, position: int, key: str, options: ParseOptions, raw: str | None = None) -> dict | Rejected:
+    """Every check, every reason: the reference behaviour `_fast_row` must agree with."""
     def rejected(reason: str, started: datetime | None = None) -> Rejected:
         text = raw if raw is not None else json.dumps(record, ensure_ascii=False, default=str)
         return Rejected(position, _clip(text), reason, started)

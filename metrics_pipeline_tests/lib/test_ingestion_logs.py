@@ -172,3 +172,21 @@ def test_near_valid_records_never_crash_and_loaded_plus_quarantined_equals_read(
     for row in parsed.accepted:
         assert row["ended_at"] >= row["started_at"] and row["duration_s"] >= 0
         assert row["status"] in ("SUCCESS", "FAILED")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.dictionaries(st.sampled_from(list(good())), FIELD_VALUES, max_size=5))
+def test_the_fast_path_agrees_with_the_detailed_validator(mutation):
+    from metrics_pipeline.lib.ingestion_logs import _fast_row, validate_detailed
+
+    record = json.loads(json.dumps(good(**mutation), default=str))
+    fast = _fast_row(record, 3, "k", OPTIONS)
+    if fast is not None:
+        assert fast == validate_detailed(record, 3, "k", OPTIONS)
+
+
+def test_the_fast_path_takes_ordinary_records():
+    from metrics_pipeline.lib.ingestion_logs import _fast_row
+
+    assert _fast_row(good(), 0, "k", OPTIONS) is not None
+    assert _fast_row(good(Debut="2026-01-05T13:05:00Z", Fin="2026-01-05T13:06:00Z"), 0, "k", OPTIONS) is not None
