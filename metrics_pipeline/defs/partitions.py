@@ -13,6 +13,8 @@ from datetime import date
 
 import dagster as dg
 
+from metrics_pipeline.lib.settings import demo_mode
+
 START_DATE_ENV = "METRICS_PIPELINE_START_DATE"
 DEFAULT_START_DATE = "2025-01-01"
 
@@ -29,3 +31,6 @@ hourly_partitions = dg.HourlyPartitionsDefinition(
     start_date=f"{start_date()}-00:00", timezone="UTC", end_offset=1
 )
 daily_partitions = dg.DailyPartitionsDefinition(start_date=start_date(), timezone="UTC", end_offset=1)
+
+#: Sensors and schedules are off by default-safe (SPEC §4); the demo (`make dev`) starts them.
+AUTOMATION_STATUS = dg.DefaultSensorStatus.RUNNING if demo_mode() else dg.DefaultSensorStatus.STOPPED

@@ -1,4 +1,8 @@
-"""`metrics-pipeline dev`: the embedded PostgreSQL, migrations and `dagster dev`, stopped together.
+"""`metrics-pipeline dev`: the whole pipeline on one machine, started and stopped together.
+
+It starts the embedded PostgreSQL (unless a DSN is configured), migrates, starts a host collector
+and a simulator of ingestion-job logs writing into the landing zone, and runs `dagster dev` with the
+demo flag so that sensors and schedules start on.
 
 `dagster dev` runs in its own session (process group) so that we decide how it stops: on Ctrl-C or
 SIGTERM we send SIGINT to the whole group, wait, and SIGKILL what is left, then stop the PostgreSQL
@@ -8,12 +12,14 @@ as ignored, so both our handlers and the child's default signal dispositions are
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -69,7 +75,9 @@ def _raise_stop(signum, frame) -> None:  # noqa: ARG001 - signal handler signatu
 
 
 def stop_process_group(proc: subprocess.Popen, timeout: float = 30.0) -> None:
-    """SIGINT the child's process group, then SIGKILL whatever is still alive after `timeout`."""
+    """SIGINT the child's process group, then SIGKILL whatever is still alive after `timeout`.
+
+    The host collector flushes its file and exits on SIGINT; dagster dev shuts its services down."""
     if proc.poll() is not None:
         return
     try:
@@ -88,10 +96,44 @@ def stop_process_group(proc: subprocess.Popen, timeout: float = 30.0) -> None:
 
 
 def prepare_dagster_home(home: Path) -> Path:
-    """DAGSTER_HOME for local runs: the repository's dagster.yaml, storage in PostgreSQL."""
+    """DAGSTER_HOME for local runs: the repository's dagster.yaml (storage in PostgreSQL) and a
+    workspace loading the code in-process under the location name `metrics_pipeline`."""
     home.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(settings.project_root() / "dagster.yaml", home / "dagster.yaml")
+    (home / "workspace.yaml").write_text(
+        "load_from:\n"
+        "  - python_module:\n"
+        "      module_name: metrics_pipeline.definitions\n"
+        "      location_name: metrics_pipeline\n"
+        f"      working_directory: {json.dumps(str(settings.project_root()))}\n"
+    )
     return home
+
+
+class LogSimulator(threading.Thread):
+    """Writes simulated ingestion logs: the last hours at start, then what happened since, every few minutes."""
+
+    def __init__(self, url: str, hours_back: float = 6.0, every: float = 300.0):
+        super().__init__(name="simulate-logs", daemon=True)
+        self.url, self.hours_back, self.every = url, hours_back, every
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        from datetime import datetime, timedelta, timezone
+
+        from metrics_pipeline.lib.landing import open_landing
+        from metrics_pipeline.lib.simulate_logs import simulate
+
+        zone = open_landing(self.url, endpoint_url=os.environ.get(settings.S3_ENDPOINT_ENV))
+        last = datetime.now(timezone.utc) - timedelta(hours=self.hours_back)
+        while not self.stopped.is_set():
+            now = datetime.now(timezone.utc)
+            try:
+                simulate(zone, last, now, seed=int(now.timestamp()), tag=now.strftime("%Y%m%dT%H%M%S"))
+                last = now
+            except Exception as exc:  # noqa: BLE001 - the demo goes on; the next round retries
+                log.warning("simulated logs could not be written: %s", exc)
+            self.stopped.wait(self.every)
 
 
 def run_dev(host: str = "127.0.0.1", port: int = 3000) -> int:
@@ -100,6 +142,8 @@ def run_dev(host: str = "127.0.0.1", port: int = 3000) -> int:
     signal.signal(signal.SIGTERM, _raise_stop)
     server = None
     proc = None
+    collector = None
+    simulator = None
     try:
         dsn = os.environ.get(settings.DSN_ENV)
         env = dict(os.environ)
@@ -119,9 +163,19 @@ def run_dev(host: str = "127.0.0.1", port: int = 3000) -> int:
         print(f"warehouse migrated ({len(applied)} new migration(s))", flush=True)
         home = prepare_dagster_home(settings.state_dir() / "dagster_home")
         env["DAGSTER_HOME"] = str(home)
+        env[settings.DEMO_ENV] = "1"
+        landing = settings.landing_url()
+        env[settings.LANDING_ENV] = landing
+        collector = subprocess.Popen(
+            [sys.executable, "-m", "metrics_pipeline.lib.cli", "collect", "--landing", landing],
+            env=env, start_new_session=True, preexec_fn=_child_defaults,
+        )
+        print(f"host collector writing to {landing}", flush=True)
+        simulator = LogSimulator(landing)
+        simulator.start()
         command = [
             sys.executable, "-m", "dagster", "dev",
-            "-m", "metrics_pipeline.definitions",
+            "-w", str(home / "workspace.yaml"),
             "-h", host, "-p", str(port),
         ]
         print(f"starting Dagster on http://{host}:{port} (Ctrl-C stops everything)", flush=True)
@@ -137,8 +191,11 @@ def run_dev(host: str = "127.0.0.1", port: int = 3000) -> int:
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        if proc is not None:
-            stop_process_group(proc)
+        if simulator is not None:
+            simulator.stopped.set()
+        for child in (proc, collector):
+            if child is not None:
+                stop_process_group(child)
         if server is not None:
             server.stop()
             print("embedded PostgreSQL stopped", flush=True)

@@ -18,6 +18,8 @@ HOME_ENV = "METRICS_PIPELINE_HOME"
 SCHEMA_ENV = "METRICS_PIPELINE_SCHEMA"
 #: The landing zone: a local directory or s3://bucket/prefix (default `.metrics_pipeline/landing`).
 LANDING_ENV = "METRICS_PIPELINE_LANDING"
+#: Set by `make dev`: schedules and sensors start running (they are off by default otherwise).
+DEMO_ENV = "METRICS_PIPELINE_DEMO"
 #: Timezone of naive timestamps in ingestion logs (IANA name, default UTC).
 LOG_TIMEZONE_ENV = "METRICS_PIPELINE_LOG_TIMEZONE"
 #: S3 endpoint override for the landing zone (MinIO, moto in tests and the demo).
@@ -71,3 +73,8 @@ def log_timezone() -> str:
     except (ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"{LOG_TIMEZONE_ENV} must be an IANA timezone such as Europe/Paris, got {name!r}") from None
     return name
+
+
+def demo_mode() -> bool:
+    """True under `make dev`: automation starts on. Production turns it on deliberately in the UI."""
+    return os.environ.get(DEMO_ENV, "").lower() in ("1", "true", "yes")

@@ -150,8 +150,13 @@ def simulate(
     bad_rate: float = 0.005,
     failure_rate: float = 0.03,
     outage_rate: float = 0.04,
+    tag: str = "",
 ) -> SimulationStats:
-    """Write simulated job logs for [start, end) into `zone` under `ingestion_logs/`."""
+    """Write simulated job logs for [start, end) into `zone` under `ingestion_logs/`.
+
+    `tag` is added to file names, so successive calls within one hour (the demo's follow mode)
+    write new files instead of replacing earlier ones.
+    """
     if start.tzinfo is None or end.tzinfo is None or end <= start:
         raise ValueError("simulate-logs needs a timezone-aware start before end")
     rng = random.Random(seed)
@@ -177,7 +182,7 @@ def simulate(
         for (company, zone_name), records in sorted(per_file.items()):
             file_number += 1
             as_lines = file_number % 2 == 0 or any(isinstance(r, str) for r in records)
-            stem = f"ingestion_logs/{hour:%Y-%m-%d}/{company}-{zone_name}-{hour:%Y%m%dT%H}"
+            stem = f"ingestion_logs/{hour:%Y-%m-%d}/{company}-{zone_name}-{hour:%Y%m%dT%H}{'-' + tag if tag else ''}"
             if as_lines:
                 body = "\n".join(r if isinstance(r, str) else json.dumps(r, ensure_ascii=False) for r in records) + "\n"
                 zone.write(f"{stem}.jsonl", body.encode())

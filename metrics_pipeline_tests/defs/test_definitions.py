@@ -72,3 +72,15 @@ def test_the_warehouse_resource_loads_through_the_loader(warehouse_dsn):
     assert result.points == 1
     with WarehouseResource(dsn=warehouse_dsn).connect() as conn:
         assert conn.execute("SELECT value FROM metrics.points").fetchone() == (12.5,)
+
+
+def test_sensors_are_off_by_default_and_on_in_the_demo():
+    code = (
+        "from metrics_pipeline.definitions import defs; "
+        "print(sorted({s.default_status.value for s in defs.sensors}))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "METRICS_PIPELINE_DEMO"}
+    off = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    on = subprocess.run([sys.executable, "-c", code], env={**env, "METRICS_PIPELINE_DEMO": "1"},
+                        capture_output=True, text=True, check=True)
+    assert off.stdout.strip() == "['STOPPED']" and on.stdout.strip() == "['RUNNING']"

@@ -61,7 +61,7 @@ def _free_port():
 
 
 @pytest.mark.slow
-def test_dev_serves_the_ui_on_postgres_storage_and_ctrl_c_stops_everything(tmp_path):
+def test_dev_serves_the_ui_feeds_the_landing_zone_and_ctrl_c_stops_everything(tmp_path):
     import tempfile
 
     home = tempfile.mkdtemp(prefix="mp-dev-")  # under /tmp: reachable by the unprivileged server user
@@ -82,7 +82,16 @@ def test_dev_serves_the_ui_on_postgres_storage_and_ctrl_c_stops_everything(tmp_p
             except OSError:
                 time.sleep(1)
         assert info and b"dagster_webserver_version" in info, (tmp_path / "dev.log").read_text()[-3000:]
+        # The demo feeds the landing zone: a host collector and simulated ingestion logs.
+        deadline = time.monotonic() + 30
+        landing = f"{home}/landing"
+        while time.monotonic() < deadline and not (
+            os.path.isdir(f"{landing}/host") and os.path.isdir(f"{landing}/ingestion_logs")
+        ):
+            time.sleep(0.5)
+        assert os.listdir(f"{landing}/host") and os.listdir(f"{landing}/ingestion_logs")
         children = psutil.Process(proc.pid).children(recursive=True)
+        assert any("collect" in " ".join(p.cmdline()) for p in children)
         # Dagster's own storage is PostgreSQL: its run tables exist in the `dagster` database.
         from metrics_pipeline.lib.embedded_pg import EmbeddedPostgres
 

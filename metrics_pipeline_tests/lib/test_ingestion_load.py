@@ -140,3 +140,34 @@ def test_simulation_is_deterministic_for_a_seed(tmp_path):
     simulate(a, H13, H13 + timedelta(hours=2), seed=11)
     simulate(b, H13, H13 + timedelta(hours=2), seed=11)
     assert [(o.key, a.read(o.key)) for o in a.list()] == [(o.key, b.read(o.key)) for o in b.list()]
+
+
+def test_thousands_of_files_are_indexed_across_ticks_each_exactly_once(warehouse_dsn, zone):
+    import time
+
+    for i in range(3000):
+        zone.write(f"ingestion_logs/burst/{i:05d}.jsonl", (json.dumps(at(H13, i % 60, Objet_Id=i)) + "\n").encode())
+    seen, cursor, ticks = 0, Cursor(), 0
+    with psycopg.connect(warehouse_dsn, autocommit=True) as conn:
+        while True:
+            started = time.monotonic()
+            hours, cursor, files = ingestion_load.plan_requests(conn, "metrics", zone, cursor, OPTIONS, max_files=1000)
+            assert time.monotonic() - started < 40  # well inside Dagster's 60 s sensor limit
+            if not files:
+                break
+            ticks += 1
+            seen += files
+            assert hours == [H13]
+        indexed = conn.execute("SELECT count(*) FROM metrics.landing_files WHERE key LIKE 'ingestion_logs/burst/%'").fetchone()[0]
+    assert (ticks, seen, indexed) == (3, 3000, 3000)
+    assert load(warehouse_dsn, zone).rows == 3000
+
+
+def test_a_tick_out_of_time_stops_early_and_the_next_continues(warehouse_dsn, zone):
+    for i in range(10):
+        zone.write(f"ingestion_logs/{i:02d}.jsonl", (json.dumps(at(H13, i)) + "\n").encode())
+    with psycopg.connect(warehouse_dsn, autocommit=True) as conn:
+        _, cursor, files = ingestion_load.plan_requests(conn, "metrics", zone, Cursor(), OPTIONS, budget_s=0)
+        assert 1 <= files < 10
+        _, cursor, rest = ingestion_load.plan_requests(conn, "metrics", zone, cursor, OPTIONS)
+        assert files + rest == 10

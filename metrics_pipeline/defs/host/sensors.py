@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 
 from metrics_pipeline.defs.host.assets import host_points
+from metrics_pipeline.defs.partitions import AUTOMATION_STATUS
 from metrics_pipeline.defs.resources import LandingZoneResource
 from metrics_pipeline.lib.host_files import HostSensorState, plan_host_requests
 
@@ -17,7 +18,7 @@ REFRESH_EVERY = timedelta(minutes=5)
 @dg.sensor(
     target=host_points,
     minimum_interval_seconds=60,
-    default_status=dg.DefaultSensorStatus.STOPPED,
+    default_status=AUTOMATION_STATUS,
     description="Requests host_points for each hour once its files are complete, late files, and "
     "the in-progress hour every 5 minutes.",
 )

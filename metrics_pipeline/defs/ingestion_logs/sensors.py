@@ -11,7 +11,7 @@ exactly once. Off by default; `make dev` turns it on.
 import dagster as dg
 
 from metrics_pipeline.defs.ingestion_logs.assets import ingestion_log_records, parse_options
-from metrics_pipeline.defs.partitions import hourly_partitions
+from metrics_pipeline.defs.partitions import AUTOMATION_STATUS, hourly_partitions
 from metrics_pipeline.defs.resources import LandingZoneResource, WarehouseResource
 from metrics_pipeline.lib import ingestion_load
 from metrics_pipeline.lib.landing import Cursor
@@ -22,7 +22,7 @@ BUDGET_SECONDS = 40.0
 @dg.sensor(
     target=ingestion_log_records,
     minimum_interval_seconds=30,
-    default_status=dg.DefaultSensorStatus.STOPPED,
+    default_status=AUTOMATION_STATUS,
     description="Requests ingestion_log_records for the start hours of the records in new landing files.",
 )
 def ingestion_logs_sensor(
