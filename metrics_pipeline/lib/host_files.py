@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 
-from metrics_pipeline.lib.landing import LandingObject, LandingZone
+from metrics_pipeline.lib.landing import LandingObject, LandingZone, read_many
 from metrics_pipeline.lib.loader import canonical_labels
 
 HOST_PREFIX = "host/"
@@ -136,8 +136,8 @@ def read_window(zone: LandingZone, start: datetime, end: datetime) -> tuple[Host
     """Read every host file of [start, end) into one batch."""
     batch = HostBatch()
     objects = files_for_window(zone, start, end)
-    for obj in objects:
-        batch.read(zone.read(obj.key))
+    for _, data in read_many(zone, [o.key for o in objects]):
+        batch.read(data)
     return batch, objects
 
 
