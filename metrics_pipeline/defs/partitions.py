@@ -34,3 +34,4 @@ daily_partitions = dg.DailyPartitionsDefinition(start_date=start_date(), timezon
 
 #: Sensors and schedules are off by default-safe (SPEC §4); the demo (`make dev`) starts them.
 AUTOMATION_STATUS = dg.DefaultSensorStatus.RUNNING if demo_mode() else dg.DefaultSensorStatus.STOPPED
+SCHEDULE_STATUS = dg.DefaultScheduleStatus.RUNNING if demo_mode() else dg.DefaultScheduleStatus.STOPPED

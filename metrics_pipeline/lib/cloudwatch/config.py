@@ -1,0 +1,190 @@
+"""CloudWatch source configuration (YAML), validated with errors that name the bad key.
+
+```yaml
+period_seconds: 60                  # default for every selector
+statistics: [Average, Minimum, Maximum, Sum, SampleCount]
+discovery_cache_seconds: 3600       # ListMetrics results are reused this long
+fetch_delay_minutes: 5              # the schedule fetches hour H at H+1h+delay ...
+late_rerun_hours: 2                 # ... and again this much later, for late datapoints
+budget_usd_per_run: 0.50            # optional: refuse runs estimated above this
+max_attempts: 8                     # botocore retries (throttling, 5xx, timeouts), with backoff and jitter
+accounts:
+  - name: prod                      # label `account` of every series
+    account_id: "123456789012"      # optional label `account_id`
+    regions: [eu-west-1]
+    profile: null                   # optional AWS profile; default credential chain otherwise
+    role_arn: null                  # optional role to assume
+    endpoint_url: null              # optional (tests, demo: a local moto server)
+    metrics:
+      - namespace: AWS/EC2
+        metric_names: [CPUUtilization]   # omit to discover every metric of the namespace
+        dimensions: {InstanceId: "*"}    # dimension filters: "*" any value, a string, or a list
+        statistics: [Average, Maximum]   # default: the top-level statistics
+        extended_statistics: [p95, p99]
+        period_seconds: 300
+        tag_filters: {Environment: [prod]}   # Resource Groups Tagging API
+        resource_type: ec2:instance          # what the tag filter looks up
+        units: {CPUUtilization: percent}     # override the built-in unit map
+```
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+
+from metrics_pipeline.lib import settings
+
+CONFIG_ENV = "METRICS_PIPELINE_CLOUDWATCH_CONFIG"
+ENDPOINT_ENV = "METRICS_PIPELINE_CLOUDWATCH_ENDPOINT_URL"
+STATISTICS = ("Average", "Minimum", "Maximum", "Sum", "SampleCount")
+_EXTENDED = re.compile(r"^(p|tm|wm|tc|ts)\d{1,2}(\.\d{1,2})?$|^(TM|WM|TC|TS)\(.+\)$|^IQM$")
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+
+
+def _statistics(value):
+    if value is not None:
+        unknown = [s for s in value if s not in STATISTICS]
+        if unknown:
+            raise ValueError(f"unknown statistic(s) {unknown}; use {list(STATISTICS)}")
+    return value
+
+
+def _period(value):
+    if value is not None and (value < 1 or (value < 60 and value not in (1, 5, 10, 30)) or (value >= 60 and value % 60)):
+        raise ValueError("period_seconds must be 1, 5, 10, 30 or a multiple of 60")
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MetricSelector(_Strict):
+    namespace: Name
+    metric_names: list[Name] | None = None
+    dimensions: dict[str, str | list[str]] = Field(default_factory=dict)
+    statistics: list[str] | None = None
+    extended_statistics: list[str] = Field(default_factory=list)
+    period_seconds: int | None = None
+    tag_filters: dict[str, list[str]] = Field(default_factory=dict)
+    resource_type: str | None = None
+    units: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("statistics")
+    @classmethod
+    def _known_statistics(cls, value):
+        return _statistics(value)
+
+    @field_validator("extended_statistics")
+    @classmethod
+    def _extended(cls, value):
+        bad = [s for s in value if not _EXTENDED.match(s)]
+        if bad:
+            raise ValueError(f"not an extended statistic: {bad} (e.g. p95, p99.9, tm99, IQM)")
+        return value
+
+    @field_validator("period_seconds")
+    @classmethod
+    def _period(cls, value):
+        return _period(value)
+
+    @field_validator("tag_filters", mode="before")
+    @classmethod
+    def _tag_values_as_lists(cls, value):
+        if isinstance(value, dict):
+            return {k: v if isinstance(v, list) else [v] for k, v in value.items()}
+        return value
+
+
+class Account(_Strict):
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+    account_id: str | None = None
+    regions: list[str] = Field(min_length=1)
+    profile: str | None = None
+    role_arn: str | None = None
+    endpoint_url: str | None = None
+    metrics: list[MetricSelector] = Field(min_length=1)
+
+    @field_validator("regions")
+    @classmethod
+    def _regions(cls, value):
+        bad = [r for r in value if not _REGION.match(r)]
+        if bad:
+            raise ValueError(f"not an AWS region name: {bad} (e.g. eu-west-1)")
+        return value
+
+
+class CloudWatchConfig(_Strict):
+    period_seconds: int = 60
+    statistics: list[str] = Field(default_factory=lambda: list(STATISTICS))
+    discovery_cache_seconds: int = Field(default=3600, ge=0)
+    fetch_delay_minutes: int = Field(default=5, ge=0, le=59)
+    late_rerun_hours: int = Field(default=2, ge=1, le=23)
+    budget_usd_per_run: float | None = Field(default=None, gt=0)
+    max_attempts: int = Field(default=8, ge=1, le=20)
+    accounts: list[Account] = Field(default_factory=list)
+
+    @field_validator("statistics")
+    @classmethod
+    def _known_statistics(cls, value):
+        return _statistics(value)
+
+    @field_validator("period_seconds")
+    @classmethod
+    def _period(cls, value):
+        return _period(value)
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.accounts)
+
+
+class ConfigError(ValueError):
+    """The CloudWatch configuration is invalid; the message names the file and key."""
+
+
+def _location(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def parse_config(raw: Any, source: str = "cloudwatch config") -> CloudWatchConfig:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping, got {type(raw).__name__}")
+    try:
+        return CloudWatchConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            where = _location(error["loc"]) or "(top level)"
+            message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"].removeprefix("Value error, ")
+            problems.append(f"{where}: {message}")
+        raise ConfigError(f"{source}: " + "; ".join(problems)) from None
+
+
+def default_path() -> Path:
+    return Path(os.environ.get(CONFIG_ENV) or settings.project_root() / "config" / "cloudwatch.yaml")
+
+
+def load_config(path: Path | None = None) -> CloudWatchConfig:
+    """Read and validate the YAML file; a missing file means "not configured" (no accounts)."""
+    path = Path(path) if path else default_path()
+    if not path.exists():
+        return CloudWatchConfig()
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    return parse_config(raw, str(path))

@@ -1,0 +1,76 @@
+from datetime import datetime, timedelta, timezone
+
+import boto3
+import dagster as dg
+import psycopg
+import yaml
+
+from metrics_pipeline.defs.cloudwatch.assets import CloudWatchResource, cloudwatch_points
+from metrics_pipeline.defs.cloudwatch.schedules import closed_hour_requests, cloudwatch_hourly
+from metrics_pipeline.defs.resources import WarehouseResource
+from metrics_pipeline_tests.lib.cloudwatch.conftest import HOUR
+
+
+def write_config(tmp_path, config):
+    path = tmp_path / "cloudwatch.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(exclude_none=True)))
+    return str(path)
+
+
+def stored(dsn):
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(
+            "SELECT s.metric, s.resource, s.labels->>'statistic', p.ts, p.value FROM metrics.points p "
+            "JOIN metrics.series s USING (series_id) WHERE s.source = 'cloudwatch' ORDER BY 1, 2, 3, 4"
+        ).fetchall()
+
+
+def test_cloudwatch_points_loads_the_seeded_truth_and_a_late_rerun_corrects_in_place(warehouse_dsn, cw_config, seeded, tmp_path):
+    resources = {
+        "warehouse": WarehouseResource(dsn=warehouse_dsn),
+        "cloudwatch": CloudWatchResource(config_path=write_config(tmp_path, cw_config())),
+    }
+    key = HOUR.strftime("%Y-%m-%d-%H:%M")
+    result = dg.materialize([cloudwatch_points], partition_key=key, resources=resources)
+    meta = result.asset_materializations_for_node("cloudwatch_points")[0].metadata
+    assert meta["points"].value == 17 * 60 and meta["api_calls"].value >= 1
+    assert meta["metrics_requested"].value == 17 and meta["estimated_cost_usd"].value == 0.00017
+    assert meta["period_seconds"].value == "60" and meta["status"].value == "collected"
+    rows = stored(warehouse_dsn)
+    ec2 = [r for r in rows if r[0] == "aws_ec2_cpuutilization" and r[1].endswith("0") and r[2] == "Average"]
+    assert [r[4] for r in ec2] == seeded["truth"][("AWS/EC2", "CPUUtilization", f"i-{seeded['suffix']}0")]
+
+    again = dg.materialize([cloudwatch_points], partition_key=key, resources=resources)
+    assert again.asset_materializations_for_node("cloudwatch_points")[0].metadata["points_changed"].value == 0
+    assert stored(warehouse_dsn) == rows
+
+    # A datapoint that arrives late (timestamp inside the hour) is picked up by the re-run.
+    cw = boto3.client("cloudwatch", endpoint_url=seeded["endpoint"], region_name="eu-west-1")
+    cw.put_metric_data(Namespace="AWS/RDS", MetricData=[{
+        "MetricName": "FreeableMemory", "Dimensions": [{"Name": "DBInstanceIdentifier", "Value": f"db-{seeded['suffix']}"}],
+        "Timestamp": HOUR + timedelta(minutes=30, seconds=10), "Value": 5.0}])
+    late = dg.materialize([cloudwatch_points], partition_key=key, resources=resources)
+    assert late.asset_materializations_for_node("cloudwatch_points")[0].metadata["points_changed"].value > 0
+    assert len(stored(warehouse_dsn)) == len(rows)  # corrected, not duplicated
+
+
+def test_an_unconfigured_source_materialises_empty_with_a_clear_status(warehouse_dsn, tmp_path):
+    resources = {"warehouse": WarehouseResource(dsn=warehouse_dsn),
+                 "cloudwatch": CloudWatchResource(config_path=str(tmp_path / "absent.yaml"))}
+    result = dg.materialize([cloudwatch_points], partition_key=HOUR.strftime("%Y-%m-%d-%H:%M"), resources=resources)
+    assert result.success
+    assert result.asset_materializations_for_node("cloudwatch_points")[0].metadata["status"].value == "not configured"
+
+
+def test_the_schedule_fetches_the_closed_hour_and_reruns_an_earlier_one():
+    requests = closed_hour_requests(datetime(2026, 11, 22, 10, 5, tzinfo=timezone.utc), late_rerun_hours=2)
+    assert [(r.partition_key, r.tags["metrics_pipeline/reason"]) for r in requests] == [
+        ("2026-11-22-09:00", "closed"), ("2026-11-22-07:00", "late")]
+    assert cloudwatch_hourly.cron_schedule == "5 * * * *"
+    context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 11, 22, 0, 5, tzinfo=timezone.utc))
+    keys = [r.partition_key for r in cloudwatch_hourly(context)]
+    assert keys == ["2026-11-21-23:00", "2026-11-21-21:00"]
+
+
+def test_cloudwatch_runs_share_a_concurrency_pool():
+    assert cloudwatch_points.op.pool == "cloudwatch"
