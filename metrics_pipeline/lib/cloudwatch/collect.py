@@ -142,6 +142,31 @@ def _auth_error(exc: Exception, account: Account, region: str) -> CloudWatchErro
     return None
 
 
+def _api_error(exc: Exception, account: Account, region: str, attempts: int) -> Exception:
+    """A clear error for a call that failed after botocore's retries (code only, no AWS text)."""
+    from botocore.exceptions import ClientError, ConnectionError, ReadTimeoutError
+
+    where = f"account {account.name!r} in {region}"
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code", "unknown")
+        return CloudWatchError(f"GetMetricData failed for {where}: {code} (gave up after {attempts} attempts with backoff)")
+    if isinstance(exc, (ConnectionError, ReadTimeoutError)):
+        return CloudWatchError(f"GetMetricData for {where} could not reach CloudWatch: {type(exc).__name__} after {attempts} attempts")
+    return exc
+
+
+def _explicit(dimensions: dict[str, str | list[str]]) -> bool:
+    return all("*" not in (v if isinstance(v, list) else [v]) for v in dimensions.values())
+
+
+def _combinations(dimensions: dict[str, str | list[str]]) -> list[tuple[tuple[str, str], ...]]:
+    import itertools
+
+    names = sorted(dimensions)
+    choices = [dimensions[n] if isinstance(dimensions[n], list) else [dimensions[n]] for n in names]
+    return [tuple(zip(names, values)) for values in itertools.product(*choices)]
+
+
 def _dimension_match(wanted: dict[str, str | list[str]], dimensions: list[dict]) -> bool:
     have = {d["Name"]: d["Value"] for d in dimensions}
     if set(have) != set(wanted) and wanted:
@@ -219,10 +244,12 @@ def build_queries(
                 period = period_for(start, now, selector.period_seconds or config.period_seconds)
                 stats = (selector.statistics or config.statistics) + selector.extended_statistics
                 try:
-                    if selector.metric_names and all(v != "*" and not isinstance(v, list) for v in selector.dimensions.values()):
+                    if selector.metric_names and _explicit(selector.dimensions):
+                        # Every series is named: no discovery call needed.
                         metrics = [
-                            {"MetricName": name, "Dimensions": [{"Name": k, "Value": v} for k, v in selector.dimensions.items()]}
+                            {"MetricName": name, "Dimensions": [{"Name": k, "Value": v} for k, v in combo]}
                             for name in selector.metric_names
+                            for combo in _combinations(selector.dimensions)
                         ]
                     else:
                         metrics = discovery.metrics(account, region, selector.namespace)
@@ -291,7 +318,7 @@ def fetch(
                 auth = _auth_error(exc, account, call.region_key[1])
                 if auth:
                     raise auth from None
-                raise
+                raise _api_error(exc, account, call.region_key[1], config.max_attempts) from None
             for result in response.get("MetricDataResults", []):
                 ts, values = collected[result["Id"]]
                 ts.extend(result.get("Timestamps", []))

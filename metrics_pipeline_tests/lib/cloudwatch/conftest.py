@@ -50,3 +50,11 @@ def cw_config(seeded):
             }],
         })
     return make
+
+
+@pytest.fixture
+def double(moto_endpoint, monkeypatch):
+    """moto's CloudWatch with percentiles, NextToken paging and injected faults."""
+    from metrics_pipeline_tests.cloudwatch_double import CloudWatchDouble
+
+    return CloudWatchDouble().install(monkeypatch)

@@ -22,13 +22,14 @@ def test_fetch_returns_every_seeded_value_with_labels_and_units(cw_config, seede
     assert set(frame["unit"]) == {"percent", "bytes", "count"}  # SampleCount is a count
     assert stats.series == 3 * 5 + 2 and stats.empty_series == 0
     assert stats.datapoints == 17 * 60 and stats.metrics_requested == 17
-    # Explicit dimension lists are discovered once per namespace; one GetMetricData call for 17 queries.
-    assert stats.api_calls["GetMetricData"] == 1 and len(calls) == 1
+    # Explicitly named series need no discovery; one GetMetricData call carries all 17 queries.
+    assert stats.api_calls == {"GetMetricData": 1} and len(calls) == 1
     assert stats.periods == {60}
 
 
-def test_discovery_is_cached(cw_config, tmp_path):
+def test_discovery_is_cached(cw_config, seeded, tmp_path):
     config = cw_config(discovery_cache_seconds=3600)
+    config.accounts[0].metrics[0].dimensions["InstanceId"] = "*"  # discover, then filter
     _, first, _ = fetch(config, HOUR, HOUR + timedelta(hours=1), cache_dir=tmp_path)
     _, second, _ = fetch(config, HOUR, HOUR + timedelta(hours=1), cache_dir=tmp_path)
     assert first.api_calls["ListMetrics"] >= 1 and second.api_calls["ListMetrics"] == 0
