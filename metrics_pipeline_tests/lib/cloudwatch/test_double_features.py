@@ -87,3 +87,19 @@ def test_long_windows_are_split_so_no_call_exceeds_100800_datapoints(double, mot
     calls = [r for r in double.requests if not r["next_token"]]
     assert [r["queries"] for r in calls] == [70, 10]
     assert all(r["queries"] * 1440 <= 100_800 for r in calls)
+
+
+def test_the_indexed_double_answers_like_moto(moto_endpoint, busy_instance, tmp_path, monkeypatch):
+    from metrics_pipeline.lib.cloudwatch.double import CloudWatchDouble
+
+    instance, _ = busy_instance
+    config = config_for(moto_endpoint, instance)
+    plain = CloudWatchDouble().install(monkeypatch)
+    expected, _, _ = fetch(config, HOUR, HOUR + timedelta(hours=1), cache_dir=tmp_path)
+    monkeypatch.undo()
+    CloudWatchDouble(indexed=True).install(monkeypatch)
+    got, _, _ = fetch(config, HOUR, HOUR + timedelta(hours=1), cache_dir=tmp_path)
+    for column in ("metric", "resource", "labels", "unit", "ts"):
+        assert list(got[column]) == list(expected[column]), column
+    assert np.allclose(got["value"], expected["value"], rtol=1e-12)  # sum/count vs numpy mean
+    assert plain.requests  # the first fetch went through moto's own implementation
