@@ -136,6 +136,52 @@ class LogSimulator(threading.Thread):
             self.stopped.wait(self.every)
 
 
+class DemoCloudWatch(threading.Thread):
+    """A local CloudWatch (moto + double) seeded with the last day, fed every minute while the demo runs."""
+
+    def __init__(self, config_path: Path):
+        super().__init__(name="demo-cloudwatch", daemon=True)
+        self.config_path = config_path
+        self.stopped = threading.Event()
+        self.ready = threading.Event()
+        self.local = None
+
+    def run(self) -> None:
+        from datetime import timedelta
+
+        import boto3
+        import yaml
+
+        from metrics_pipeline.lib.cloudwatch import demo
+        from metrics_pipeline.lib.cloudwatch.double import LocalCloudWatch
+
+        self.local = LocalCloudWatch(indexed=True)
+        client = boto3.client("cloudwatch", endpoint_url=self.local.endpoint_url, region_name="eu-west-1",
+                              aws_access_key_id="demo", aws_secret_access_key="demo")
+        end = demo.now().replace(second=0, microsecond=0)
+        demo.publish(client, end - timedelta(days=1), end)
+        self.config_path.write_text(yaml.safe_dump(demo.demo_config(self.local.endpoint_url)))
+        self.ready.set()
+        while not self.stopped.wait(60):
+            now = demo.now().replace(second=0, microsecond=0)
+            demo.publish(client, end, now, seed=int(now.timestamp()))
+            end = now
+
+    def stop(self) -> None:
+        self.stopped.set()
+        if self.local is not None:
+            self.local.stop()
+
+
+def _cloudwatch_is_configured() -> bool:
+    from metrics_pipeline.lib.cloudwatch.config import load_config
+
+    try:
+        return load_config().configured
+    except ValueError:
+        return True  # a broken real configuration is reported by the asset, not replaced by the demo
+
+
 def run_dev(host: str = "127.0.0.1", port: int = 3000) -> int:
     """Start everything `make dev` needs in the foreground; returns dagster dev's exit code."""
     signal.signal(signal.SIGINT, _raise_stop)
@@ -144,6 +190,7 @@ def run_dev(host: str = "127.0.0.1", port: int = 3000) -> int:
     proc = None
     collector = None
     simulator = None
+    cloudwatch = None
     try:
         dsn = os.environ.get(settings.DSN_ENV)
         env = dict(os.environ)
@@ -173,6 +220,17 @@ def run_dev(host: str = "127.0.0.1", port: int = 3000) -> int:
         print(f"host collector writing to {landing}", flush=True)
         simulator = LogSimulator(landing)
         simulator.start()
+        if _cloudwatch_is_configured():
+            print("CloudWatch: using the configured accounts", flush=True)
+        else:
+            cloudwatch = DemoCloudWatch(settings.state_dir() / "cloudwatch-demo.yaml")
+            cloudwatch.start()
+            if not cloudwatch.ready.wait(120):
+                raise RuntimeError("the demo CloudWatch did not start within 120 s")
+            env["METRICS_PIPELINE_CLOUDWATCH_CONFIG"] = str(cloudwatch.config_path)
+            env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"] = "demo", "demo"  # the local server's, not AWS's
+            env.setdefault("AWS_DEFAULT_REGION", "eu-west-1")
+            print(f"CloudWatch: local demo server at {cloudwatch.local.endpoint_url}, seeded with the last day", flush=True)
         command = [
             sys.executable, "-m", "dagster", "dev",
             "-w", str(home / "workspace.yaml"),
@@ -193,6 +251,8 @@ def run_dev(host: str = "127.0.0.1", port: int = 3000) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if simulator is not None:
             simulator.stopped.set()
+        if cloudwatch is not None:
+            cloudwatch.stop()
         for child in (proc, collector):
             if child is not None:
                 stop_process_group(child)

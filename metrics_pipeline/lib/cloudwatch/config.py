@@ -6,6 +6,8 @@ statistics: [Average, Minimum, Maximum, Sum, SampleCount]
 discovery_cache_seconds: 3600       # ListMetrics results are reused this long
 fetch_delay_minutes: 5              # the schedule fetches hour H at H+1h+delay ...
 late_rerun_hours: 2                 # ... and again this much later, for late datapoints
+refresh_current_hour_minutes: 10    # the in-progress hour is re-fetched this often (0 = never)
+catchup_hours: 6                    # closed hours this far back with no materialisation are fetched
 budget_usd_per_run: 0.50            # optional: refuse runs estimated above this
 max_attempts: 8                     # botocore retries (throttling, 5xx, timeouts), with backoff and jitter
 accounts:
@@ -128,6 +130,8 @@ class CloudWatchConfig(_Strict):
     discovery_cache_seconds: int = Field(default=3600, ge=0)
     fetch_delay_minutes: int = Field(default=5, ge=0, le=59)
     late_rerun_hours: int = Field(default=2, ge=1, le=23)
+    refresh_current_hour_minutes: int = Field(default=10, ge=0, le=60)
+    catchup_hours: int = Field(default=6, ge=0, le=168)
     budget_usd_per_run: float | None = Field(default=None, gt=0)
     max_attempts: int = Field(default=8, ge=1, le=20)
     accounts: list[Account] = Field(default_factory=list)

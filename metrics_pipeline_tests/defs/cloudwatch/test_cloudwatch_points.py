@@ -74,3 +74,24 @@ def test_the_schedule_fetches_the_closed_hour_and_reruns_an_earlier_one():
 
 def test_cloudwatch_runs_share_a_concurrency_pool():
     assert cloudwatch_points.op.pool == "cloudwatch"
+
+
+def test_the_current_hour_is_refreshed_every_few_minutes():
+    from metrics_pipeline.defs.cloudwatch.schedules import cloudwatch_current_hour
+
+    assert cloudwatch_current_hour.cron_schedule == "*/10 * * * *"
+    context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 11, 22, 10, 40, tzinfo=timezone.utc))
+    request = cloudwatch_current_hour(context)
+    assert (request.partition_key, request.run_key) == ("2026-11-22-10:00", "2026-11-22-10:00:refresh:40")
+
+
+def test_catchup_requests_recent_closed_hours_never_materialised():
+    from metrics_pipeline.defs.cloudwatch.schedules import cloudwatch_catchup_sensor, missing_closed_hours
+
+    now = datetime(2026, 11, 22, 10, 7, tzinfo=timezone.utc)
+    keys = missing_closed_hours(now, {"2026-11-22-08:00"}, catchup_hours=3, delay_minutes=5)
+    assert keys == ["2026-11-22-07:00", "2026-11-22-09:00"]
+    assert missing_closed_hours(datetime(2026, 11, 22, 10, 3, tzinfo=timezone.utc), set(), 1, 5) == ["2026-11-22-08:00"]
+    with dg.instance_for_test() as instance:
+        requests = cloudwatch_catchup_sensor(dg.build_sensor_context(instance=instance))
+        assert len(requests) == 6 and all(r.run_key.endswith(":catchup") for r in requests)
