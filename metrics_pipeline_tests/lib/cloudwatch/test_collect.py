@@ -56,3 +56,31 @@ def test_missing_credentials_fail_fast_with_a_message_naming_what_is_missing(tmp
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert "no AWS credentials found for account 'prod' in eu-west-1: set AWS_ACCESS_KEY_ID" in result.stderr
+
+
+def test_tag_filters_keep_only_tagged_resources(moto_endpoint, tmp_path):
+    import boto3
+
+    from metrics_pipeline.lib.cloudwatch.config import parse_config
+    from metrics_pipeline_tests.lib.cloudwatch.conftest import HOUR
+
+    ec2 = boto3.client("ec2", endpoint_url=moto_endpoint, region_name="eu-west-1")
+    cw = boto3.client("cloudwatch", endpoint_url=moto_endpoint, region_name="eu-west-1")
+    ids = []
+    for env in ("production", "staging"):
+        reservation = ec2.run_instances(
+            ImageId="ami-12c6146b", MinCount=1, MaxCount=1,
+            TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Environment", "Value": env}]}],
+        )
+        ids.append(reservation["Instances"][0]["InstanceId"])
+    for instance in ids:
+        cw.put_metric_data(Namespace="Tagged/EC2", MetricData=[
+            {"MetricName": "CPUUtilization", "Dimensions": [{"Name": "InstanceId", "Value": instance}],
+             "Timestamp": HOUR + timedelta(minutes=m), "Value": 1.0} for m in range(5)])
+    config = parse_config({"discovery_cache_seconds": 0, "statistics": ["Average"], "accounts": [{
+        "name": "prod", "regions": ["eu-west-1"], "endpoint_url": moto_endpoint, "metrics": [{
+            "namespace": "Tagged/EC2", "dimensions": {"InstanceId": "*"},
+            "tag_filters": {"Environment": "production"}, "resource_type": "ec2:instance"}]}]})
+    frame, stats, _ = fetch(config, HOUR, HOUR + timedelta(hours=1), cache_dir=tmp_path)
+    assert set(frame["resource"]) == {ids[0]}
+    assert stats.api_calls["GetResources"] >= 1 and stats.series == 1
