@@ -17,25 +17,18 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
-import sys
 import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import boto3
-import psycopg
-from psycopg.conninfo import make_conninfo
+from common import append_result, scratch_database
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from metrics_pipeline.lib import loader, migrate, settings  # noqa: E402
-from metrics_pipeline.lib.cloudwatch.collect import fetch  # noqa: E402
-from metrics_pipeline.lib.cloudwatch.config import parse_config  # noqa: E402
-from metrics_pipeline.lib.cloudwatch.double import LocalCloudWatch  # noqa: E402
-from metrics_pipeline.lib.embedded_pg import EmbeddedPostgres  # noqa: E402
+from metrics_pipeline.lib import loader, migrate
+from metrics_pipeline.lib.cloudwatch.collect import fetch
+from metrics_pipeline.lib.cloudwatch.config import parse_config
+from metrics_pipeline.lib.cloudwatch.double import LocalCloudWatch
 
 BENCH_DB = "metrics_bench_cloudwatch"
 
@@ -88,23 +81,11 @@ def main() -> None:
     finally:
         local.stop()
 
-    if os.environ.get(settings.DSN_ENV):
-        admin, server = os.environ[settings.DSN_ENV], None
-    else:
-        server = EmbeddedPostgres(settings.state_dir() / "bench-pg").start()
-        admin = server.dsn("postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {BENCH_DB}")
-    dsn = make_conninfo(admin, dbname=BENCH_DB)
-    migrate.migrate(dsn)
-    t0 = time.perf_counter()
-    result = loader.load_points(dsn, frame, source="cloudwatch", start=hour, end=hour + timedelta(hours=1))
-    load_s = time.perf_counter() - t0
-    if server is not None:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
-        server.stop()
+    with scratch_database(BENCH_DB) as dsn:
+        migrate.migrate(dsn)
+        t0 = time.perf_counter()
+        result = loader.load_points(dsn, frame, source="cloudwatch", start=hour, end=hour + timedelta(hours=1))
+        load_s = time.perf_counter() - t0
 
     n = len(frame)
     print(f"ours     : {stats.total_calls} API calls (GetMetricData {stats.api_calls['GetMetricData']}, "
@@ -116,18 +97,14 @@ def main() -> None:
           f"(est. ${naive_calls * 0.01 / 1000:.4f}), {per_request * 1000:.1f} ms each here -> "
           f"~{naive_calls * per_request:.1f} s sequential")
     if not args.no_write:
-        row = (
-            f"| {datetime.now(timezone.utc):%Y-%m-%d} | cloudwatch | {os.cpu_count()} cores, {platform.machine()} | "
-            f"{args.metrics:,} metrics x {len(args.statistics)} stat x 1 h at 60 s (local moto + double) | "
+        append_result(
+            "cloudwatch", f"{args.metrics:,} metrics x {len(args.statistics)} stat x 1 h at 60 s (local moto + double)",
             f"{stats.total_calls} calls (= ceil({queries}/500) + {stats.discovery_pages} discovery pages), "
             f"{stats.metrics_requested:,} metrics requested, est. ${stats.estimated_usd:.4f}; "
-            f"{n / fetch_s:,.0f} points/s fetched+parsed, {result.points / load_s:,.0f} points/s loaded | "
-            f"per-metric GetMetricStatistics: {naive_calls:,} requests (~{naive_calls * per_request:.0f} s sequential on this moto) | "
-            f"{naive_calls / stats.total_calls:.0f} x fewer calls |\n"
+            f"{n / fetch_s:,.0f} points/s fetched+parsed, {result.points / load_s:,.0f} points/s loaded",
+            f"per-metric GetMetricStatistics: {naive_calls:,} requests (~{naive_calls * per_request:.0f} s sequential on this moto)",
+            f"{naive_calls / stats.total_calls:.0f} x fewer calls",
         )
-        with (ROOT / "docs" / "benchmarks.md").open("a", encoding="utf-8") as fh:
-            fh.write(row)
-        print("appended to docs/benchmarks.md")
 
 
 if __name__ == "__main__":

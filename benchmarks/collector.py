@@ -16,17 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import psutil
-
-ROOT = Path(__file__).resolve().parents[1]
+from common import ROOT, append_result
 
 REFERENCE = """
 import os, time, psutil
@@ -50,11 +47,24 @@ def measure(command: list[str], seconds: float, env: dict[str, str]) -> dict[str
     time.sleep(max(0.0, seconds - WARMUP - 1.0))
     late = handle.cpu_times()
     late_at = time.time()
+    peak_mb = _peak_rss_mb(handle)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.time() - started
     steady = (late.user + late.system - warm.user - warm.system) / (late_at - warm_at) * 100
     total = (usage.ru_utime + usage.ru_stime) / wall * 100
-    return {"steady_cpu_pct": steady, "total_cpu_pct": total, "peak_rss_mb": usage.ru_maxrss / 1024, "exit": status}
+    return {"steady_cpu_pct": steady, "total_cpu_pct": total, "peak_rss_mb": peak_mb, "exit": status}
+
+
+def _peak_rss_mb(handle: psutil.Process) -> float:
+    """The process's own high-water RSS (VmHWM). Not ru_maxrss: on Linux that also counts the forking
+    parent's memory from before exec, so it would measure this benchmark, not the agent."""
+    try:
+        for line in open(f"/proc/{handle.pid}/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return handle.memory_info().rss / 1024 / 1024
 
 
 def main() -> None:
@@ -88,17 +98,13 @@ def main() -> None:
     print(f"reference: {ref['steady_cpu_pct']:.2f} % of a core steady ({ref['total_cpu_pct']:.2f} % with start-up), "
           f"peak RSS {ref['peak_rss_mb']:.1f} MB (bare psutil reads, nothing written)")
     if not args.no_write:
-        row = (
-            f"| {datetime.now(timezone.utc):%Y-%m-%d} | collector | {os.cpu_count()} cores, {platform.machine()} | "
-            f"{args.seconds:.0f} s at 1 s sampling, {stats['samples'] / max(stats['ticks'], 1):.0f} samples/tick | "
+        append_result(
+            "collector", f"{args.seconds:.0f} s at 1 s sampling, {stats['samples'] / max(stats['ticks'], 1):.0f} samples/tick",
             f"{ours['steady_cpu_pct']:.2f} % core steady ({ours['total_cpu_pct']:.2f} % incl. start-up), "
-            f"{ours['peak_rss_mb']:.1f} MB RSS, tick p50 {p50:.1f} ms / p99 {p99:.1f} ms | "
-            f"bare psutil loop {ref['steady_cpu_pct']:.2f} % core, {ref['peak_rss_mb']:.1f} MB | "
-            f"{ours['steady_cpu_pct'] / max(ref['steady_cpu_pct'], 1e-9):.1f} x CPU |\n"
+            f"{ours['peak_rss_mb']:.1f} MB RSS, tick p50 {p50:.1f} ms / p99 {p99:.1f} ms",
+            f"bare psutil loop {ref['steady_cpu_pct']:.2f} % core, {ref['peak_rss_mb']:.1f} MB",
+            f"{ours['steady_cpu_pct'] / max(ref['steady_cpu_pct'], 1e-9):.1f} x CPU",
         )
-        with (ROOT / "docs" / "benchmarks.md").open("a", encoding="utf-8") as fh:
-            fh.write(row)
-        print("appended to docs/benchmarks.md")
 
 
 if __name__ == "__main__":

@@ -15,25 +15,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import sys
 import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import psycopg
-from psycopg.conninfo import make_conninfo
+from common import append_result, scratch_database
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from metrics_pipeline.lib import ingestion_load, migrate, partitioning, settings  # noqa: E402
-from metrics_pipeline.lib.embedded_pg import EmbeddedPostgres  # noqa: E402
-from metrics_pipeline.lib.ingestion_logs import BOM, ParseOptions, parse_file  # noqa: E402
-from metrics_pipeline.lib.landing import LocalLanding  # noqa: E402
-from metrics_pipeline.lib.simulate_logs import simulate  # noqa: E402
+from metrics_pipeline.lib import ingestion_load, migrate, partitioning
+from metrics_pipeline.lib.ingestion_logs import BOM, ParseOptions, parse_file
+from metrics_pipeline.lib.landing import LocalLanding
+from metrics_pipeline.lib.simulate_logs import simulate
 
 DAY = datetime(2026, 1, 5, tzinfo=timezone.utc)
 BENCH_DB = "metrics_bench_ingestion"
@@ -45,15 +38,11 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
 
-    if os.environ.get(settings.DSN_ENV):
-        admin, server = os.environ[settings.DSN_ENV], None
-    else:
-        server = EmbeddedPostgres(settings.state_dir() / "bench-pg").start()
-        admin = server.dsn("postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {BENCH_DB}")
-    dsn = make_conninfo(admin, dbname=BENCH_DB)
+    with scratch_database(BENCH_DB) as dsn:
+        run(dsn, args)
+
+
+def run(dsn: str, args: argparse.Namespace) -> None:
     migrate.migrate(dsn, "metrics")
     migrate.migrate(dsn, "bench_ref")
 
@@ -101,10 +90,6 @@ def main() -> None:
             for row in unique:
                 copy.write_row(row)
         copy_floor = time.perf_counter() - t0
-    if server is not None:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
-        server.stop()
 
     n = result.read
     assert n == stats.records and result.read == result.loaded + result.quarantined
@@ -115,16 +100,13 @@ def main() -> None:
           f"bare COPY of the rows {copy_floor:.2f} s ({len(unique) / copy_floor:,.0f} rows/s); "
           f"sum {parse_floor + copy_floor:.2f} s")
     if not args.no_write:
-        row = (
-            f"| {datetime.now(timezone.utc):%Y-%m-%d} | ingestion logs | {os.cpu_count()} cores, {platform.machine()} | "
-            f"{n:,} records, {len(objects)} files, {size_mb:.0f} MB, 0.5 % bad | "
-            f"{n / ours:,.0f} records/s end to end (parse+validate {n / parse_only:,.0f}/s) | "
+        append_result(
+            "ingestion logs", f"{n:,} records, {len(objects)} files, {size_mb:.0f} MB, 0.5 % bad",
+            f"{n / ours:,.0f} records/s end to end (parse+validate {n / parse_only:,.0f}/s)",
             f"json.loads {n / parse_floor:,.0f}/s + bare COPY {len(unique) / copy_floor:,.0f}/s "
-            f"= {n / (parse_floor + copy_floor):,.0f}/s | {(parse_floor + copy_floor) / ours:.2f} x |\n"
+            f"= {n / (parse_floor + copy_floor):,.0f}/s",
+            f"{(parse_floor + copy_floor) / ours:.2f} x",
         )
-        with (ROOT / "docs" / "benchmarks.md").open("a", encoding="utf-8") as fh:
-            fh.write(row)
-        print("appended to docs/benchmarks.md")
 
 
 if __name__ == "__main__":

@@ -18,41 +18,19 @@ otherwise the embedded PostgreSQL under .metrics_pipeline/bench-pg (durable sett
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
-import sys
 import time
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import psycopg
-from psycopg.conninfo import make_conninfo
+from common import append_result, scratch_database
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from metrics_pipeline.lib import loader, migrate, partitioning, settings  # noqa: E402
-from metrics_pipeline.lib.embedded_pg import EmbeddedPostgres  # noqa: E402
+from metrics_pipeline.lib import loader, migrate, partitioning
 
 START = datetime(2026, 1, 5, tzinfo=timezone.utc)
 BENCH_DB = "metrics_bench"
-
-
-def server_dsn() -> tuple[str, EmbeddedPostgres | None]:
-    configured = os.environ.get(settings.DSN_ENV)
-    if configured:
-        admin = configured
-        server = None
-    else:
-        server = EmbeddedPostgres(settings.state_dir() / "bench-pg").start()
-        admin = server.dsn("postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {BENCH_DB}")
-    return make_conninfo(admin, dbname=BENCH_DB), server
 
 
 def make_frame(n_points: int, n_series: int) -> pd.DataFrame:
@@ -88,7 +66,11 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="do not append to docs/benchmarks.md")
     args = parser.parse_args()
 
-    dsn, server = server_dsn()
+    with scratch_database(BENCH_DB) as dsn:
+        run(dsn, args)
+
+
+def run(dsn: str, args: argparse.Namespace) -> None:
     end = START + timedelta(hours=1)
     migrate.migrate(dsn, "metrics")
     migrate.migrate(dsn, "bench_ref")  # an identical table, index and CHECK in another schema
@@ -135,19 +117,10 @@ def main() -> None:
     print(f"loader (replace) : {replace_s:6.2f} s  {replace_rate:12,.0f} points/s")
 
     if not args.no_write:
-        row = (
-            f"| {datetime.now(timezone.utc):%Y-%m-%d} | load | {os.cpu_count()} cores, {platform.machine()} | "
-            f"{n:,} points / {args.series} series | loader {load_rate:,.0f} pts/s "
-            f"(replace {replace_rate:,.0f}) | bare COPY {copy_rate:,.0f} pts/s | {ratio:.2f} x |\n"
+        append_result(
+            "load", f"{n:,} points / {args.series} series",
+            f"loader {load_rate:,.0f} pts/s (replace {replace_rate:,.0f})", f"bare COPY {copy_rate:,.0f} pts/s", f"{ratio:.2f} x",
         )
-        docs = ROOT / "docs" / "benchmarks.md"
-        with docs.open("a", encoding="utf-8") as fh:
-            fh.write(row)
-        print(f"appended to {docs.relative_to(ROOT)}")
-    if server is not None:
-        with psycopg.connect(server.dsn("postgres"), autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
-        server.stop()
 
 
 if __name__ == "__main__":

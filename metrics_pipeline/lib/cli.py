@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev.set_defaults(func=_cmd_dev)
 
     col = sub.add_parser("collect", help="sample this host with psutil into the landing zone")
-    col.add_argument("--landing", help=f"directory or s3://bucket/prefix (default $METRICS_PIPELINE_LANDING or .metrics_pipeline/landing)")
+    col.add_argument("--landing", help="directory or s3://bucket/prefix (default $METRICS_PIPELINE_LANDING or .metrics_pipeline/landing)")
     col.add_argument("--host-name", help="host name to record (default: this machine's)")
     col.add_argument("--duration", type=float, help="stop after this many seconds (default: run until SIGTERM/SIGINT)")
     col.add_argument("--cpu-interval", type=float, default=1.0, help="CPU, load, memory, swap (s)")

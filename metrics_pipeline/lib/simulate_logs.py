@@ -87,7 +87,6 @@ def _record(rng, job, start: datetime, failed: bool, naive_times: bool) -> dict:
     duration = max(0.5, rng.lognormvariate(0, 0.45) * job["median"])
     if failed and rng.random() < 0.4:
         duration *= rng.uniform(2, 6)  # timeouts run long
-    end = start + timedelta(seconds=duration)
     if failed:
         choices = SOURCES[job["source"]][3] + ZONE_ERRORS.get(job["zone"], ())
         description = rng.choice(choices).format(object=job["object"].lower())

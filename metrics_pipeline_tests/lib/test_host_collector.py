@@ -1,11 +1,9 @@
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 
-import boto3
 
 from metrics_pipeline.lib.host_collector import CATALOGUE, Collector, CollectorConfig, Rates, host_key
 from metrics_pipeline.lib.host_files import HostBatch
