@@ -23,6 +23,7 @@ from metrics_pipeline.lib.landing import LandingObject, LandingZone, read_many
 from metrics_pipeline.lib.loader import canonical_labels
 
 HOST_PREFIX = "host/"
+_TS_MIN, _TS_MAX = 946_684_800.0, 4_102_444_800.0  # 2000-01-01 .. 2100-01-01: anything else is a broken clock
 
 
 def hour_prefix(hour: datetime) -> str:
@@ -74,9 +75,10 @@ class HostBatch:
                 ts = float(tick["ts"])
                 host = tick["host"]
                 samples = tick["samples"]
-                if not isinstance(host, str) or not host or not isinstance(samples, list) or not math.isfinite(ts):
+                if not isinstance(host, str) or not host or not isinstance(samples, list) or not _TS_MIN <= ts < _TS_MAX:
                     raise ValueError("not a tick")
-            except (ValueError, KeyError, TypeError):
+                host.encode("utf-8")
+            except (ValueError, KeyError, TypeError, OverflowError, RecursionError, UnicodeEncodeError):
                 last = i == len(lines) - 1 and not ends_cleanly
                 self.problems["partial_lines" if last else "corrupt_lines"] += 1
                 continue
@@ -92,6 +94,8 @@ class HostBatch:
                 raise ValueError
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError
+            value = float(value)
+            metric.encode("utf-8"), unit.encode("utf-8")
             cache_key = (host, json.dumps(labels, sort_keys=True) if labels else "")
             text = self._labels_cache.get(cache_key)
             if text is None:
@@ -99,7 +103,7 @@ class HostBatch:
                     raise ValueError
                 text = canonical_labels({**(labels or {}), "host": host})
                 self._labels_cache[cache_key] = text
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, OverflowError, RecursionError, UnicodeEncodeError):
             self.problems["invalid_samples"] += 1
             return
         self.metric.append(metric)
@@ -107,7 +111,7 @@ class HostBatch:
         self.labels.append(text)
         self.unit.append(unit)
         self.ts.append(ts)
-        self.value.append(float(value))
+        self.value.append(value)
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(

@@ -112,6 +112,23 @@ def parse_timestamp(value, tz: tzinfo) -> datetime:
     return ts.astimezone(timezone.utc)
 
 
+def _storable(text: str) -> bool:
+    """PostgreSQL text holds neither NUL nor unpaired surrogates (JSON can encode both)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable(text: str) -> str:
+    """Raw text made storable for the quarantine: NUL and lone surrogates escaped, nothing dropped."""
+    text = text.replace("\x00", "\\u0000")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _number(value) -> float:
     if isinstance(value, bool):
         raise ValueError("a boolean is not a number")
@@ -145,12 +162,12 @@ def _fast_row(record, position: int, key: str, options: ParseOptions) -> dict | 
         if type(record) is not dict:
             return None
         texts = [record[f] for f in ("Entreprise", "Zone", "Source", "Objet", "Transformation")]
-        if any(type(t) is not str or not t or t != t.strip() or "\x00" in t for t in texts):
+        if any(type(t) is not str or not t or t != t.strip() or not _storable(t) for t in texts):
             return None
         object_id = record["Objet_Id"]
         if type(object_id) is int:
             object_id = str(object_id)
-        elif type(object_id) is not str or not object_id or object_id != object_id.strip() or "\x00" in object_id:
+        elif type(object_id) is not str or not object_id or object_id != object_id.strip() or not _storable(object_id):
             return None
         status = record["Etat"]
         if status != "SUCCESS" and status != "FAILED":
@@ -187,7 +204,7 @@ def _fast_row(record, position: int, key: str, options: ParseOptions) -> dict | 
         if memory is not None and (type(memory) is not int or memory < 0 or memory >= 2**63):
             return None
         description = record.get("Description")
-        if description is not None and (type(description) is not str or "\x00" in description):
+        if description is not None and (type(description) is not str or not _storable(description)):
             return None
         int(seq[:4]), datetime(int(seq[:4]), int(seq[5:7]), int(seq[8:10]), int(seq[11:13]), int(seq[14:16]))
     except (KeyError, ValueError, TypeError, OverflowError):
@@ -204,8 +221,13 @@ def _fast_row(record, position: int, key: str, options: ParseOptions) -> dict | 
 def validate_detailed(record, position: int, key: str, options: ParseOptions, raw: str | None = None) -> dict | Rejected:
     """Every check, every reason: the reference behaviour `_fast_row` must agree with."""
     def rejected(reason: str, started: datetime | None = None) -> Rejected:
-        text = raw if raw is not None else json.dumps(record, ensure_ascii=False, default=str)
-        return Rejected(position, _clip(text), reason, started)
+        text = raw
+        if text is None:
+            try:
+                text = json.dumps(record, ensure_ascii=False, default=str)
+            except (RecursionError, ValueError):
+                text = repr(record)[:_RAW_LIMIT]
+        return Rejected(position, _clip(_printable(text)), reason, started)
 
     if not isinstance(record, dict):
         return rejected(f"record is a JSON {type(record).__name__}, not an object")
@@ -263,7 +285,7 @@ def validate_detailed(record, position: int, key: str, options: ParseOptions, ra
     if "Duree secondes" not in missing:
         try:
             duration = _number(record["Duree secondes"])
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, OverflowError):
             problems.append(f"'Duree secondes' is not a number: {str(record['Duree secondes'])[:60]!r}")
         else:
             if duration < 0:
@@ -283,10 +305,8 @@ def validate_detailed(record, position: int, key: str, options: ParseOptions, ra
             row[column] = None
             continue
         try:
-            number = _number(value)
-            if number < 0:
-                raise ValueError
-            if integral and number != int(number):
+            number = value if integral and type(value) is int else _number(value)
+            if number < 0 or (integral and (number != int(number) or int(number) >= 2**63)):
                 raise ValueError
             row[column] = int(number) if integral else number
         except (ValueError, TypeError, OverflowError):
@@ -298,8 +318,8 @@ def validate_detailed(record, position: int, key: str, options: ParseOptions, ra
         problems.append(f"'Description' must be text, got {type(description).__name__}")
     row["description"] = description
     texts = [row.get(c) for c in ("company", "zone", "source_system", "object", "transformation", "object_id", "description")]
-    if any(isinstance(t, str) and "\x00" in t for t in texts):
-        problems.append("text fields must not contain NUL characters")
+    if any(isinstance(t, str) and not _storable(t) for t in texts):
+        problems.append("text fields must not contain NUL characters or unpaired UTF-16 surrogates")
 
     if problems:
         # A record whose start no partition can hold is attributed to its file's home hour.
@@ -333,7 +353,7 @@ def _check_sequence(record: dict, row: dict) -> list[str]:
 def _as_int(value) -> int | None:
     try:
         number = _number(value)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):
         return None
     return int(number) if number == int(number) else None
 
@@ -367,7 +387,7 @@ def _parse_lines(data: bytes, result: ParsedFile, options: ParseOptions) -> None
         if not line.strip():
             continue
         if len(line) > options.max_record_bytes:
-            result.rejected.append(Rejected(number, _clip(line.decode("utf-8", "replace")),
+            result.rejected.append(Rejected(number, _clip(_printable(line.decode("utf-8", "replace"))),
                                             f"line longer than {options.max_record_bytes} bytes"))
             continue
         try:
@@ -377,7 +397,7 @@ def _parse_lines(data: bytes, result: ParsedFile, options: ParseOptions) -> None
             continue
         record, error = _loads(text)
         if error:
-            result.rejected.append(Rejected(number, _clip(text.rstrip("\r")), error))
+            result.rejected.append(Rejected(number, _clip(_printable(text.rstrip("\r"))), error))
             continue
         _accept(result, validate(record, number, result.key, options, raw=text.rstrip("\r")))
 
@@ -400,16 +420,28 @@ def _parse_array(data: bytes, result: ParsedFile, options: ParseOptions) -> None
     while True:
         while position < len(text) and text[position] in " \t\r\n,":
             position += 1
-        if position >= len(text) or text[position] == "]":
+        if position >= len(text):
+            return
+        if text[position] == "]":
+            # Another array may follow (a writer appending); anything else after it is one bad record.
+            position += 1
+            while position < len(text) and text[position] in " \t\r\n":
+                position += 1
+            if position >= len(text):
+                return
+            if text[position] == "[":
+                position += 1
+                continue
+            result.rejected.append(Rejected(index, _clip(_printable(text[position:])), "text after the end of the JSON array"))
             return
         try:
             record, end = decoder.raw_decode(text, position)
         except (ValueError, RecursionError) as exc:
             reason = "JSON nested too deeply" if isinstance(exc, RecursionError) else f"broken JSON array ({exc})"
-            result.rejected.append(Rejected(index, _clip(text[position:]), f"{reason}; items after this point are unreadable"))
+            result.rejected.append(Rejected(index, _clip(_printable(text[position:])), f"{reason}; items after this point are unreadable"))
             return
         if end - position > options.max_record_bytes:
-            result.rejected.append(Rejected(index, _clip(text[position:end]), f"record longer than {options.max_record_bytes} bytes"))
+            result.rejected.append(Rejected(index, _clip(_printable(text[position:end])), f"record longer than {options.max_record_bytes} bytes"))
         else:
             _accept(result, validate(record, index, result.key, options))
         position, index = end, index + 1

@@ -11,10 +11,10 @@ def line(ts, samples, host="h1"):
 
 def test_partial_last_lines_corrupt_lines_and_invalid_samples_are_skipped_and_counted():
     data = (
-        line(1.0, [["host_load1", 0.5, "count", {}], ["bad"], ["host_cpu_percent", "12", "percent", {}]])
+        line(1767225601.0, [["host_load1", 0.5, "count", {}], ["bad"], ["host_cpu_percent", "12", "percent", {}]])
         + "not json at all\n"
-        + line(2.0, [["host_cpu_state_percent", 3.0, "percent", {"state": "user"}]])
-        + '{"ts": 3.0, "host": "h1", "sam'
+        + line(1767225602.0, [["host_cpu_state_percent", 3.0, "percent", {"state": "user"}]])
+        + '{"ts": 1767225603.0, "host": "h1", "sam'
     )
     batch = HostBatch()
     batch.read(data.encode())
@@ -23,7 +23,7 @@ def test_partial_last_lines_corrupt_lines_and_invalid_samples_are_skipped_and_co
     frame = batch.frame()
     assert list(frame["metric"]) == ["host_load1", "host_cpu_state_percent"]
     assert json.loads(frame["labels"][1]) == {"host": "h1", "state": "user"}
-    assert frame["ts"][1] == datetime(1970, 1, 1, 0, 0, 2, tzinfo=timezone.utc)
+    assert frame["ts"][1] == datetime(2026, 1, 1, 0, 0, 2, tzinfo=timezone.utc)
 
 
 def test_arbitrary_bytes_never_raise():
@@ -67,3 +67,17 @@ def test_sensor_plan_waits_for_the_grace_period(tmp_path):
     _write(zone, datetime(2026, 1, 1, 14, tzinfo=timezone.utc), minute=59)
     requests, _ = plan_host_requests(zone, HostSensorState(), datetime(2026, 1, 1, 15, 1, tzinfo=timezone.utc))
     assert [r.reason for r in requests] == []
+
+
+def test_overflowing_numbers_deep_nesting_and_impossible_clocks_are_counted_not_raised():
+    big = "9" * 400
+    data = (
+        f'{{"ts": 1700000000, "host": "h", "samples": [["host_load1", {big}, "count", {{}}]]}}\n'
+        f'{{"ts": {big}, "host": "h", "samples": []}}\n'
+        '{"ts": 1e13, "host": "h", "samples": [["host_load1", 1, "count", {}]]}\n'
+        + '{"ts": 1700000000, "host": "h", "samples": ' + "[" * 5000 + "]" * 5000 + "}\n"
+    )
+    batch = HostBatch()
+    batch.read(data.encode())
+    assert batch.problems == {"invalid_samples": 1, "corrupt_lines": 3}
+    assert len(batch.frame()) == 0

@@ -190,3 +190,31 @@ def test_the_fast_path_takes_ordinary_records():
 
     assert _fast_row(good(), 0, "k", OPTIONS) is not None
     assert _fast_row(good(Debut="2026-01-05T13:05:00Z", Fin="2026-01-05T13:06:00Z"), 0, "k", OPTIONS) is not None
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"Duree secondes": ' + b"9" * 400 + b', "Heure_Sequence": ' + b"9" * 400 + b"}",
+        b'[{"a": ' + b"[" * 990 + b"]" * 990 + b"}]",
+        '[{"Entreprise": "\\ud800"}]'.encode(),
+    ],
+)
+def test_overflows_deep_items_and_lone_surrogates_are_quarantined_not_raised(data):
+    parsed = parse_file(data, "k", OPTIONS)
+    assert parsed.read == 1 and len(parsed.rejected) == 1
+    parsed.rejected[0].raw.encode("utf-8")  # storable in PostgreSQL
+
+
+def test_records_that_postgres_cannot_store_are_refused():
+    assert "unpaired UTF-16 surrogates" in parse_one(good(Description="\ud800")).rejected[0].reason
+    assert "memory_used (bytes)" in parse_one(good(**{"memory_used (bytes)": 2**64})).rejected[0].reason
+    row = parse_one(good(**{"memory_used (bytes)": 2**60 + 1})).accepted[0]
+    assert row["memory_used_bytes"] == 2**60 + 1  # exact, not rounded through a float
+
+
+def test_concatenated_arrays_load_and_trailing_text_is_quarantined():
+    two = parse_file(json.dumps([good()]).encode() + b"\n" + json.dumps([good(Etat="FAILED")]).encode(), "k", OPTIONS)
+    assert [r["status"] for r in two.accepted] == ["SUCCESS", "FAILED"] and two.rejected == []
+    trailing = parse_file(json.dumps([good()]).encode() + b" garbage", "k", OPTIONS)
+    assert len(trailing.accepted) == 1 and trailing.rejected[0].reason == "text after the end of the JSON array"
