@@ -127,10 +127,14 @@ def load_window(
         with conn.transaction():
             for lock in _locks(schema, start, end):
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
-            _replace_runs(conn, schema, start, end, present, list(rows.values()))
+            # Rows and quarantine entries of every file still in the landing zone are recomputed
+            # (a rewritten file may have left this window); those of vanished files are kept.
+            in_landing = list(listed)
+            _replace_runs(conn, schema, start, end, in_landing, list(rows.values()))
             conn.execute(
-                f"DELETE FROM {schema}.quarantine WHERE source = %s AND record_hour >= %s AND record_hour < %s",
-                (SOURCE, start, end),
+                f"""DELETE FROM {schema}.quarantine WHERE source = %s AND record_hour >= %s AND record_hour < %s
+                    AND source_file = ANY(%s)""",
+                (SOURCE, start, end, in_landing),
             )
             with conn.cursor() as cur:
                 cur.executemany(
@@ -225,6 +229,10 @@ def plan_requests(
 
 
 def _index_batch(conn, schema, zone, objects, options) -> set[datetime]:
+    """Hours the batch's files touch now, and the hours a rewritten file touched before: those
+    windows must be recomputed too, or the file's old rows would stay there."""
+    before = landing_index.hours_of(conn, schema, SOURCE, [o.key for o in objects])
     parsed = index_objects(conn, schema, zone, objects, options)
-    return {h for _, _, hours in parsed.values() for h in hours.values()}
+    now = {h for _, _, hours in parsed.values() for h in hours.values()}
+    return now | {h for hours in before.values() for h in hours}
 

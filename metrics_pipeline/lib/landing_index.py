@@ -45,6 +45,14 @@ def indexed(conn: psycopg.Connection, schema: str, kind: str) -> dict[str, str]:
     return dict(conn.execute(f"SELECT key, etag FROM {schema}.landing_files WHERE kind = %s", (kind,)).fetchall())
 
 
+def hours_of(conn: psycopg.Connection, schema: str, kind: str, keys: list[str]) -> dict[str, list[datetime]]:
+    """The hours currently indexed for `keys` (files not indexed yet are absent)."""
+    rows = conn.execute(
+        f"SELECT key, hours FROM {schema}.landing_files WHERE kind = %s AND key = ANY(%s)", (kind, keys)
+    ).fetchall()
+    return dict(rows)
+
+
 def files_touching(conn: psycopg.Connection, schema: str, kind: str, start: datetime, end: datetime) -> list[str]:
     """Keys of indexed files holding at least one record whose hour is in [start, end)."""
     rows = conn.execute(

@@ -171,3 +171,28 @@ def test_a_tick_out_of_time_stops_early_and_the_next_continues(warehouse_dsn, zo
         assert 1 <= files < 10
         _, cursor, rest = ingestion_load.plan_requests(conn, "metrics", zone, cursor, OPTIONS)
         assert files + rest == 10
+
+
+def test_a_file_rewritten_into_another_hour_leaves_no_stale_run_behind(warehouse_dsn, zone):
+    zone.write("ingestion_logs/a.json", json.dumps([at(H13, 5)]).encode())
+    with psycopg.connect(warehouse_dsn, autocommit=True) as conn:
+        hours, cursor, _ = ingestion_load.plan_requests(conn, "metrics", zone, Cursor(), OPTIONS)
+        for hour in hours:
+            load(warehouse_dsn, zone, hour)
+        import time
+
+        time.sleep(0.01)
+        zone.write("ingestion_logs/a.json", json.dumps([at(H13 + timedelta(hours=1), 5)]).encode())
+        hours, cursor, _ = ingestion_load.plan_requests(conn, "metrics", zone, cursor, OPTIONS)
+    assert hours == [H13, H13 + timedelta(hours=1)]  # the old hour is recomputed too
+    for hour in hours:
+        load(warehouse_dsn, zone, hour)
+    assert [r[4] for r in runs(warehouse_dsn, H13, hours=2)] == [H13 + timedelta(hours=1, minutes=5)]
+
+
+def test_quarantine_rows_of_files_gone_from_the_landing_zone_are_kept(warehouse_dsn, zone):
+    zone.write("ingestion_logs/old.json", json.dumps([at(H13, 5, Etat="?"), at(H13, 6)]).encode())
+    load(warehouse_dsn, zone)
+    zone.delete("ingestion_logs/old.json")
+    load(warehouse_dsn, zone)
+    assert len(quarantine(warehouse_dsn)) == 1 and len(runs(warehouse_dsn)) == 1
