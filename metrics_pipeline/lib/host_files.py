@@ -184,21 +184,24 @@ def plan_host_requests(
     grace: timedelta = timedelta(minutes=2),
     refresh_every: timedelta = timedelta(minutes=5),
     lookback: timedelta = timedelta(hours=24),
+    max_catchup: timedelta = timedelta(days=7),
 ) -> tuple[list[HourRequest], HostSensorState]:
     """Which host hours to (re)load now (SPEC §4), and the next cursor.
 
     * complete: an hour with files, once `grace` after its end (its last minute file is closed);
     * late: files that appeared for an hour already requested as complete (a host uploading late);
     * refresh: the in-progress hour, once per `refresh_every` slot, so dashboards stay fresh.
-    Only the last `lookback` hours are listed each tick (one listing per hour prefix), so the cost
-    does not grow with the landing zone's history; older late files need a manual re-run.
+    Each tick lists the last `lookback` hours (one listing per hour prefix) for late files, and,
+    after a downtime, every hour since the last one completed, up to `max_catchup`; older hours
+    need a backfill. The cost does not grow with the landing zone's history.
     """
     now = now.astimezone(timezone.utc)
     current = now.replace(minute=0, second=0, microsecond=0)
     last_complete = (now - grace).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
     oldest = current - lookback
     if state.completed_through is not None:
-        oldest = max(oldest, min(state.completed_through, last_complete) - lookback)
+        oldest = min(oldest, state.completed_through + timedelta(hours=1))  # catch up after a downtime
+    oldest = max(oldest, current - max_catchup)
     objects: list[LandingObject] = []
     hour = oldest
     while hour <= current:

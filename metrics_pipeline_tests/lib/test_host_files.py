@@ -81,3 +81,16 @@ def test_overflowing_numbers_deep_nesting_and_impossible_clocks_are_counted_not_
     batch.read(data.encode())
     assert batch.problems == {"invalid_samples": 1, "corrupt_lines": 3}
     assert len(batch.frame()) == 0
+
+
+def test_after_a_downtime_longer_than_the_lookback_every_missed_hour_is_requested(tmp_path):
+    zone = LocalLanding(tmp_path)
+    start = datetime(2026, 1, 1, 0, tzinfo=timezone.utc)
+    for h in range(60):
+        _write(zone, start + timedelta(hours=h))
+    state = HostSensorState(completed_through=start - timedelta(hours=1))
+    now = start + timedelta(hours=60, minutes=10)
+    requests, state = plan_host_requests(zone, state, now)
+    complete = [r.hour for r in requests if r.reason == "complete"]
+    assert complete == [start + timedelta(hours=h) for h in range(60)]
+    assert state.completed_through == start + timedelta(hours=59)
