@@ -402,7 +402,7 @@ def _copy_into_empty_window(conn, schema, target, series_ids, prepared) -> dict[
     return {"inserted": len(series_ids), "updated": 0, "deleted": 0}
 
 
-def _merge_into_window(conn, schema, target, source, start, end, series_ids, prepared) -> dict[str, int]:
+def _merge_into_window(conn, schema, target, source, start, end, series_ids, prepared, only=None) -> dict[str, int]:
     """Re-load of a window that holds data: touch only what differs.
 
     A late-data re-run usually fetches what is stored plus a few points. Deleting and re-inserting
@@ -415,11 +415,12 @@ def _merge_into_window(conn, schema, target, source, start, end, series_ids, pre
     )
     _copy_rows(conn, "_mp_stage", series_ids, prepared)
     conn.execute("ANALYZE _mp_stage")
-    window = {"source": source, "start": start, "end": end}
+    window = {"source": source, "start": start, "end": end, "only": only}
     deleted = conn.execute(
         f"""DELETE FROM {schema}.points p USING {schema}.series s
             WHERE s.source = %(source)s AND p.series_id = s.series_id
               AND p.ts >= %(start)s AND p.ts < %(end)s
+              AND (%(only)s::integer[] IS NULL OR p.series_id = ANY(%(only)s::integer[]))
               AND NOT EXISTS (SELECT 1 FROM _mp_stage st WHERE st.series_id = p.series_id AND st.ts = p.ts)""",
         window,
     ).rowcount
@@ -505,6 +506,7 @@ def load_points(
     schema: str = "metrics",
     out_of_window: str = "error",
     in_transaction: Callable[[psycopg.Connection], None] | None = None,
+    scope: str = "window",
 ) -> LoadResult:
     """Replace `source`'s points in [start, end) with the rows of `frame`, atomically.
 
@@ -518,6 +520,9 @@ def load_points(
         out_of_window: "error" (default) raises on rows outside the window; "drop" counts them.
         in_transaction: called with the connection inside the load's transaction, after the
             points are written (e.g. to mark landing files processed in the same commit).
+        scope: "window" (default): the source's whole window is replaced; "series": only the
+            series present in the frame are replaced, others keep their points (for sources whose
+            fetch may legitimately omit series, like CloudWatch discovery of terminated resources).
 
     Returns:
         LoadResult with points written, points replaced, series seen and created, and the rows
@@ -527,6 +532,8 @@ def load_points(
         ValueError: a malformed frame or window, naming the column and an example row.
     """
     validate_identifier(schema, what="schema")
+    if scope not in ("window", "series"):
+        raise ValueError(f"scope must be 'window' or 'series', got {scope!r}")
     if not isinstance(source, str) or not source:
         raise ValueError(f"source must be a non-empty string, got {source!r}")
     start, end = _utc(start, "start"), _utc(end, "end")
@@ -549,6 +556,7 @@ def load_points(
             if len(prepared.codes):
                 series_ids, new_series = _register_series(conn, schema, source, prepared)
             rows = series_ids[prepared.codes]
+            only = [int(i) for i in series_ids] if scope == "series" else None
             if len(rows) and not _is_sorted(rows, prepared.ts_us):
                 # Rows are grouped by series already; put the groups in series_id order so the
                 # primary-key index is filled left to right (append-only page splits).
@@ -557,12 +565,13 @@ def load_points(
                 prepared = dataclasses.replace(prepared, ts_us=prepared.ts_us[order], values=prepared.values[order])
             if not conn.execute(
                 f"""SELECT EXISTS (SELECT 1 FROM {schema}.points p JOIN {schema}.series s USING (series_id)
-                    WHERE s.source = %s AND p.ts >= %s AND p.ts < %s)""",
-                (source, start, end),
+                    WHERE s.source = %s AND p.ts >= %s AND p.ts < %s
+                      AND (%s::integer[] IS NULL OR p.series_id = ANY(%s::integer[])))""",
+                (source, start, end, only, only),
             ).fetchone()[0]:
                 changes = _copy_into_empty_window(conn, schema, target, rows, prepared)
             else:
-                changes = _merge_into_window(conn, schema, target, source, start, end, rows, prepared)
+                changes = _merge_into_window(conn, schema, target, source, start, end, rows, prepared, only)
             if in_transaction is not None:
                 in_transaction(conn)
 

@@ -269,3 +269,14 @@ def test_concurrent_loads_of_one_source_never_interleave(warehouse_dsn, db):
     assert errors == []
     values = {r[4] for r in window_rows(db, "host")}
     assert len(window_rows(db, "host")) == 500 and len(values) == 1
+
+
+def test_series_scope_keeps_series_missing_from_the_fetch(warehouse_dsn, db):
+    both = frame_of([cpu(T0, 1.0, host="a"), cpu(T0, 2.0, host="b")])
+    load_points(warehouse_dsn, both, source="cloudwatch", start=T0, end=T0 + HOUR)
+    only_a = frame_of([cpu(T0, 5.0, host="a")])
+    result = load_points(warehouse_dsn, only_a, source="cloudwatch", start=T0, end=T0 + HOUR, scope="series")
+    assert result.deleted == 0 and result.updated == 1
+    assert sorted((r[1], r[4]) for r in window_rows(db, "cloudwatch")) == [("a", 5.0), ("b", 2.0)]
+    load_points(warehouse_dsn, frame_of([]), source="cloudwatch", start=T0, end=T0 + HOUR, scope="series")
+    assert len(window_rows(db, "cloudwatch")) == 2

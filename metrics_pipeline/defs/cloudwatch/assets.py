@@ -34,6 +34,15 @@ def resources() -> dg.Definitions:
     )
 
 
+def _window_has_points(warehouse: WarehouseResource, start, end) -> bool:
+    with warehouse.connect() as conn:
+        return conn.execute(
+            f"""SELECT EXISTS (SELECT 1 FROM {warehouse.schema}.points p JOIN {warehouse.schema}.series s USING (series_id)
+                WHERE s.source = %s AND p.ts >= %s AND p.ts < %s)""",
+            (SOURCE, start, end),
+        ).fetchone()[0]
+
+
 def _calls_table(stats: collect.FetchStats) -> str:
     lines = ["| operation | requests | of which retries |", "|---|---|---|"]
     for op, count in sorted(stats.api_calls.items()):
@@ -62,7 +71,19 @@ def cloudwatch_points(
         # Not configured is a state, not a failure: downstream assets must not wait on it.
         return dg.MaterializeResult(metadata={"status": "not configured", "config": cloudwatch.config_path, "points": 0})
     frame, stats, _ = collect.fetch(config, window.start, window.end, endpoint_url=cloudwatch.endpoint_url)
-    result = warehouse.load_points(frame, source=SOURCE, start=window.start, end=window.end, out_of_window="drop")
+    if stats.coarsened and _window_has_points(warehouse, window.start, window.end):
+        # CloudWatch now only has a coarser period for this window: replacing what was stored at the
+        # configured period would delete most of it. Keep the finer data.
+        return dg.MaterializeResult(metadata={
+            "status": "kept stored data",
+            "reason": f"CloudWatch now holds this window at {max(stats.periods)} s only; the stored points are finer",
+            "points": 0, "points_changed": 0, "api_calls": stats.total_calls,
+            "estimated_cost_usd": round(stats.estimated_usd, 6),
+        })
+    # Series scope: a series ListMetrics no longer returns (a terminated instance) keeps its points.
+    result = warehouse.load_points(
+        frame, source=SOURCE, start=window.start, end=window.end, out_of_window="drop", scope="series"
+    )
     return dg.MaterializeResult(
         metadata={
             "status": "collected",

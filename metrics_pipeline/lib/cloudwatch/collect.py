@@ -57,6 +57,7 @@ class FetchStats:
     periods: set = dataclasses.field(default_factory=set)
     discovery_pages: int = 0
     partial_results: int = 0
+    coarsened: bool = False  # CloudWatch no longer holds this window at the configured period
 
     @property
     def total_calls(self) -> int:
@@ -142,16 +143,17 @@ def _auth_error(exc: Exception, account: Account, region: str) -> CloudWatchErro
     return None
 
 
-def _api_error(exc: Exception, account: Account, region: str, attempts: int) -> Exception:
-    """A clear error for a call that failed after botocore's retries (code only, no AWS text)."""
-    from botocore.exceptions import ClientError, ConnectionError, ReadTimeoutError
+def _api_error(exc: Exception, account: Account, region: str, attempts: int, operation: str) -> Exception:
+    """A clear error for a call that failed after botocore's retries: the code or exception type
+    only, never AWS's message text (it can quote request details)."""
+    from botocore.exceptions import BotoCoreError, ClientError
 
     where = f"account {account.name!r} in {region}"
     if isinstance(exc, ClientError):
         code = exc.response.get("Error", {}).get("Code", "unknown")
-        return CloudWatchError(f"GetMetricData failed for {where}: {code} (gave up after {attempts} attempts with backoff)")
-    if isinstance(exc, (ConnectionError, ReadTimeoutError)):
-        return CloudWatchError(f"GetMetricData for {where} could not reach CloudWatch: {type(exc).__name__} after {attempts} attempts")
+        return CloudWatchError(f"{operation} failed for {where}: {code} (gave up after {attempts} attempts with backoff)")
+    if isinstance(exc, BotoCoreError):
+        return CloudWatchError(f"{operation} for {where} failed: {type(exc).__name__} (after up to {attempts} attempts)")
     return exc
 
 
@@ -241,7 +243,9 @@ def build_queries(
     for account in config.accounts:
         for region in account.regions:
             for selector in account.metrics:
-                period = period_for(start, now, selector.period_seconds or config.period_seconds)
+                configured = selector.period_seconds or config.period_seconds
+                period = period_for(start, now, configured)
+                clients.stats.coarsened |= period > configured
                 stats = (selector.statistics or config.statistics) + selector.extended_statistics
                 try:
                     if selector.metric_names and _explicit(selector.dimensions):
@@ -255,10 +259,8 @@ def build_queries(
                         metrics = discovery.metrics(account, region, selector.namespace)
                     tagged = _tagged_ids(clients, account, region, selector) if selector.tag_filters else None
                 except Exception as exc:
-                    auth = _auth_error(exc, account, region)
-                    if auth:
-                        raise auth from None
-                    raise
+                    raise (_auth_error(exc, account, region) or _api_error(
+                        exc, account, region, config.max_attempts, "ListMetrics/GetResources")) from None
                 for metric in metrics:
                     if selector.metric_names and metric["MetricName"] not in selector.metric_names:
                         continue
@@ -301,7 +303,6 @@ def fetch(
     series = []
     for call in calls:
         account = accounts[call.region_key[0]]
-        client = clients.get(account, call.region_key[1], "cloudwatch")
         by_id = {f"q{i}": q for i, q in enumerate(call.queries)}
         collected: dict[str, tuple[list, list]] = {qid: ([], []) for qid in by_id}
         kwargs = {
@@ -313,12 +314,10 @@ def fetch(
         }
         while True:
             try:
-                response = client.get_metric_data(**kwargs)
+                response = clients.get(account, call.region_key[1], "cloudwatch").get_metric_data(**kwargs)
             except Exception as exc:
-                auth = _auth_error(exc, account, call.region_key[1])
-                if auth:
-                    raise auth from None
-                raise _api_error(exc, account, call.region_key[1], config.max_attempts) from None
+                raise (_auth_error(exc, account, call.region_key[1]) or _api_error(
+                    exc, account, call.region_key[1], config.max_attempts, "GetMetricData")) from None
             for result in response.get("MetricDataResults", []):
                 ts, values = collected[result["Id"]]
                 ts.extend(result.get("Timestamps", []))

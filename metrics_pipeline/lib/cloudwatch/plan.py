@@ -146,17 +146,22 @@ def unit_for(namespace: str, name: str, stat: str, overrides: dict[str, str] | N
 
 
 def period_for(start: datetime, now: datetime, configured: int) -> int:
-    """The period to ask for a window starting at `start`, given CloudWatch's retention."""
+    """The period to ask for a window starting at `start`, given CloudWatch's retention.
+
+    CloudWatch answers an unsupported period with no datapoints and no error, so: high-resolution
+    periods (< 60 s) only within 3 hours; beyond 15 days a multiple of 300 s; beyond 63 days a
+    multiple of 3600 s; beyond 455 days nothing.
+    """
     age = now - start
+    if age <= timedelta(hours=3):
+        return configured
     finest = next((period for limit, period in RETENTION if age <= limit), None)
     if finest is None:
         raise WindowTooOld(
             f"the window starting {start.isoformat()} is {age.days} days old: CloudWatch keeps metrics for "
             f"at most 455 days (1-hour resolution), so it no longer has this data"
         )
-    if age > RETENTION[0][0]:
-        return max(configured, finest)
-    return configured
+    return max(finest, math.ceil(configured / finest) * finest)
 
 
 def align(start: datetime, end: datetime, period: int) -> tuple[datetime, datetime]:

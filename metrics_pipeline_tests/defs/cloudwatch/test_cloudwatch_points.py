@@ -95,3 +95,24 @@ def test_catchup_requests_recent_closed_hours_never_materialised():
     with dg.instance_for_test() as instance:
         requests = cloudwatch_catchup_sensor(dg.build_sensor_context(instance=instance))
         assert len(requests) == 6 and all(r.run_key.endswith(":catchup") for r in requests)
+
+
+def test_an_old_window_refetched_at_a_coarser_period_keeps_the_finer_stored_data(warehouse_dsn, tmp_path, moto_endpoint):
+    import pandas as pd
+
+    from metrics_pipeline.lib.cloudwatch.config import parse_config
+    from metrics_pipeline.lib.loader import load_points
+
+    old = (datetime.now(timezone.utc) - timedelta(days=20)).replace(minute=0, second=0, microsecond=0)
+    fine = pd.DataFrame({"metric": "aws_ec2_cpuutilization", "resource": "i-old", "labels": [{"statistic": "Average"}] * 60,
+                         "unit": "percent", "ts": pd.date_range(old, periods=60, freq="min"), "value": 1.0})
+    load_points(warehouse_dsn, fine, source="cloudwatch", start=old, end=old + timedelta(hours=1))
+    config = parse_config({"accounts": [{"name": "prod", "regions": ["eu-west-1"], "endpoint_url": moto_endpoint,
+                                         "metrics": [{"namespace": "AWS/EC2", "metric_names": ["CPUUtilization"],
+                                                      "dimensions": {"InstanceId": "i-old"}}]}]})
+    resources = {"warehouse": WarehouseResource(dsn=warehouse_dsn),
+                 "cloudwatch": CloudWatchResource(config_path=write_config(tmp_path, config))}
+    result = dg.materialize([cloudwatch_points], partition_key=old.strftime("%Y-%m-%d-%H:%M"), resources=resources)
+    meta = result.asset_materializations_for_node("cloudwatch_points")[0].metadata
+    assert meta["status"].value == "kept stored data" and "300 s" in meta["reason"].value
+    assert len(stored(warehouse_dsn)) == 60

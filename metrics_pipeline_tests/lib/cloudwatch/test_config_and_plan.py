@@ -56,7 +56,9 @@ def test_broken_yaml_names_the_file(tmp_path):
 @pytest.mark.parametrize(
     ("age", "configured", "expected"),
     [(timedelta(days=1), 60, 60), (timedelta(days=15), 60, 60), (timedelta(days=16), 60, 300),
-     (timedelta(days=20), 600, 600), (timedelta(days=64), 60, 3600), (timedelta(days=455), 300, 3600)],
+     (timedelta(days=20), 600, 600), (timedelta(days=64), 60, 3600), (timedelta(days=455), 300, 3600),
+     (timedelta(days=20), 420, 600), (timedelta(days=100), 5400, 7200), (timedelta(days=2), 1, 60),
+     (timedelta(hours=1), 1, 1), (timedelta(days=2), 120, 120)],
 )
 def test_older_windows_ask_for_the_period_cloudwatch_still_keeps(age, configured, expected):
     assert period_for(NOW - age, NOW, configured) == expected
