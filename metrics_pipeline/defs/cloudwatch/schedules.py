@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 
 from metrics_pipeline.defs.cloudwatch.assets import cloudwatch_points
-from metrics_pipeline.defs.partitions import AUTOMATION_STATUS, SCHEDULE_STATUS
+from metrics_pipeline.defs.partitions import AUTOMATION_STATUS, KEY_FORMAT, SCHEDULE_STATUS, closed_hour_requests
 from metrics_pipeline.lib.cloudwatch.config import CloudWatchConfig, load_config
 
 try:
@@ -23,16 +23,6 @@ try:
 except ValueError:
     _SETTINGS = CloudWatchConfig()  # the asset reports the configuration error when it runs
 
-KEY_FORMAT = "%Y-%m-%d-%H:%M"
-
-
-def closed_hour_requests(scheduled: datetime, late_rerun_hours: int) -> list[dg.RunRequest]:
-    closed = scheduled.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
-    requests = []
-    for hour, kind in ((closed, "closed"), (closed - timedelta(hours=late_rerun_hours), "late")):
-        key = hour.strftime(KEY_FORMAT)
-        requests.append(dg.RunRequest(run_key=f"{key}:{kind}", partition_key=key, tags={"metrics_pipeline/reason": kind}))
-    return requests
 
 
 @dg.schedule(

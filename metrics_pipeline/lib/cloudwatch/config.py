@@ -37,10 +37,10 @@ import re
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from metrics_pipeline.lib import settings
+from metrics_pipeline.lib import settings, yaml_config
+from metrics_pipeline.lib.yaml_config import ConfigError  # noqa: F401 - re-exported for callers
 
 CONFIG_ENV = "METRICS_PIPELINE_CLOUDWATCH_CONFIG"
 ENDPOINT_ENV = "METRICS_PIPELINE_CLOUDWATCH_ENDPOINT_URL"
@@ -151,44 +151,14 @@ class CloudWatchConfig(_Strict):
         return bool(self.accounts)
 
 
-class ConfigError(ValueError):
-    """The CloudWatch configuration is invalid; the message names the file and key."""
-
-
-def _location(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
 def parse_config(raw: Any, source: str = "cloudwatch config") -> CloudWatchConfig:
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: the top level must be a mapping, got {type(raw).__name__}")
-    try:
-        return CloudWatchConfig.model_validate(raw)
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            where = _location(error["loc"]) or "(top level)"
-            message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"].removeprefix("Value error, ")
-            problems.append(f"{where}: {message}")
-        raise ConfigError(f"{source}: " + "; ".join(problems)) from None
+    return yaml_config.validate(CloudWatchConfig, raw, source)
 
 
 def default_path() -> Path:
     return Path(os.environ.get(CONFIG_ENV) or settings.project_root() / "config" / "cloudwatch.yaml")
 
 
-def load_config(path: Path | None = None) -> CloudWatchConfig:
+def load_config(path: Path | str | None = None) -> CloudWatchConfig:
     """Read and validate the YAML file; a missing file means "not configured" (no accounts)."""
-    path = Path(path) if path else default_path()
-    if not path.exists():
-        return CloudWatchConfig()
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-    return parse_config(raw, str(path))
+    return yaml_config.load(CloudWatchConfig, Path(path) if path else default_path())

@@ -144,6 +144,8 @@ class WhatapClient:
                                     body={"stime": s, "etime": e, "mql": mql, "limit": limit, "pageKey": "mxql"})
             if not isinstance(payload, list):
                 raise WhatapError(f"WhaTap mxql for project {project.code} returned {type(payload).__name__}, not a list")
+            if len(payload) >= limit:  # MXQL has no paging: a full page may have lost rows
+                self.stats.skipped[f"mxql: {limit}-row limit reached, later rows not returned"] += 1
             rows += [r for r in payload if isinstance(r, dict) and "_head_" not in r]
         return rows
 

@@ -6,7 +6,8 @@ import psycopg
 import yaml
 
 from metrics_pipeline.defs.cloudwatch.assets import CloudWatchResource, cloudwatch_points
-from metrics_pipeline.defs.cloudwatch.schedules import closed_hour_requests, cloudwatch_hourly
+from metrics_pipeline.defs.cloudwatch.schedules import cloudwatch_hourly
+from metrics_pipeline.defs.partitions import closed_hour_requests
 from metrics_pipeline.defs.resources import WarehouseResource
 from metrics_pipeline_tests.lib.cloudwatch.conftest import HOUR
 

@@ -1,0 +1,136 @@
+"""Fetch a window from WhaTap for every configured project and normalise it to points (SPEC §2.2).
+
+Server projects (SMS): `sm_stat` at the configured resolution and MXQL `server_base`,
+`server_disk`, `server_network`; APM projects: MXQL `app_counter` and the APM series. Each value
+becomes a point of series `whatap_<server|apm>_<field>` on resource `oname`, labelled with project
+code and name, oid, oname, category (the endpoint or MXQL category) and the disk mount or NIC.
+Units follow the reference; sm_stat's traffic unit is not documented (bytes per the schema).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections import Counter
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+
+from metrics_pipeline.lib.loader import points_frame
+from metrics_pipeline.lib.whatap.client import ClientStats, Project, WhatapClient, WhatapError, number
+from metrics_pipeline.lib.whatap.config import WhatapConfig
+
+SM_STAT_FIELDS = {
+    "cpu": ("whatap_server_cpu", "percent"), "memory_pused": ("whatap_server_memory", "percent"),
+    "memory_swappused": ("whatap_server_swap", "percent"), "usedPercent": ("whatap_server_disk_used", "percent"),
+    "ioPercent": ("whatap_server_disk_io", "percent"), "trafficIn": ("whatap_server_traffic_in", "bytes"),
+    "trafficOut": ("whatap_server_traffic_out", "bytes"),
+}
+MXQL_FIELDS = {
+    "server_base": {"cpu": "percent", "cpu_usr": "percent", "cpu_sys": "percent", "cpu_idle": "percent",
+                    "cpu_load1": "count", "cpu_load5": "count", "cpu_load15": "count", "memory_pused": "percent",
+                    "memory_used": "bytes", "memory_total": "bytes"},
+    "server_disk": {"usedPercent": "percent", "readIops": "count_per_second", "writeIops": "count_per_second"},
+    "server_network": {"in": "bytes_per_second", "out": "bytes_per_second"},
+    "app_counter": {"tps": "count_per_second", "resp_time": "milliseconds", "tx_count": "count",
+                    "tx_error": "count", "active_tx_count": "count", "arrival_rate": "count_per_second"},
+}
+MXQL_NAMES = {"server_base": "whatap_server", "server_disk": "whatap_server_disk", "server_network": "whatap_server_network",
+              "app_counter": "whatap_apm"}
+MXQL_SUB = {"server_disk": ("mountPoint", "mount"), "server_network": ("desc", "nic")}
+APM_UNITS = {"apdex": "ratio"}
+
+
+class NotConfigured(RuntimeError):
+    pass
+
+
+@dataclasses.dataclass
+class WhatapStats:
+    projects: int = 0
+    agents: set = dataclasses.field(default_factory=set)
+    client: ClientStats = dataclasses.field(default_factory=ClientStats)
+
+
+def resolve_projects(config: WhatapConfig, client: WhatapClient) -> list[Project]:
+    """Explicit projects (token from their variable) plus, with an account token, every project."""
+    projects: dict[int, Project] = {}
+    account_token = os.environ.get(config.account_token_env or "", "")
+    if account_token:
+        projects.update({p.code: p for p in client.projects(account_token)})
+    for ref in config.projects:
+        token = os.environ.get(ref.token_env, "")
+        if not token:
+            raise WhatapError(f"WhaTap project {ref.code}: environment variable {ref.token_env} is not set")
+        known = projects.get(ref.code)
+        projects[ref.code] = Project(ref.code, known.name if known else str(ref.code),
+                                     known.product_type if known else "", known.platform if known else "", token)
+    return list(projects.values())
+
+
+def fetch(config: WhatapConfig, start: datetime, end: datetime) -> tuple[pd.DataFrame, WhatapStats]:
+    if not config.configured:
+        raise NotConfigured("no WhaTap token variable is set")
+    client = WhatapClient(config.base_url, timeout=config.timeout_seconds, max_attempts=config.max_attempts)
+    stats = WhatapStats(client=client.stats)
+    s_ms, e_ms = int(start.timestamp() * 1000), int(end.timestamp() * 1000)
+    series: dict[tuple, tuple[list, list]] = {}
+    meta: dict[tuple, tuple[str, str, str, dict]] = {}
+
+    def add(metric, unit, project, oid, oname, category, t_ms, raw, extra=None):
+        v = number(raw, stats.client, f"{category}.{metric}")
+        if v is None or not s_ms <= int(t_ms) < e_ms:
+            return
+        labels = {"project_code": str(project.code), "project_name": project.name, "oid": str(oid),
+                  "oname": oname, "category": category, **(extra or {})}
+        key = (metric, oname, tuple(sorted(labels.items())))
+        if key not in series:
+            series[key] = ([], [])
+            meta[key] = (metric, oname, unit, labels)
+        series[key][0].append(int(t_ms))
+        series[key][1].append(v)
+        stats.agents.add((project.code, oid))
+
+    projects = resolve_projects(config, client)
+    stats.projects = len(projects)
+    for project in projects:
+        kind = project.product_type.upper()
+        names: dict = {}
+        if kind != "APM":
+            names = {str(a.get("oid")): str(a.get("oname", a.get("oid"))) for a in client.servers(project)}
+            if "sm_stat" in config.collect:
+                for row in client.sm_stat(project, s_ms, e_ms, config.resolution):
+                    oid = row.get("oid")
+                    for field, (metric, unit) in SM_STAT_FIELDS.items():
+                        if field in row:
+                            add(metric, unit, project, oid, names.get(str(oid), str(oid)), "sm_stat", row.get("time", -1),
+                                row[field], {"resolution": config.resolution})
+        categories = [c for c in config.mxql_categories if (c == "app_counter") == (kind == "APM")] if "mxql" in config.collect else []
+        for category in categories:
+            fields = MXQL_FIELDS[category]
+            mql = f"CATEGORY {category}\nTAGLOAD\nSELECT [time, oid, oname, {', '.join([*fields, *([MXQL_SUB[category][0]] if category in MXQL_SUB else [])])}]"
+            for row in client.mxql(project, s_ms, e_ms, mql):
+                extra = {}
+                if category in MXQL_SUB:
+                    column, label = MXQL_SUB[category]
+                    extra[label] = str(row.get(column, ""))
+                for field, unit in fields.items():
+                    if field in row:
+                        add(f"{MXQL_NAMES[category]}_{field.lower()}", unit, project, row.get("oid"),
+                            str(row.get("oname", row.get("oid"))), category, row.get("time", -1), row[field], extra)
+        if kind == "APM" and "apm" in config.collect:
+            for metric in config.apm_metrics:
+                for oid, oname, t_ms, raw in client.apm_series(project, metric, s_ms, e_ms):
+                    add(f"whatap_apm_{metric}", APM_UNITS.get(metric, "count"), project, oid, oname, "apm_series", t_ms, raw)
+    frame = points_frame([
+        {"metric": m, "resource": r, "labels": labels, "unit": u,
+         "ts": pd.to_datetime(np.asarray(series[key][0], dtype="int64"), unit="ms", utc=True),
+         "value": np.asarray(series[key][1])}
+        for key, (m, r, u, labels) in meta.items()
+    ])
+    return frame, stats
+
+
+def errors_by_endpoint(stats: WhatapStats) -> dict[str, int]:
+    return dict(Counter(stats.client.errors))
