@@ -9,7 +9,7 @@ back to backfill older history (CloudWatch keeps at most 455 days).
 """
 
 import os
-from datetime import date, timedelta
+from datetime import date
 
 import dagster as dg
 
@@ -36,19 +36,3 @@ daily_partitions = dg.DailyPartitionsDefinition(start_date=start_date(), timezon
 AUTOMATION_STATUS = dg.DefaultSensorStatus.RUNNING if demo_mode() else dg.DefaultSensorStatus.STOPPED
 SCHEDULE_STATUS = dg.DefaultScheduleStatus.RUNNING if demo_mode() else dg.DefaultScheduleStatus.STOPPED
 
-
-KEY_FORMAT = "%Y-%m-%d-%H:%M"
-
-
-def closed_hour_requests(scheduled, late_rerun_hours: int) -> list[dg.RunRequest]:
-    """The hour that just closed, and the one closed `late_rerun_hours` earlier (late-data re-run).
-
-    Used by the API sources' hourly schedules (CloudWatch, WhaTap): their loads replace the window,
-    so the second run corrects late datapoints instead of duplicating them.
-    """
-    closed = scheduled.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
-    requests = []
-    for hour, kind in ((closed, "closed"), (closed - timedelta(hours=late_rerun_hours), "late")):
-        key = hour.strftime(KEY_FORMAT)
-        requests.append(dg.RunRequest(run_key=f"{key}:{kind}", partition_key=key, tags={"metrics_pipeline/reason": kind}))
-    return requests

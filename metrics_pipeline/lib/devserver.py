@@ -173,6 +173,31 @@ class DemoCloudWatch(threading.Thread):
             self.local.stop()
 
 
+def _whatap_is_configured() -> bool:
+    from metrics_pipeline.lib.whatap.config import load_config
+
+    try:
+        return load_config().configured
+    except ValueError:
+        return True  # a broken real configuration is reported by the asset, not replaced by the demo
+
+
+def _start_demo_whatap(env: dict) -> object:
+    """The WhaTap double on 127.0.0.1 (deterministic data for any window) and a config pointing at it."""
+    import yaml
+
+    from metrics_pipeline.lib.whatap.double import WhatapDouble
+
+    double = WhatapDouble()
+    url = double.start()
+    path = settings.state_dir() / "whatap-demo.yaml"
+    path.write_text(yaml.safe_dump({"base_url": url, "account_token_env": "METRICS_PIPELINE_DEMO_WHATAP_TOKEN"}))
+    env["METRICS_PIPELINE_WHATAP_CONFIG"] = str(path)
+    env["METRICS_PIPELINE_DEMO_WHATAP_TOKEN"] = double.account_token  # the double's, not a real account's
+    print(f"WhaTap: local API double at {url}", flush=True)
+    return double
+
+
 def _cloudwatch_is_configured() -> bool:
     from metrics_pipeline.lib.cloudwatch.config import load_config
 
@@ -191,6 +216,7 @@ def run_dev(host: str = "127.0.0.1", port: int = 3000) -> int:
     collector = None
     simulator = None
     cloudwatch = None
+    whatap = None
     try:
         dsn = os.environ.get(settings.DSN_ENV)
         env = dict(os.environ)
@@ -231,6 +257,10 @@ def run_dev(host: str = "127.0.0.1", port: int = 3000) -> int:
             env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"] = "demo", "demo"  # the local server's, not AWS's
             env.setdefault("AWS_DEFAULT_REGION", "eu-west-1")
             print(f"CloudWatch: local demo server at {cloudwatch.local.endpoint_url}, seeded with the last day", flush=True)
+        if _whatap_is_configured():
+            print("WhaTap: using the configured projects", flush=True)
+        else:
+            whatap = _start_demo_whatap(env)
         command = [
             sys.executable, "-m", "dagster", "dev",
             "-w", str(home / "workspace.yaml"),
@@ -253,6 +283,8 @@ def run_dev(host: str = "127.0.0.1", port: int = 3000) -> int:
             simulator.stopped.set()
         if cloudwatch is not None:
             cloudwatch.stop()
+        if whatap is not None:
+            whatap.stop()
         for child in (proc, collector):
             if child is not None:
                 stop_process_group(child)

@@ -1,8 +1,7 @@
-"""Fetch each closed WhaTap hour once complete and once more later for late data (SPEC §4)."""
+"""When WhaTap hours are fetched: closed hour + late re-run, in-progress refresh, catch-up
+(see `defs/automation.py`), with the timings of the WhaTap configuration."""
 
-import dagster as dg
-
-from metrics_pipeline.defs.partitions import SCHEDULE_STATUS, closed_hour_requests
+from metrics_pipeline.defs.automation import api_source_automation
 from metrics_pipeline.defs.whatap.assets import whatap_points
 from metrics_pipeline.lib.whatap.config import WhatapConfig, load_config
 
@@ -11,13 +10,11 @@ try:
 except ValueError:
     _SETTINGS = WhatapConfig()  # the asset reports the configuration error when it runs
 
-
-@dg.schedule(
-    cron_schedule=f"{_SETTINGS.fetch_delay_minutes} * * * *",
-    target=whatap_points,
-    execution_timezone="UTC",
-    default_status=SCHEDULE_STATUS,
-    description="Each hour: the WhaTap hour that just closed, and a late-data re-run of an earlier hour.",
+whatap_hourly, whatap_current_hour, whatap_catchup_sensor = api_source_automation(
+    whatap_points,
+    "whatap",
+    fetch_delay_minutes=_SETTINGS.fetch_delay_minutes,
+    late_rerun_hours=_SETTINGS.late_rerun_hours,
+    refresh_minutes=_SETTINGS.refresh_current_hour_minutes,
+    catchup_hours=_SETTINGS.catchup_hours,
 )
-def whatap_hourly(context: dg.ScheduleEvaluationContext):
-    return closed_hour_requests(context.scheduled_execution_time, _SETTINGS.late_rerun_hours)

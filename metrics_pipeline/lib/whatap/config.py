@@ -57,6 +57,8 @@ class WhatapConfig(BaseModel):
     apm_metrics: list[str] = Field(default_factory=lambda: ["thread_count", "threadpool_active", "threadpool_queue", "apdex"])
     fetch_delay_minutes: int = Field(default=5, ge=0, le=59)
     late_rerun_hours: int = Field(default=2, ge=1, le=23)
+    refresh_current_hour_minutes: int = Field(default=10, ge=0, le=60)
+    catchup_hours: int = Field(default=6, ge=0, le=168)
     max_attempts: int = Field(default=5, ge=1, le=20)
     timeout_seconds: float = Field(default=30, gt=0, le=600)
 

@@ -7,7 +7,7 @@ import yaml
 
 from metrics_pipeline.defs.cloudwatch.assets import CloudWatchResource, cloudwatch_points
 from metrics_pipeline.defs.cloudwatch.schedules import cloudwatch_hourly
-from metrics_pipeline.defs.partitions import closed_hour_requests
+from metrics_pipeline.defs.automation import closed_hour_requests
 from metrics_pipeline.defs.resources import WarehouseResource
 from metrics_pipeline_tests.lib.cloudwatch.conftest import HOUR
 
@@ -87,7 +87,8 @@ def test_the_current_hour_is_refreshed_every_few_minutes():
 
 
 def test_catchup_requests_recent_closed_hours_never_materialised():
-    from metrics_pipeline.defs.cloudwatch.schedules import cloudwatch_catchup_sensor, missing_closed_hours
+    from metrics_pipeline.defs.automation import missing_closed_hours
+    from metrics_pipeline.defs.cloudwatch.schedules import cloudwatch_catchup_sensor
 
     now = datetime(2026, 11, 22, 10, 7, tzinfo=timezone.utc)
     keys = missing_closed_hours(now, {"2026-11-22-08:00"}, catchup_hours=3, delay_minutes=5)

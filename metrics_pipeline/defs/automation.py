@@ -1,0 +1,88 @@
+"""When API sources (CloudWatch, WhaTap) fetch their hours (SPEC §4), built once for both.
+
+For an hourly API asset, `api_source_automation` returns:
+* `<name>_hourly`: at `fetch_delay_minutes` past each hour, the hour that just closed and the hour
+  closed `late_rerun_hours` earlier. APIs publish some datapoints late; loads replace their window,
+  so the second run corrects, never duplicates, and reports points changed;
+* `<name>_current_hour`: every `refresh_minutes`, the in-progress hour, so dashboards lag by
+  minutes, not an hour (each refresh calls the API again; 0 turns it off);
+* `<name>_catchup_sensor`: closed hours of the last `catchup_hours` never materialised (the daemon
+  was down, a deploy, a fresh install) are requested once.
+All start stopped unless in the demo (SPEC §4: off-by-default-safe).
+"""
+
+from datetime import datetime, timedelta, timezone
+
+import dagster as dg
+
+from metrics_pipeline.defs.partitions import AUTOMATION_STATUS, SCHEDULE_STATUS
+
+KEY_FORMAT = "%Y-%m-%d-%H:%M"
+
+
+def closed_hour_requests(scheduled: datetime, late_rerun_hours: int) -> list[dg.RunRequest]:
+    closed = scheduled.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    requests = []
+    for hour, kind in ((closed, "closed"), (closed - timedelta(hours=late_rerun_hours), "late")):
+        key = hour.strftime(KEY_FORMAT)
+        requests.append(dg.RunRequest(run_key=f"{key}:{kind}", partition_key=key, tags={"metrics_pipeline/reason": kind}))
+    return requests
+
+
+def missing_closed_hours(now: datetime, materialized: set[str], catchup_hours: int, delay_minutes: int) -> list[str]:
+    last_closed = (now - timedelta(minutes=delay_minutes)).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    keys = [(last_closed - timedelta(hours=h)).strftime(KEY_FORMAT) for h in range(catchup_hours)]
+    return sorted(k for k in keys if k not in materialized)
+
+
+def api_source_automation(
+    asset: dg.AssetsDefinition,
+    name: str,
+    *,
+    fetch_delay_minutes: int,
+    late_rerun_hours: int,
+    refresh_minutes: int,
+    catchup_hours: int,
+) -> tuple[dg.ScheduleDefinition, dg.ScheduleDefinition, dg.SensorDefinition]:
+    @dg.schedule(
+        name=f"{name}_hourly",
+        cron_schedule=f"{fetch_delay_minutes} * * * *",
+        target=asset,
+        execution_timezone="UTC",
+        default_status=SCHEDULE_STATUS,
+        description="Each hour: the hour that just closed, and a late-data re-run of an earlier hour.",
+    )
+    def hourly(context: dg.ScheduleEvaluationContext):
+        return closed_hour_requests(context.scheduled_execution_time, late_rerun_hours)
+
+    every = refresh_minutes or 60
+
+    @dg.schedule(
+        name=f"{name}_current_hour",
+        cron_schedule=f"*/{every} * * * *" if every < 60 else "30 * * * *",
+        target=asset,
+        execution_timezone="UTC",
+        default_status=SCHEDULE_STATUS if refresh_minutes else dg.DefaultScheduleStatus.STOPPED,
+        description="The in-progress hour, every few minutes, for fresh dashboards.",
+    )
+    def current_hour(context: dg.ScheduleEvaluationContext):
+        scheduled = context.scheduled_execution_time
+        key = scheduled.replace(minute=0, second=0, microsecond=0).strftime(KEY_FORMAT)
+        return dg.RunRequest(run_key=f"{key}:refresh:{scheduled.minute}", partition_key=key,
+                             tags={"metrics_pipeline/reason": "refresh"})
+
+    @dg.sensor(
+        name=f"{name}_catchup_sensor",
+        target=asset,
+        minimum_interval_seconds=300,
+        default_status=AUTOMATION_STATUS,
+        description="Requests recent closed hours that were never materialised.",
+    )
+    def catchup(context: dg.SensorEvaluationContext):
+        if not catchup_hours:
+            return dg.SkipReason("catchup_hours is 0")
+        materialized = context.instance.get_materialized_partitions(asset.key)
+        keys = missing_closed_hours(datetime.now(timezone.utc), materialized, catchup_hours, fetch_delay_minutes)
+        return [dg.RunRequest(run_key=f"{k}:catchup", partition_key=k, tags={"metrics_pipeline/reason": "catchup"}) for k in keys]
+
+    return hourly, current_hour, catchup
