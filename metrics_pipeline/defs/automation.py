@@ -36,14 +36,13 @@ def missing_closed_hours(now: datetime, materialized: set[str], catchup_hours: i
 
 
 def api_source_automation(
-    asset: dg.AssetsDefinition,
-    name: str,
-    *,
-    fetch_delay_minutes: int,
-    late_rerun_hours: int,
-    refresh_minutes: int,
-    catchup_hours: int,
+    asset: dg.AssetsDefinition, name: str, timing
 ) -> tuple[dg.ScheduleDefinition, dg.ScheduleDefinition, dg.SensorDefinition]:
+    """`timing`: a source configuration with fetch_delay_minutes, late_rerun_hours,
+    refresh_current_hour_minutes and catchup_hours (CloudWatchConfig, WhatapConfig)."""
+    fetch_delay_minutes, late_rerun_hours = timing.fetch_delay_minutes, timing.late_rerun_hours
+    refresh_minutes, catchup_hours = timing.refresh_current_hour_minutes, timing.catchup_hours
+
     @dg.schedule(
         name=f"{name}_hourly",
         cron_schedule=f"{fetch_delay_minutes} * * * *",

@@ -36,3 +36,6 @@ daily_partitions = dg.DailyPartitionsDefinition(start_date=start_date(), timezon
 AUTOMATION_STATUS = dg.DefaultSensorStatus.RUNNING if demo_mode() else dg.DefaultSensorStatus.STOPPED
 SCHEDULE_STATUS = dg.DefaultScheduleStatus.RUNNING if demo_mode() else dg.DefaultScheduleStatus.STOPPED
 
+
+#: Backfills of a source run 24 hourly partitions per run: one API/SQL pass per day of history.
+SOURCE_BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=24)

@@ -5,7 +5,7 @@ import os
 import dagster as dg
 from pydantic import Field
 
-from metrics_pipeline.defs.partitions import hourly_partitions
+from metrics_pipeline.defs.partitions import SOURCE_BACKFILL_POLICY, hourly_partitions
 from metrics_pipeline.defs.resources import WarehouseResource
 from metrics_pipeline.lib.cloudwatch import collect
 from metrics_pipeline.lib.cloudwatch.config import ENDPOINT_ENV, CloudWatchConfig, default_path, load_config
@@ -52,7 +52,7 @@ def _calls_table(stats: collect.FetchStats) -> str:
 
 @dg.asset(
     partitions_def=hourly_partitions,
-    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=24),
+    backfill_policy=SOURCE_BACKFILL_POLICY,
     pool="cloudwatch",
     group_name="cloudwatch",
     kinds={"aws", "postgres"},

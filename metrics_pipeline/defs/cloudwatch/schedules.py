@@ -11,10 +11,5 @@ except ValueError:
     _SETTINGS = CloudWatchConfig()  # the asset reports the configuration error when it runs
 
 cloudwatch_hourly, cloudwatch_current_hour, cloudwatch_catchup_sensor = api_source_automation(
-    cloudwatch_points,
-    "cloudwatch",
-    fetch_delay_minutes=_SETTINGS.fetch_delay_minutes,
-    late_rerun_hours=_SETTINGS.late_rerun_hours,
-    refresh_minutes=_SETTINGS.refresh_current_hour_minutes,
-    catchup_hours=_SETTINGS.catchup_hours,
+    cloudwatch_points, "cloudwatch", _SETTINGS
 )

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from metrics_pipeline.defs.partitions import hourly_partitions
+from metrics_pipeline.defs.partitions import SOURCE_BACKFILL_POLICY, hourly_partitions
 from metrics_pipeline.defs.resources import LandingZoneResource, WarehouseResource
 from metrics_pipeline.lib import host_files, landing_index
 
@@ -11,7 +11,7 @@ SOURCE = "host"
 
 @dg.asset(
     partitions_def=hourly_partitions,
-    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=24),
+    backfill_policy=SOURCE_BACKFILL_POLICY,
     group_name="host",
     kinds={"python", "postgres"},
     owners=["team:platform"],

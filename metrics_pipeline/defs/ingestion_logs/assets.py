@@ -4,7 +4,7 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-from metrics_pipeline.defs.partitions import hourly_partitions, start_date
+from metrics_pipeline.defs.partitions import SOURCE_BACKFILL_POLICY, hourly_partitions, start_date
 from metrics_pipeline.defs.resources import LandingZoneResource, WarehouseResource
 from metrics_pipeline.lib import ingestion_load, settings
 from metrics_pipeline.lib.ingestion_logs import ParseOptions
@@ -28,7 +28,7 @@ def _reasons_table(reasons) -> str:
 
 @dg.asset(
     partitions_def=hourly_partitions,
-    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=24),
+    backfill_policy=SOURCE_BACKFILL_POLICY,
     group_name="ingestion_logs",
     kinds={"python", "postgres"},
     owners=["team:data-platform"],

@@ -1,11 +1,10 @@
 """`whatap_points`: WhaTap server and APM metrics per hour, loaded into `points` (SPEC §2.2)."""
 
-import os
 
 import dagster as dg
 from pydantic import Field
 
-from metrics_pipeline.defs.partitions import hourly_partitions
+from metrics_pipeline.defs.partitions import SOURCE_BACKFILL_POLICY, hourly_partitions
 from metrics_pipeline.defs.resources import WarehouseResource
 from metrics_pipeline.lib.whatap import collect
 from metrics_pipeline.lib.whatap.config import WhatapConfig, default_path, load_config
@@ -35,7 +34,7 @@ def _table(counter) -> str:
 
 @dg.asset(
     partitions_def=hourly_partitions,
-    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=24),
+    backfill_policy=SOURCE_BACKFILL_POLICY,
     pool="whatap",
     group_name="whatap",
     kinds={"api", "postgres"},

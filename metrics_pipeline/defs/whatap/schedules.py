@@ -11,10 +11,5 @@ except ValueError:
     _SETTINGS = WhatapConfig()  # the asset reports the configuration error when it runs
 
 whatap_hourly, whatap_current_hour, whatap_catchup_sensor = api_source_automation(
-    whatap_points,
-    "whatap",
-    fetch_delay_minutes=_SETTINGS.fetch_delay_minutes,
-    late_rerun_hours=_SETTINGS.late_rerun_hours,
-    refresh_minutes=_SETTINGS.refresh_current_hour_minutes,
-    catchup_hours=_SETTINGS.catchup_hours,
+    whatap_points, "whatap", _SETTINGS
 )
