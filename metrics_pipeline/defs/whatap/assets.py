@@ -1,6 +1,5 @@
 """`whatap_points`: WhaTap server and APM metrics per hour, loaded into `points` (SPEC §2.2)."""
 
-
 import dagster as dg
 from pydantic import Field
 
