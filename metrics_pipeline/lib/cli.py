@@ -5,6 +5,7 @@
     metrics-pipeline dev                        PostgreSQL + migrations + dagster dev (make dev)
     metrics-pipeline collect                    the host agent: psutil samples into the landing zone
     metrics-pipeline simulate-logs              realistic ingestion-job logs into the landing zone
+    metrics-pipeline retention [--dry-run]      drop partitions past their tier's retention
 
 Imports are lazy, per command: the host agent must not pay for psycopg, pandas or Dagster.
 """
@@ -101,6 +102,17 @@ def _cmd_simulate_logs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_retention(args: argparse.Namespace) -> int:
+    from metrics_pipeline.lib import embedded_pg, retention, settings
+
+    dropped = retention.apply(embedded_pg.resolve_dsn(), settings.schema_name(), dry_run=args.dry_run)
+    verb = "would drop" if args.dry_run else "dropped"
+    for item in dropped:
+        print(f"{verb} {item.partition} ({item.table}, data before {item.upper.isoformat()})")
+    print(f"{verb} {len(dropped)} partition(s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metrics-pipeline", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -144,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--bad-rate", type=float, default=0.005, help="share of deliberately broken records")
     sim.add_argument("--endpoint-url", default=os.environ.get("METRICS_PIPELINE_S3_ENDPOINT_URL"))
     sim.set_defaults(func=_cmd_simulate_logs)
+
+    ret = sub.add_parser("retention", help="drop partitions past their retention (config/retention.yaml)")
+    ret.add_argument("--dry-run", action="store_true", help="list what would be dropped, drop nothing")
+    ret.set_defaults(func=_cmd_retention)
     return parser
 
 

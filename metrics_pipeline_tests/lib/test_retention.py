@@ -1,0 +1,81 @@
+from datetime import datetime, timedelta, timezone
+
+import pandas as pd
+import pytest
+
+from metrics_pipeline.lib import retention
+from metrics_pipeline.lib.loader import load_points
+from metrics_pipeline.lib.partitioning import ensure_partitions
+from metrics_pipeline.lib.yaml_config import ConfigError
+
+NOW = datetime(2026, 11, 22, 12, tzinfo=timezone.utc)
+
+
+def point(ts):
+    return pd.DataFrame({"metric": ["host_load1"], "resource": ["h"], "labels": [{"host": "h"}], "unit": ["count"],
+                         "ts": [pd.Timestamp(ts)], "value": [1.0]})
+
+
+def partitions(db, table):
+    return sorted(r[0] for r in db.execute(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = %s", (table,)))
+
+
+def test_only_partitions_entirely_past_retention_are_dropped(warehouse_dsn, db):
+    for days in (9, 8, 7, 1):
+        ts = NOW - timedelta(days=days)
+        load_points(warehouse_dsn, point(ts), source="host", start=ts, end=ts + timedelta(hours=1))
+    ensure_partitions(db, "metrics", "rollup_1h", NOW - timedelta(days=800), NOW)
+    dry = retention.apply(warehouse_dsn, config=retention.RetentionConfig(), now=NOW, dry_run=True)
+    assert partitions(db, "points") == ["points_p20261113", "points_p20261114", "points_p20261115", "points_p20261121"]
+    dropped = retention.apply(warehouse_dsn, config=retention.RetentionConfig(), now=NOW)
+    assert dropped == dry
+    # 7 days before 2026-11-22 12:00 is 11-15 12:00: the 11-15 partition still holds rows inside the window.
+    assert partitions(db, "points") == ["points_p20261115", "points_p20261121"]
+    assert {d.partition for d in dropped if d.table == "points"} == {"points_p20261113", "points_p20261114"}
+    assert all(d.upper <= NOW - timedelta(days=730) for d in dropped if d.table == "rollup_1h")
+    assert db.execute("SELECT count(*) FROM metrics.points").fetchone()[0] == 2
+    assert retention.apply(warehouse_dsn, config=retention.RetentionConfig(), now=NOW) == []
+
+
+def test_retention_is_configurable_and_validated(tmp_path):
+    path = tmp_path / "retention.yaml"
+    path.write_text("points: 48h\nrollup_5m: 30d\n")
+    config = retention.load_config(path)
+    assert config.points == timedelta(hours=48) and config.rollup_5m == timedelta(days=30)
+    assert config.rollup_1d == timedelta(days=1825)
+    path.write_text("points: forever\nrollups: 3d\n")
+    with pytest.raises(ConfigError) as exc:
+        retention.load_config(path)
+    assert "points: 'forever' is not a duration like 7d or 48h" in str(exc.value) and "rollups: unknown key" in str(exc.value)
+
+
+def test_the_retention_job_reports_what_it_dropped(warehouse_dsn):
+    from metrics_pipeline.defs.maintenance.retention import retention_job
+    from metrics_pipeline.defs.resources import WarehouseResource
+
+    old = datetime.now(timezone.utc) - timedelta(days=30)
+    load_points(warehouse_dsn, point(old), source="host", start=old, end=old + timedelta(hours=1))
+    result = retention_job.execute_in_process(resources={"warehouse": WarehouseResource(dsn=warehouse_dsn)})
+    assert result.success
+    output = next(e for e in result.all_events if e.event_type_value == "STEP_OUTPUT")
+    metadata = output.event_specific_data.metadata
+    assert metadata["dropped"].value >= 1 and "points_p" in metadata["partitions"].value
+
+
+def test_the_cli_dry_run_lists_and_keeps(warehouse_dsn):
+    import os
+    import subprocess
+    import sys
+
+    old = datetime.now(timezone.utc) - timedelta(days=30)
+    load_points(warehouse_dsn, point(old), source="host", start=old, end=old + timedelta(hours=1))
+    env = {**os.environ, "METRICS_PIPELINE_DSN": warehouse_dsn}
+    run = subprocess.run([sys.executable, "-m", "metrics_pipeline.lib.cli", "retention", "--dry-run"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert f"would drop points_p{old:%Y%m%d}" in run.stdout
+    again = subprocess.run([sys.executable, "-m", "metrics_pipeline.lib.cli", "retention", "--dry-run"],
+                           env=env, capture_output=True, text=True, timeout=120)
+    assert f"would drop points_p{old:%Y%m%d}" in again.stdout  # a dry run dropped nothing
