@@ -6,13 +6,25 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import AfterValidator, BaseModel, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
 
 
 class ConfigError(ValueError):
     """A configuration file is invalid; the message names the file and the key."""
+
+
+def members_of(allowed: tuple[str, ...], what: str):
+    """An AfterValidator for a list field whose items must come from `allowed`."""
+
+    def check(value: list[str]) -> list[str]:
+        bad = sorted(set(value) - set(allowed))
+        if bad:
+            raise ValueError(f"{what} {bad}; use {', '.join(allowed)}")
+        return value
+
+    return AfterValidator(check)
 
 
 def _location(loc: tuple) -> str:

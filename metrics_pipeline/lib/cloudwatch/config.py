@@ -37,7 +37,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from metrics_pipeline.lib import settings, yaml_config
 from metrics_pipeline.lib.yaml_config import ConfigError  # noqa: F401 - re-exported for callers
@@ -51,18 +51,14 @@ _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
 Name = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 
 
-def _statistics(value):
-    if value is not None:
-        unknown = [s for s in value if s not in STATISTICS]
-        if unknown:
-            raise ValueError(f"unknown statistic(s) {unknown}; use {list(STATISTICS)}")
-    return value
-
-
-def _period(value):
-    if value is not None and (value < 1 or (value < 60 and value not in (1, 5, 10, 30)) or (value >= 60 and value % 60)):
+def _period(value: int) -> int:
+    if value < 1 or (value < 60 and value not in (1, 5, 10, 30)) or (value >= 60 and value % 60):
         raise ValueError("period_seconds must be 1, 5, 10, 30 or a multiple of 60")
     return value
+
+
+Statistics = Annotated[list[str], yaml_config.members_of(STATISTICS, "unknown statistic(s)")]
+Period = Annotated[int, AfterValidator(_period)]
 
 
 class _Strict(BaseModel):
@@ -73,17 +69,12 @@ class MetricSelector(_Strict):
     namespace: Name
     metric_names: list[Name] | None = None
     dimensions: dict[str, str | list[str]] = Field(default_factory=dict)
-    statistics: list[str] | None = None
+    statistics: Statistics | None = None
     extended_statistics: list[str] = Field(default_factory=list)
-    period_seconds: int | None = None
+    period_seconds: Period | None = None
     tag_filters: dict[str, list[str]] = Field(default_factory=dict)
     resource_type: str | None = None
     units: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("statistics")
-    @classmethod
-    def _known_statistics(cls, value):
-        return _statistics(value)
 
     @field_validator("extended_statistics")
     @classmethod
@@ -92,11 +83,6 @@ class MetricSelector(_Strict):
         if bad:
             raise ValueError(f"not an extended statistic: {bad} (e.g. p95, p99.9, tm99, IQM)")
         return value
-
-    @field_validator("period_seconds")
-    @classmethod
-    def _period(cls, value):
-        return _period(value)
 
     @field_validator("tag_filters", mode="before")
     @classmethod
@@ -125,8 +111,8 @@ class Account(_Strict):
 
 
 class CloudWatchConfig(_Strict):
-    period_seconds: int = 60
-    statistics: list[str] = Field(default_factory=lambda: list(STATISTICS))
+    period_seconds: Period = 60
+    statistics: Statistics = Field(default_factory=lambda: list(STATISTICS))
     discovery_cache_seconds: int = Field(default=3600, ge=0)
     fetch_delay_minutes: int = Field(default=5, ge=0, le=59)
     late_rerun_hours: int = Field(default=2, ge=1, le=23)
@@ -136,15 +122,6 @@ class CloudWatchConfig(_Strict):
     max_attempts: int = Field(default=8, ge=1, le=20)
     accounts: list[Account] = Field(default_factory=list)
 
-    @field_validator("statistics")
-    @classmethod
-    def _known_statistics(cls, value):
-        return _statistics(value)
-
-    @field_validator("period_seconds")
-    @classmethod
-    def _period(cls, value):
-        return _period(value)
 
     @property
     def configured(self) -> bool:

@@ -23,8 +23,9 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from metrics_pipeline.lib import settings, yaml_config
 
@@ -32,62 +33,42 @@ CONFIG_ENV = "METRICS_PIPELINE_WHATAP_CONFIG"
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 
 
-def _env_name(value: str | None) -> str | None:
-    if value is not None and not _ENV_NAME.match(value):
+def _env_name(value: str) -> str:
+    if not _ENV_NAME.match(value):
         raise ValueError("must be the NAME of an environment variable (A-Z, 0-9, _), never a token itself")
     return value
+
+
+EnvName = Annotated[str, AfterValidator(_env_name)]
+Collections = Annotated[list[str], yaml_config.members_of(("sm_stat", "mxql", "apm"), "unknown collection(s)")]
+Categories = Annotated[list[str], yaml_config.members_of(
+    ("server_base", "server_disk", "server_network", "app_counter"), "unsupported MXQL categories")]
+ApmMetrics = Annotated[list[str], yaml_config.members_of(
+    ("thread_count", "thread_daemon", "thread_peak_count", "threadpool_active", "threadpool_queue", "apdex"),
+    "unsupported APM series")]
 
 
 class ProjectRef(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     code: int
-    token_env: str
-
-    _check = field_validator("token_env")(classmethod(lambda cls, v: _env_name(v)))
+    token_env: EnvName
 
 
 class WhatapConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     base_url: str = "https://api.whatap.io"
-    account_token_env: str | None = None
+    account_token_env: EnvName | None = None
     projects: list[ProjectRef] = Field(default_factory=list)
     resolution: str = Field(default="m5", pattern=r"^(m5|s5|h1)$")
-    collect: list[str] = Field(default_factory=lambda: ["sm_stat", "mxql", "apm"])
-    mxql_categories: list[str] = Field(default_factory=lambda: ["server_base", "server_disk", "server_network", "app_counter"])
-    apm_metrics: list[str] = Field(default_factory=lambda: ["thread_count", "threadpool_active", "threadpool_queue", "apdex"])
+    collect: Collections = Field(default_factory=lambda: ["sm_stat", "mxql", "apm"])
+    mxql_categories: Categories = Field(default_factory=lambda: ["server_base", "server_disk", "server_network", "app_counter"])
+    apm_metrics: ApmMetrics = Field(default_factory=lambda: ["thread_count", "threadpool_active", "threadpool_queue", "apdex"])
     fetch_delay_minutes: int = Field(default=5, ge=0, le=59)
     late_rerun_hours: int = Field(default=2, ge=1, le=23)
     refresh_current_hour_minutes: int = Field(default=10, ge=0, le=60)
     catchup_hours: int = Field(default=6, ge=0, le=168)
     max_attempts: int = Field(default=5, ge=1, le=20)
     timeout_seconds: float = Field(default=30, gt=0, le=600)
-
-    _check_account = field_validator("account_token_env")(classmethod(lambda cls, v: _env_name(v)))
-
-    @field_validator("collect")
-    @classmethod
-    def _collect(cls, value):
-        bad = sorted(set(value) - {"sm_stat", "mxql", "apm"})
-        if bad:
-            raise ValueError(f"unknown collection(s) {bad}; use sm_stat, mxql, apm")
-        return value
-
-    @field_validator("mxql_categories")
-    @classmethod
-    def _categories(cls, value):
-        bad = sorted(set(value) - {"server_base", "server_disk", "server_network", "app_counter"})
-        if bad:
-            raise ValueError(f"unsupported MXQL categories {bad}")
-        return value
-
-    @field_validator("apm_metrics")
-    @classmethod
-    def _apm(cls, value):
-        bad = sorted(set(value) - {"thread_count", "thread_daemon", "thread_peak_count", "threadpool_active",
-                                   "threadpool_queue", "apdex"})
-        if bad:
-            raise ValueError(f"unsupported APM series {bad}")
-        return value
 
     @property
     def configured(self) -> bool:
