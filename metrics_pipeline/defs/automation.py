@@ -85,3 +85,30 @@ def api_source_automation(
         return [dg.RunRequest(run_key=f"{k}:catchup", partition_key=k, tags={"metrics_pipeline/reason": "catchup"}) for k in keys]
 
     return hourly, current_hour, catchup
+
+
+#: How far back a re-materialised upstream partition (late data, a re-run) still triggers the
+#: derived partitions that cover it. CloudWatch and WhaTap re-run closed hours 2 h later; the
+#: daily tiers need the previous day as well.
+DERIVED_LOOKBACK = timedelta(days=2)
+
+
+def derived_condition(optional: dg.AssetSelection | None = None) -> dg.AutomationCondition:
+    """Eager, for the derived assets (rollups, SLA): a partition is computed when it appears or when
+    any upstream partition it covers is updated, not while one of them is running, and not while
+    one is missing, except the `optional` upstreams (sources that arrive as files, or that are not
+    configured), which never hold it back: they update it whenever they land.
+
+    Unlike `AutomationCondition.eager()`, updates to any partition of the last two days propagate,
+    not only to the latest one, so late data and re-runs reach the rollups.
+    """
+    not_missing = dg.AutomationCondition.any_deps_missing()
+    if optional is not None:
+        not_missing = not_missing.ignore(optional)
+    return (
+        dg.AutomationCondition.in_latest_time_window(DERIVED_LOOKBACK)
+        & (dg.AutomationCondition.newly_missing() | dg.AutomationCondition.any_deps_updated()).since_last_handled()
+        & ~not_missing
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+    ).with_label("derived_eager")

@@ -24,6 +24,7 @@ PARTITIONED_TABLES: dict[str, str] = {
     "rollup_1h": "month",
     "rollup_1d": "year",
     "ingestion_runs": "month",
+    "series_health_hourly": "month",
 }
 
 
@@ -80,6 +81,22 @@ def existing_partitions(conn: psycopg.Connection, schema: str, table: str) -> se
         (schema, table),
     ).fetchall()
     return {name for (name,) in rows}
+
+
+def oldest_partition_start(conn: psycopg.Connection, schema: str, table: str) -> datetime | None:
+    """Lower bound of `table`'s oldest partition (None if it has none): older rows were never
+    loaded or have been dropped by retention."""
+    grain = PARTITIONED_TABLES[table]
+    fmt = {"day": "%Y%m%d", "month": "%Y%m", "year": "%Y"}[grain]
+    prefix = f"{table}_p"
+    lowers = []
+    for name in existing_partitions(conn, schema, table):
+        if name.startswith(prefix):
+            try:
+                lowers.append(datetime.strptime(name[len(prefix):], fmt).replace(tzinfo=timezone.utc))
+            except ValueError:
+                continue  # a partition someone attached by hand: not ours to interpret
+    return min(lowers) if lowers else None
 
 
 def ensure_partitions(conn: psycopg.Connection, schema: str, table: str, start: datetime, end: datetime) -> list[str]:

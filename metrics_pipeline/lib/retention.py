@@ -9,6 +9,7 @@ rollup_5m: 90d
 rollup_1h: 730d
 rollup_1d: 1825d
 ingestion_runs: 365d
+series_health_hourly: 730d
 ```
 A partition is dropped only when its upper bound is at or before `now - retention`, so no row
 inside the retention window is ever touched; expiry is `DROP TABLE` of a partition, not a DELETE.
@@ -49,6 +50,7 @@ class RetentionConfig(BaseModel):
     rollup_1h: timedelta = timedelta(days=730)
     rollup_1d: timedelta = timedelta(days=1825)
     ingestion_runs: timedelta = timedelta(days=365)
+    series_health_hourly: timedelta = timedelta(days=730)
 
     @field_validator("*", mode="before")
     @classmethod

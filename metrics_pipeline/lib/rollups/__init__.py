@@ -1,0 +1,189 @@
+"""Rollups (5 m, 1 h, 1 d) and per-series health, computed in PostgreSQL with set-based SQL.
+
+Each tier replaces its window in one statement for the whole window, however long (a week of
+backfill is one INSERT .. SELECT, not a loop per hour): `rollup_5m` from the raw points,
+`rollup_1h` from `rollup_5m` and `rollup_1d` from `rollup_1h`.
+
+Percentiles must survive merging (SPEC §3), so every row carries a sparse log-scale histogram
+(`sketch_keys`, `sketch_counts`; the DDSketch mapping with 1 % relative accuracy, see migration
+0005). Coarser tiers add the bins of the finer rows, and p50/p95/p99 are read from the merged bins:
+within 1 % of the true sample quantile at every tier, never an average of percentiles.
+
+A window older than the oldest partition of its input (dropped by retention) is not recomputed:
+recomputing it would replace good rollups by nothing. The part of the window still covered is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from datetime import datetime, timedelta, timezone
+from functools import cache
+from pathlib import Path
+
+import psycopg
+
+from metrics_pipeline.lib import partitioning
+
+_SQL = Path(__file__).parent / "sql"
+
+#: Relative accuracy of the stored percentiles (the sketch's alpha; see migration 0005).
+RELATIVE_ACCURACY = 0.01
+
+
+@dataclasses.dataclass(frozen=True)
+class Tier:
+    table: str
+    source: str
+    width: timedelta
+    width_sql: str
+
+
+TIERS: dict[str, Tier] = {
+    "rollup_5m": Tier("rollup_5m", "points", timedelta(minutes=5), "5 minutes"),
+    "rollup_1h": Tier("rollup_1h", "rollup_5m", timedelta(hours=1), "1 hour"),
+    "rollup_1d": Tier("rollup_1d", "rollup_1h", timedelta(days=1), "1 day"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TierResult:
+    """What one tier's refresh did: rows written over [start, end), or why it kept the old rows."""
+
+    table: str
+    start: datetime
+    end: datetime
+    rows: int = 0
+    deleted: int = 0
+    skipped: str | None = None
+
+    def as_metadata(self) -> dict[str, object]:
+        return {
+            f"{self.table}_rows": self.rows,
+            f"{self.table}_replaced": self.deleted,
+            f"{self.table}_window": f"{self.start.isoformat()} .. {self.end.isoformat()}",
+            **({f"{self.table}_kept": self.skipped} if self.skipped else {}),
+        }
+
+
+@cache
+def _read(name: str) -> str:
+    return (_SQL / name).read_text()
+
+
+def tier_sql(schema: str, table: str) -> str:
+    """The INSERT .. SELECT that fills `table` over %(start)s .. %(end)s (schema already validated)."""
+    tier = TIERS[table]
+    body = _read("from_points.sql") if tier.source == "points" else _read("merge.sql")
+    text = body + _read("insert.sql")
+    return (
+        text.replace("{{schema}}", schema).replace("{{source}}", tier.source)
+        .replace("{{target}}", tier.table).replace("{{width}}", tier.width_sql)
+    )
+
+
+def health_sql(schema: str) -> str:
+    return _read("health.sql").replace("{{schema}}", schema)
+
+
+def _utc(ts: datetime, name: str) -> datetime:
+    if ts.tzinfo is None:
+        raise ValueError(f"{name} must be timezone-aware, got {ts!r}")
+    return ts.astimezone(timezone.utc)
+
+
+def _check_aligned(table: str, start: datetime, end: datetime) -> None:
+    width = TIERS[table].width if table in TIERS else timedelta(hours=1)
+    origin = datetime(2000, 1, 1, tzinfo=timezone.utc)
+    for name, ts in (("start", start), ("end", end)):
+        if (ts - origin) % width:
+            raise ValueError(f"{table}: window {name} {ts.isoformat()} is not aligned to {width}")
+    if end <= start:
+        raise ValueError(f"{table}: empty window {start.isoformat()} .. {end.isoformat()}")
+
+
+def _lock(conn: psycopg.Connection, schema: str, table: str) -> None:
+    # Two refreshes of overlapping windows (automation and a backfill) would otherwise race
+    # between DELETE and INSERT; refreshes are short, so they simply queue per table.
+    digest = hashlib.sha256(f"metrics_pipeline.rollups:{schema}.{table}".encode()).digest()
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (int.from_bytes(digest[:8], "big", signed=True),))
+
+
+def covered_start(conn: psycopg.Connection, schema: str, table: str, start: datetime) -> datetime | None:
+    """Where `table`'s input still exists from `start` on: None if nothing (all expired or never loaded)."""
+    source = TIERS[table].source if table in TIERS else "points"
+    oldest = partitioning.oldest_partition_start(conn, schema, source)
+    if oldest is None:
+        return None
+    return max(start, oldest)
+
+
+def _replace(conn, schema, table, sql, start, end, params) -> TierResult:
+    """Delete [start, end) of `table` and insert what `sql` computes, in the caller's transaction."""
+    covered = covered_start(conn, schema, table, start)
+    if covered is None or covered >= end:
+        return TierResult(table, start, end, skipped="input expired or never loaded: existing rows kept")
+    _lock(conn, schema, table)
+    deleted = conn.execute(
+        f"DELETE FROM {schema}.{table} WHERE bucket >= %s AND bucket < %s", (covered, end)
+    ).rowcount
+    rows = conn.execute(sql, {**params, "start": covered, "end": end}).rowcount
+    skipped = f"before {covered.isoformat()}: input expired, existing rows kept" if covered > start else None
+    return TierResult(table, covered, end, rows=rows, deleted=deleted, skipped=skipped)
+
+
+def refresh(dsn: str, schema: str, tables: list[str], start: datetime, end: datetime) -> list[TierResult]:
+    """Recompute `tables` (in tier order) over [start, end), atomically: one transaction for all.
+
+    Args:
+        dsn: warehouse DSN.
+        schema: validated warehouse schema.
+        tables: any of "rollup_5m", "rollup_1h", "rollup_1d"; a coarser tier reads the finer one's
+            fresh rows when both are listed.
+        start, end: timezone-aware window, aligned to the coarsest tier listed.
+    Returns:
+        One TierResult per table.
+    """
+    start, end = _utc(start, "start"), _utc(end, "end")
+    ordered = [t for t in TIERS if t in tables]
+    unknown = set(tables) - set(TIERS)
+    if unknown:
+        raise ValueError(f"unknown rollup tables {sorted(unknown)}; expected some of {list(TIERS)}")
+    for table in ordered:
+        _check_aligned(table, start, end)
+    results = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for table in ordered:
+            partitioning.ensure_partitions(conn, schema, table, start, end)
+        with conn.transaction():
+            for table in ordered:
+                results.append(_replace(conn, schema, table, tier_sql(schema, table), start, end, {}))
+    return results
+
+
+#: Defaults of SPEC §6, used for "time above thresholds" unless configured otherwise.
+DEFAULT_THRESHOLDS: tuple[dict, ...] = tuple(
+    {"metric": m, "warning": w, "critical": c}
+    for names, w, c in (
+        (("host_cpu_percent", "aws_ec2_cpuutilization", "aws_rds_cpuutilization", "whatap_server_cpu"), 80.0, 95.0),
+        (("host_memory_percent", "whatap_server_memory", "whatap_server_memory_pused"), 85.0, 95.0),
+        (("host_filesystem_used_percent", "whatap_server_disk_used", "whatap_server_disk_usedpercent"), 80.0, 90.0),
+    )
+    for m in names
+)
+
+
+def refresh_health(dsn: str, schema: str, start: datetime, end: datetime, *, now: datetime | None = None,
+                   thresholds: list[dict] | tuple[dict, ...] = DEFAULT_THRESHOLDS,
+                   lookback: timedelta = timedelta(hours=24)) -> TierResult:
+    """Recompute `series_health_hourly` over the hours of [start, end), atomically."""
+    start, end = _utc(start, "start"), _utc(end, "end")
+    _check_aligned("series_health_hourly", start, end)
+    now = _utc(now or datetime.now(timezone.utc), "now")
+    params = {"now": now, "lookback": f"{int(lookback.total_seconds())} seconds",
+              "thresholds": json.dumps(list(thresholds))}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        partitioning.ensure_partitions(conn, schema, "series_health_hourly", start, end)
+        with conn.transaction():
+            return _replace(conn, schema, "series_health_hourly", health_sql(schema), start, end, params)

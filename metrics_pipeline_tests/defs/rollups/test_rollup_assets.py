@@ -1,0 +1,137 @@
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import psycopg
+
+from metrics_pipeline.defs.automation import derived_condition
+from metrics_pipeline.defs.partitions import hourly_partitions
+from metrics_pipeline.defs.resources import WarehouseResource
+from metrics_pipeline.defs.rollups.assets import hourly_rollups, rollup_1d
+from metrics_pipeline.lib import loader
+
+ROOT = Path(__file__).resolve().parents[3]
+DAY = datetime(2026, 2, 3, tzinfo=timezone.utc)
+
+
+def _load_day(dsn):
+    ts = pd.date_range(DAY, DAY + timedelta(days=1), freq="10s", inclusive="left")
+    frame = loader.points_frame([
+        {"metric": "host_cpu_percent", "resource": host, "labels": {"host": host}, "unit": "percent",
+         "ts": ts, "value": np.linspace(0, 100, len(ts))}
+        for host in ("web-1", "web-2")
+    ])
+    loader.load_points(dsn, frame, source="host", start=DAY, end=DAY + timedelta(days=1))
+
+
+def _count(dsn, table):
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(f"SELECT count(*) FROM metrics.{table}").fetchone()[0]
+
+
+def test_a_day_of_hourly_partitions_materialises_in_one_run_then_the_daily_rollup(warehouse_dsn):
+    _load_day(warehouse_dsn)
+    resources = {"warehouse": WarehouseResource(dsn=warehouse_dsn)}
+    hours = hourly_partitions.get_partition_keys_in_range(
+        dg.PartitionKeyRange(DAY.strftime("%Y-%m-%d-%H:%M"), (DAY + timedelta(hours=23)).strftime("%Y-%m-%d-%H:%M"))
+    )
+    instance = dg.DagsterInstance.ephemeral()
+    # A backfill-style run over the whole range: one run, one statement per tier.
+    result = dg.materialize(
+        [hourly_rollups], resources=resources, instance=instance,
+        tags={"dagster/asset_partition_range_start": hours[0], "dagster/asset_partition_range_end": hours[-1]},
+    )
+    assert result.success
+    assert _count(warehouse_dsn, "rollup_5m") == 2 * 288
+    assert _count(warehouse_dsn, "rollup_1h") == 2 * 24
+    assert _count(warehouse_dsn, "series_health_hourly") == 2 * 24
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert materialized == {"rollup_5m", "rollup_1h", "series_health_hourly"}
+    daily = dg.materialize([rollup_1d], resources=resources, partition_key=DAY.strftime("%Y-%m-%d"), instance=instance)
+    assert daily.success
+    with psycopg.connect(warehouse_dsn) as conn:
+        assert conn.execute("SELECT count(*), sum(count) FROM metrics.rollup_1d").fetchone() == (2, 2 * 8640)
+        health = conn.execute(
+            "SELECT min(completeness), bool_or(no_data), max(above_warning_s) FROM metrics.series_health_hourly"
+        ).fetchone()
+    assert health[0] == 1.0 and health[1] is False and health[2] > 0
+
+
+def _sources_and_derived(optional):
+    @dg.asset(partitions_def=hourly_partitions)
+    def host_points(): ...
+
+    @dg.asset(partitions_def=hourly_partitions)
+    def cloudwatch_points(): ...
+
+    @dg.asset(partitions_def=hourly_partitions)
+    def whatap_points(): ...
+
+    @dg.asset(partitions_def=hourly_partitions, deps=[host_points, cloudwatch_points, whatap_points],
+              automation_condition=derived_condition(optional=dg.AssetSelection.assets(*optional)))
+    def rollups(): ...
+
+    return dg.Definitions(assets=[host_points, cloudwatch_points, whatap_points, rollups])
+
+
+def _materialize(instance, key, partition):
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, partition=partition))
+
+
+def _requested(result) -> set[str]:
+    return {
+        pk for r in result.results if r.key == dg.AssetKey("rollups")
+        for pk in r.true_subset.expensively_compute_partition_keys()
+    }
+
+
+def test_rollups_wait_for_configured_api_sources_but_not_for_optional_ones():
+    # cloudwatch is "not configured" and host arrives as files: only whatap holds an hour back.
+    defs = _sources_and_derived(optional=["host_points", "cloudwatch_points"])
+    instance = dg.DagsterInstance.ephemeral()
+    now = datetime.now(timezone.utc).replace(minute=30, second=0, microsecond=0)
+    hour = (now - timedelta(hours=1)).replace(minute=0).strftime("%Y-%m-%d-%H:%M")
+    first = dg.evaluate_automation_conditions(defs=defs, instance=instance, evaluation_time=now)
+    assert _requested(first) == set()  # the first evaluation only initialises its state
+
+    _materialize(instance, "host_points", hour)
+    waiting = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor,
+                                                evaluation_time=now + timedelta(minutes=1))
+    assert hour not in _requested(waiting)  # whatap (configured) has not landed this hour yet
+
+    _materialize(instance, "whatap_points", hour)
+    ready = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=waiting.cursor,
+                                              evaluation_time=now + timedelta(minutes=2))
+    assert hour in _requested(ready)  # cloudwatch never materialised, and never will: not waited for
+    _materialize(instance, "rollups", hour)
+    done = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=ready.cursor,
+                                             evaluation_time=now + timedelta(minutes=3))
+    assert hour not in _requested(done)
+
+    # Late host data re-materialises the source hour: the rollup of that hour follows.
+    _materialize(instance, "host_points", hour)
+    late = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=done.cursor,
+                                             evaluation_time=now + timedelta(minutes=4))
+    assert hour in _requested(late)
+
+
+def test_unconfigured_api_sources_are_optional_for_the_real_rollups(tmp_path):
+    configured = tmp_path / "cloudwatch.yaml"
+    configured.write_text("accounts:\n  - name: prod\n    regions: [eu-west-1]\n    metrics:\n"
+                          "      - namespace: AWS/EC2\n        metric_names: [CPUUtilization]\n")
+    code = "from metrics_pipeline.defs.rollups.assets import optional_sources; print(','.join(optional_sources()))"
+    env_base = {"PATH": "/usr/bin:/bin", "METRICS_PIPELINE_WHATAP_CONFIG": str(tmp_path / "none.yaml")}
+    unconfigured = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
+        env={**env_base, "METRICS_PIPELINE_CLOUDWATCH_CONFIG": str(tmp_path / "missing.yaml")},
+    )
+    assert unconfigured.stdout.strip() == "host_points,cloudwatch_points,whatap_points"
+    with_aws = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
+        env={**env_base, "METRICS_PIPELINE_CLOUDWATCH_CONFIG": str(configured)},
+    )
+    assert with_aws.stdout.strip() == "host_points,whatap_points"
