@@ -113,6 +113,22 @@ def _cmd_retention(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bi_role(args: argparse.Namespace) -> int:
+    from metrics_pipeline.lib import bi, embedded_pg, migrate, settings
+
+    password = os.environ.get(bi.PASSWORD_ENV)
+    if not password and not args.keep_password:
+        print(f"set {bi.PASSWORD_ENV} to the password of role {args.name!r} (or pass --keep-password)", file=sys.stderr)
+        return 2
+    dsn, schema = embedded_pg.resolve_dsn(), settings.schema_name()
+    migrate.ensure_migrated(dsn, schema)
+    tenants = None if args.all_tenants is None and not args.tenant else ([] if args.all_tenants else args.tenant)
+    bi.ensure_role(dsn, schema, args.name, password=password or None, tenants=tenants)
+    scope = "all tenants" if tenants == [] else (f"tenants {', '.join(tenants)}" if tenants else "tenants unchanged")
+    print(f"role {args.name}: read-only on the {schema}.v_* views ({scope}); password from {bi.PASSWORD_ENV}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metrics-pipeline", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -160,6 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
     ret = sub.add_parser("retention", help="drop partitions past their retention (config/retention.yaml)")
     ret.add_argument("--dry-run", action="store_true", help="list what would be dropped, drop nothing")
     ret.set_defaults(func=_cmd_retention)
+
+    bir = sub.add_parser("bi-role", help="create or update the read-only BI login role (password from $METRICS_PIPELINE_BI_PASSWORD)")
+    bir.add_argument("--name", default="metrics_bi", help="login role name (default metrics_bi)")
+    bir.add_argument("--tenant", action="append", default=[], help="restrict the role to this tenant (repeatable)")
+    bir.add_argument("--all-tenants", action="store_true", default=None, help="lift any tenant restriction")
+    bir.add_argument("--keep-password", action="store_true", help="update grants without setting a password")
+    bir.set_defaults(func=_cmd_bi_role)
     return parser
 
 

@@ -13,6 +13,7 @@ as ignored, so both our handlers and the child's default signal dispositions are
 from __future__ import annotations
 
 import json
+import secrets
 import logging
 import os
 import shutil
@@ -24,9 +25,10 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
+import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from metrics_pipeline.lib import embedded_pg, migrate, settings
+from metrics_pipeline.lib import bi, embedded_pg, migrate, settings
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +209,27 @@ def _cloudwatch_is_configured() -> bool:
         return True  # a broken real configuration is reported by the asset, not replaced by the demo
 
 
+def _ensure_bi_role(dsn: str) -> None:
+    """The read-only BI role for local dashboards: password from the environment, else a random
+    one kept in `.metrics_pipeline/bi_password` (mode 0600); never printed."""
+    password = os.environ.get(bi.PASSWORD_ENV)
+    where = bi.PASSWORD_ENV
+    if not password:
+        path = settings.state_dir() / "bi_password"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(24))
+        password, where = path.read_text().strip(), str(path)
+    try:
+        bi.ensure_role(dsn, settings.schema_name(), bi.DEFAULT_ROLE, password=password)
+    except (PermissionError, psycopg.Error) as exc:
+        print(f"BI role not created ({type(exc).__name__}); see `metrics-pipeline bi-role`", flush=True)
+        return
+    print(f"BI tools: user {bi.DEFAULT_ROLE} (read-only views {settings.schema_name()}.v_*), password in {where}", flush=True)
+
+
 def run_dev(host: str = "127.0.0.1", port: int = 3000) -> int:
     """Start everything `make dev` needs in the foreground; returns dagster dev's exit code."""
     signal.signal(signal.SIGINT, _raise_stop)
@@ -234,6 +257,7 @@ def run_dev(host: str = "127.0.0.1", port: int = 3000) -> int:
             print(f"embedded PostgreSQL in {embedded_pg.default_data_dir()}", flush=True)
         applied = migrate.migrate(dsn, settings.schema_name())
         print(f"warehouse migrated ({len(applied)} new migration(s))", flush=True)
+        _ensure_bi_role(dsn)
         home = prepare_dagster_home(settings.state_dir() / "dagster_home")
         env["DAGSTER_HOME"] = str(home)
         env[settings.DEMO_ENV] = "1"

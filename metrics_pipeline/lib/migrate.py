@@ -23,6 +23,7 @@ from pathlib import Path
 
 import psycopg
 
+from metrics_pipeline.lib import bi
 from metrics_pipeline.lib.settings import validate_identifier
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -126,6 +127,8 @@ def _migrate_locked(conn: psycopg.Connection, schema: str, target: int | None) -
                 (migration.version, migration.name, migration.checksum),
             )
         applied.append(migration.version)
+    # Views may have been added or replaced: the BI reader group reads all of them.
+    bi.grant_views(conn, schema)
     return applied
 
 

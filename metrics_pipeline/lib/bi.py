@@ -1,0 +1,102 @@
+"""The read-only role for BI tools (SPEC §3, §9): it reads the `v_*` views and nothing else.
+
+Two roles, because roles are cluster-wide and views come and go with migrations:
+* `<schema>_bi_read` (NOLOGIN) holds the privileges: USAGE on the schema and SELECT on every
+  `v_*` view, re-granted after every migration run, so a view added later is readable at once.
+  It has no privilege on any table: the views read the tables with their owner's rights, and
+  filter rows by tenant (`tenant_access`) for the role that is logged in.
+* login roles (default `metrics_bi`) are members of it, created or updated by
+  `metrics-pipeline bi-role` with a password from the environment, `default_transaction_read_only`
+  on, and optionally restricted to some tenants.
+
+The password goes to PostgreSQL as a quoted literal of `ALTER ROLE`; it is never printed or logged.
+"""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+
+from metrics_pipeline.lib.settings import validate_identifier
+
+DEFAULT_ROLE = "metrics_bi"
+PASSWORD_ENV = "METRICS_PIPELINE_BI_PASSWORD"
+
+
+def reader_group(schema: str) -> str:
+    return f"{schema}_bi_read"
+
+
+def _role_exists(conn: psycopg.Connection, role: str) -> bool:
+    return conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is not None
+
+
+def _can_create_roles(conn: psycopg.Connection) -> bool:
+    row = conn.execute("SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user").fetchone()
+    return bool(row and row[0])
+
+
+def views(conn: psycopg.Connection, schema: str) -> list[str]:
+    rows = conn.execute(
+        "SELECT table_name FROM information_schema.views WHERE table_schema = %s AND table_name LIKE 'v\\_%%' "
+        "ORDER BY 1", (schema,)
+    ).fetchall()
+    return [name for (name,) in rows]
+
+
+def grant_views(conn: psycopg.Connection, schema: str) -> bool:
+    """(Re)grant SELECT on every view to the reader group, creating the group if we may.
+
+    Returns False when the group does not exist and this user cannot create roles (a managed
+    database where an administrator creates roles): the warehouse works, BI access waits for them.
+    """
+    group = reader_group(schema)
+    with conn.transaction():
+        if not _role_exists(conn, group):
+            if not _can_create_roles(conn):
+                return False
+            conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(group)))
+        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(schema), sql.Identifier(group)))
+        for view in views(conn, schema):
+            conn.execute(sql.SQL("GRANT SELECT ON {}.{} TO {}").format(
+                sql.Identifier(schema), sql.Identifier(view), sql.Identifier(group)))
+    return True
+
+
+def ensure_role(dsn: str, schema: str, role: str = DEFAULT_ROLE, *, password: str | None,
+                tenants: list[str] | None = None) -> None:
+    """Create or update login `role` as a read-only BI user of `schema`.
+
+    Args:
+        dsn: an administrative DSN (a user that may create roles).
+        schema: the warehouse schema.
+        role: login name; a plain identifier.
+        password: its password (None: keep the current one; a new role without one cannot log in).
+        tenants: restrict the role to these tenants (series label `tenant`, SLA `company`);
+            None leaves the restriction as it is, [] lifts it.
+    """
+    validate_identifier(role, what="role name")
+    validate_identifier(schema, what="schema")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        if not grant_views(conn, schema):
+            raise PermissionError(
+                f"role {reader_group(schema)!r} does not exist and this user may not create roles; "
+                "ask an administrator to run `metrics-pipeline bi-role` with a CREATEROLE user"
+            )
+        with conn.transaction():
+            ident = sql.Identifier(role)
+            if not _role_exists(conn, role):
+                conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(ident))
+            conn.execute(sql.SQL("ALTER ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS")
+                         .format(ident))
+            if password is not None:
+                conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(ident, sql.Literal(password)))
+            conn.execute(sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(ident))
+            conn.execute(sql.SQL("ALTER ROLE {} SET search_path = {}").format(ident, sql.Identifier(schema)))
+            conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(reader_group(schema)), ident))
+            if tenants is not None:
+                conn.execute(sql.SQL("DELETE FROM {}.tenant_access WHERE role_name = %s").format(sql.Identifier(schema)),
+                             (role,))
+                for tenant in sorted(set(tenants)):
+                    conn.execute(sql.SQL("INSERT INTO {}.tenant_access (role_name, tenant) VALUES (%s, %s)")
+                                 .format(sql.Identifier(schema)), (role, tenant))
