@@ -273,6 +273,7 @@ def build_queries(
                         queries.append(Query(
                             account.name, account.account_id, region, selector.namespace, metric["MetricName"], dims,
                             stat, period, unit_for(selector.namespace, metric["MetricName"], stat, selector.units),
+                            account.tenant,
                         ))
     return list(dict.fromkeys(queries))  # one query per series even if two selectors overlap
 

@@ -95,6 +95,7 @@ class MetricSelector(_Strict):
 class Account(_Strict):
     name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
     account_id: str | None = None
+    tenant: str | None = Field(default=None, min_length=1, max_length=200)
     regions: list[str] = Field(min_length=1)
     profile: str | None = None
     role_arn: str | None = None

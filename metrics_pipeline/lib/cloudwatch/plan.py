@@ -77,6 +77,7 @@ class Query:
     stat: str
     period: int
     unit: str
+    tenant: str | None = None
 
     @property
     def series_metric(self) -> str:
@@ -91,6 +92,8 @@ class Query:
         labels = {"namespace": self.namespace, "region": self.region, "account": self.account, "statistic": self.stat}
         if self.account_id:
             labels["account_id"] = self.account_id
+        if self.tenant:
+            labels["tenant"] = self.tenant  # series.tenant: BI roles restricted to tenants see only theirs
         # Dimensions keep their own names, unless one collides with the labels above.
         labels.update({(f"dim_{name}" if name in labels else name): value for name, value in self.dimensions})
         return labels

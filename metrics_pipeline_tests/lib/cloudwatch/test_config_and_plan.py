@@ -1,3 +1,4 @@
+import dataclasses
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -109,3 +110,11 @@ def test_series_naming_resources_and_units():
     assert unit_for("Custom", "Queue", "Average", {"Queue": "Count/Second"}) == "count_per_second"
     labels = q(1).labels
     assert labels == {"namespace": "AWS/EC2", "region": "eu-west-1", "account": "prod", "statistic": "Average", "InstanceId": "i-1"}
+
+
+def test_an_accounts_tenant_becomes_the_series_tenant_label():
+    config = parse_config({"accounts": [{"name": "acme-prod", "tenant": "acme", "regions": ["eu-west-1"],
+                                                        "metrics": [{"namespace": "AWS/EC2"}]}]})
+    assert config.accounts[0].tenant == "acme"
+    query = dataclasses.replace(q(1), tenant="acme")
+    assert query.labels["tenant"] == "acme" and "tenant" not in q(1).labels
