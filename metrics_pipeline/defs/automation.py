@@ -112,3 +112,15 @@ def derived_condition(optional: dg.AssetSelection | None = None) -> dg.Automatio
         & ~dg.AutomationCondition.any_deps_in_progress()
         & ~dg.AutomationCondition.in_progress()
     ).with_label("derived_eager")
+
+
+#: Evaluates every asset's automation condition (rollups, SLA follow their sources). Stopped by
+#: default like every schedule and sensor (SPEC §4); the demo starts it. 30 s between ticks keeps
+#: the rollups within a minute of their sources without loading the daemon.
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    "derived_assets_automation",
+    target=dg.AssetSelection.all(),
+    default_status=AUTOMATION_STATUS,
+    minimum_interval_seconds=30,
+    description="Materialises rollups, series health and SLA partitions when their sources update.",
+)

@@ -213,7 +213,8 @@ class _Handler(BaseHTTPRequestHandler):
         if e - s > limit_ms:
             self._send(400, {"message": f"time range exceeds the limit of {limit_ms // 60000} minutes"})
             return None
-        return s, e
+        # Like the real service, nothing is measured after now: the in-progress hour is partial.
+        return s, max(s, min(e, int(time.time() * 1000) + 1))
 
     def _sm_stat(self, project: Project, query: dict) -> None:
         window = self._range(query.get("stime"), query.get("etime"), HOUR_MS)
