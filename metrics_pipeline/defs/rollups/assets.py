@@ -20,7 +20,7 @@ import dagster as dg
 from metrics_pipeline.defs.automation import derived_condition
 from metrics_pipeline.defs.partitions import daily_partitions, hourly_partitions
 from metrics_pipeline.defs.resources import WarehouseResource
-from metrics_pipeline.lib import rollups
+from metrics_pipeline.lib import rollups, sla
 from metrics_pipeline.lib.cloudwatch import config as cloudwatch_config
 from metrics_pipeline.lib.whatap import config as whatap_config
 
@@ -82,8 +82,10 @@ def hourly_rollups(context: dg.AssetExecutionContext, warehouse: WarehouseResour
     """Recompute the hours of the run (one hour, or a backfill range) from the raw points."""
     window = context.partition_time_window
     tiers = rollups.refresh(warehouse.dsn, warehouse.schema, ["rollup_5m", "rollup_1h"], window.start, window.end)
+    metrics = sla.load_config().metrics  # thresholds and no-data lookback (config/sla.yaml)
     health = rollups.refresh_health(warehouse.dsn, warehouse.schema, window.start, window.end,
-                                    now=datetime.now(timezone.utc))
+                                    now=datetime.now(timezone.utc), thresholds=metrics.health_thresholds(),
+                                    lookback=metrics.no_data_lookback)
     for result in (*tiers, health):
         if result.skipped:
             context.log.info(f"{result.table}: {result.skipped}")

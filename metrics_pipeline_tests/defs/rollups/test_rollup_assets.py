@@ -135,3 +135,17 @@ def test_unconfigured_api_sources_are_optional_for_the_real_rollups(tmp_path):
         env={**env_base, "METRICS_PIPELINE_CLOUDWATCH_CONFIG": str(configured)},
     )
     assert with_aws.stdout.strip() == "host_points,whatap_points"
+
+
+def test_series_health_uses_the_thresholds_configured_in_sla_yaml(warehouse_dsn, tmp_path, monkeypatch):
+    _load_day(warehouse_dsn)  # CPU ramps 0 -> 100 % over the day: 12:00-13:00 is 50-54 %
+    config = tmp_path / "sla.yaml"
+    config.write_text("metrics:\n  thresholds:\n    - metrics: [host_cpu_percent]\n      warning: 10\n      critical: 99.9\n")
+    monkeypatch.setenv("METRICS_PIPELINE_SLA_CONFIG", str(config))
+    result = dg.materialize([hourly_rollups], resources={"warehouse": WarehouseResource(dsn=warehouse_dsn)},
+                            partition_key=(DAY + timedelta(hours=12)).strftime("%Y-%m-%d-%H:%M"))
+    assert result.success
+    with psycopg.connect(warehouse_dsn) as conn:
+        rows = conn.execute("SELECT warning_threshold, critical_threshold, above_warning_s, above_critical_s "
+                            "FROM metrics.series_health_hourly").fetchall()
+    assert rows == [(10.0, 99.9, 3600.0, 0.0)] * 2
