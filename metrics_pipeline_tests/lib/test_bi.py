@@ -111,3 +111,19 @@ def test_bi_role_command_takes_the_password_from_the_environment_and_never_print
 def test_a_bad_role_name_is_refused_before_reaching_sql(two_tenants):
     with pytest.raises(ValueError, match="role name"):
         bi.ensure_role(two_tenants, "metrics", 'x"; DROP TABLE metrics.points; --', password="pw")
+
+
+def test_restricting_a_group_role_restricts_its_member_logins(two_tenants, db):
+    bi.ensure_role(two_tenants, "metrics", "bi_member", password="pw")
+    db.execute("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'bi_globex_team') "
+               "THEN CREATE ROLE bi_globex_team NOLOGIN; END IF; END $$")
+    db.execute("GRANT bi_globex_team TO bi_member")
+    db.execute("INSERT INTO metrics.tenant_access VALUES ('bi_globex_team', 'globex')")
+    try:
+        with _as(two_tenants, "bi_member") as conn:
+            assert {t for (t,) in conn.execute("SELECT DISTINCT tenant FROM v_rollup_5m")} == {"globex"}
+            assert conn.execute("SELECT count(*) FROM v_quarantine").fetchone() == (0,)
+        # The owner (a superuser here) is never restricted.
+        assert db.execute("SELECT count(DISTINCT tenant) FROM metrics.v_rollup_5m").fetchone() == (2,)
+    finally:
+        db.execute("REVOKE bi_globex_team FROM bi_member")

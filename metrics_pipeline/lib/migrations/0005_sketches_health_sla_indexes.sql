@@ -64,12 +64,17 @@ CREATE TABLE {{schema}}.tenant_access (
     CONSTRAINT tenant_access_pkey PRIMARY KEY (role_name, tenant)
 );
 
--- NULL = every tenant; else the tenants `p_role` may see. The views call it once per query
--- (an uncorrelated sub-select), not once per row.
+-- NULL = every tenant; else the tenants `p_role` may see: the rows listed for it or for any role it
+-- is a member of (so a group can be restricted once for all its logins). Superusers see all.
+-- The views call it once per query (an uncorrelated sub-select), not once per row.
 CREATE FUNCTION {{schema}}.visible_tenants(p_role text) RETURNS text[]
 LANGUAGE sql STABLE SECURITY DEFINER PARALLEL SAFE SET search_path = pg_catalog, pg_temp
-AS $$ SELECT CASE WHEN bool_or(tenant = '*') OR count(*) = 0 THEN NULL ELSE array_agg(tenant) END
-      FROM {{schema}}.tenant_access WHERE role_name = p_role $$;
+AS $$ SELECT CASE WHEN (SELECT rolsuper FROM pg_roles WHERE rolname = p_role) THEN NULL
+                  WHEN bool_or(a.tenant = '*') OR count(*) = 0 THEN NULL
+                  ELSE array_agg(DISTINCT a.tenant) END
+      FROM {{schema}}.tenant_access a
+      JOIN pg_roles r ON r.rolname = a.role_name
+      WHERE pg_has_role(p_role, r.oid, 'MEMBER') $$;
 
 CREATE INDEX series_metric_idx ON {{schema}}.series (metric);
 
