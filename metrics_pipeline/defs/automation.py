@@ -93,7 +93,17 @@ def api_source_automation(
 DERIVED_LOOKBACK = timedelta(days=2)
 
 
-def derived_condition(optional: dg.AssetSelection | None = None) -> dg.AutomationCondition:
+#: The hour that closed last (true for one partition: the one before the in-progress hour).
+JUST_CLOSED_HOUR = (
+    dg.AutomationCondition.in_latest_time_window(timedelta(hours=2))
+    & ~dg.AutomationCondition.in_latest_time_window(timedelta(hours=1))
+).with_label("just_closed_hour")
+
+#: When the just-closed hour is computed once more, whether or not anything upstream changed.
+CLOSE_RECHECK_CRON = "5 * * * *"
+
+
+def derived_condition(optional: dg.AssetSelection | None = None, *, recheck_closed_hour: bool = False) -> dg.AutomationCondition:
     """Eager, for the derived assets (rollups, SLA): a partition is computed when it appears or when
     any upstream partition it covers is updated, not while one of them is running, and not while
     one is missing, except the `optional` upstreams (sources that arrive as files, or that are not
@@ -101,13 +111,20 @@ def derived_condition(optional: dg.AssetSelection | None = None) -> dg.Automatio
 
     Unlike `AutomationCondition.eager()`, updates to any partition of the last two days propagate,
     not only to the latest one, so late data and re-runs reach the rollups.
+
+    `recheck_closed_hour`: also recompute the hour that just closed at CLOSE_RECHECK_CRON, for
+    assets whose in-progress rows are "as of now" (freshness, completeness): without it, an hour
+    in which nothing upstream landed after its last run would keep a value computed mid-hour.
     """
     not_missing = dg.AutomationCondition.any_deps_missing()
     if optional is not None:
         not_missing = not_missing.ignore(optional)
+    trigger = dg.AutomationCondition.newly_missing() | dg.AutomationCondition.any_deps_updated()
+    if recheck_closed_hour:
+        trigger = trigger | (dg.AutomationCondition.cron_tick_passed(CLOSE_RECHECK_CRON, "UTC") & JUST_CLOSED_HOUR)
     return (
         dg.AutomationCondition.in_latest_time_window(DERIVED_LOOKBACK)
-        & (dg.AutomationCondition.newly_missing() | dg.AutomationCondition.any_deps_updated()).since_last_handled()
+        & trigger.since_last_handled()
         & ~not_missing
         & ~dg.AutomationCondition.any_deps_in_progress()
         & ~dg.AutomationCondition.in_progress()

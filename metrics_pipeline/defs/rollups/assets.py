@@ -48,7 +48,7 @@ def optional_sources() -> list[str]:
     return optional
 
 
-ROLLUP_CONDITION = derived_condition(optional=dg.AssetSelection.assets(*optional_sources()))
+ROLLUP_CONDITION = derived_condition(optional=dg.AssetSelection.assets(*optional_sources()), recheck_closed_hour=True)
 
 _COMMON = dict(group_name="rollups", kinds={"postgres", "sql"}, owners=["team:platform"],
                automation_condition=ROLLUP_CONDITION)

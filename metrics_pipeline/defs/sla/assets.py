@@ -62,7 +62,8 @@ def _refresh(context: dg.AssetExecutionContext, warehouse: WarehouseResource, gr
 @dg.asset(
     partitions_def=hourly_partitions,
     deps=["ingestion_log_records"],
-    automation_condition=derived_condition(optional=dg.AssetSelection.assets("ingestion_log_records")),
+    automation_condition=derived_condition(optional=dg.AssetSelection.assets("ingestion_log_records"),
+                                           recheck_closed_hour=True),
     backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=24 * 7),
     **_COMMON,
 )

@@ -149,3 +149,30 @@ def test_series_health_uses_the_thresholds_configured_in_sla_yaml(warehouse_dsn,
         rows = conn.execute("SELECT warning_threshold, critical_threshold, above_warning_s, above_critical_s "
                             "FROM metrics.series_health_hourly").fetchall()
     assert rows == [(10.0, 99.9, 3600.0, 0.0)] * 2
+
+
+def test_the_hour_that_just_closed_is_recomputed_once_even_if_nothing_upstream_landed():
+    @dg.asset(partitions_def=hourly_partitions)
+    def host_points(): ...
+
+    @dg.asset(partitions_def=hourly_partitions, deps=[host_points],
+              automation_condition=derived_condition(optional=dg.AssetSelection.assets("host_points"),
+                                                     recheck_closed_hour=True))
+    def rollups(): ...
+
+    defs = dg.Definitions(assets=[host_points, rollups])
+    instance = dg.DagsterInstance.ephemeral()
+    start = datetime.now(timezone.utc).replace(minute=50, second=0, microsecond=0) - timedelta(hours=3)
+    closing = start.replace(minute=0).strftime("%Y-%m-%d-%H:%M")
+    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, evaluation_time=start)
+    seen = []
+    for minutes in (5, 12, 17, 40, 80):
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor,
+                                                   evaluation_time=start + timedelta(minutes=minutes))
+        for key in _requested(result):
+            seen.append((minutes, key))
+            _materialize(instance, "rollups", key)
+    # 10 min after the first evaluation a new hour appears (newly missing: computed at once);
+    # at :05 of the next hour the hour that closed, silent all along, is recomputed once.
+    assert (17, closing) in seen
+    assert [m for m, k in seen if k == closing] == [17]
