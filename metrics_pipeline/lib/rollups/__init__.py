@@ -9,14 +9,13 @@ Percentiles must survive merging (SPEC §3), so every row carries a sparse log-s
 0005). Coarser tiers add the bins of the finer rows, and p50/p95/p99 are read from the merged bins:
 within 1 % of the true sample quantile at every tier, never an average of percentiles.
 
-A window older than the oldest partition of its input (dropped by retention) is not recomputed:
-recomputing it would replace good rollups by nothing. The part of the window still covered is.
+Windows are replaced the way every derived table is (`metrics_pipeline.lib.windows`): aligned,
+locked per table, and never recomputed from input that retention has dropped.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from datetime import datetime, timedelta, timezone
 from functools import cache
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import psycopg
 
-from metrics_pipeline.lib import partitioning
+from metrics_pipeline.lib import partitioning, windows
 
 _SQL = Path(__file__).parent / "sql"
 
@@ -87,50 +86,19 @@ def health_sql(schema: str) -> str:
     return _read("health.sql").replace("{{schema}}", schema)
 
 
-def _utc(ts: datetime, name: str) -> datetime:
-    if ts.tzinfo is None:
-        raise ValueError(f"{name} must be timezone-aware, got {ts!r}")
-    return ts.astimezone(timezone.utc)
-
-
 def _check_aligned(table: str, start: datetime, end: datetime) -> None:
     width = TIERS[table].width if table in TIERS else timedelta(hours=1)
-    origin = datetime(2000, 1, 1, tzinfo=timezone.utc)
-    for name, ts in (("start", start), ("end", end)):
-        if (ts - origin) % width:
-            raise ValueError(f"{table}: window {name} {ts.isoformat()} is not aligned to {width}")
-    if end <= start:
-        raise ValueError(f"{table}: empty window {start.isoformat()} .. {end.isoformat()}")
-
-
-def _lock(conn: psycopg.Connection, schema: str, table: str) -> None:
-    # Two refreshes of overlapping windows (automation and a backfill) would otherwise race
-    # between DELETE and INSERT; refreshes are short, so they simply queue per table.
-    digest = hashlib.sha256(f"metrics_pipeline.rollups:{schema}.{table}".encode()).digest()
-    conn.execute("SELECT pg_advisory_xact_lock(%s)", (int.from_bytes(digest[:8], "big", signed=True),))
-
-
-def covered_start(conn: psycopg.Connection, schema: str, table: str, start: datetime) -> datetime | None:
-    """Where `table`'s input still exists from `start` on: None if nothing (all expired or never loaded)."""
-    source = TIERS[table].source if table in TIERS else "points"
-    oldest = partitioning.oldest_partition_start(conn, schema, source)
-    if oldest is None:
-        return None
-    return max(start, oldest)
+    windows.check_aligned(table, start, end, width)
 
 
 def _replace(conn, schema, table, sql, start, end, params) -> TierResult:
     """Delete [start, end) of `table` and insert what `sql` computes, in the caller's transaction."""
-    covered = covered_start(conn, schema, table, start)
-    if covered is None or covered >= end:
+    source = TIERS[table].source if table in TIERS else "points"
+    done = windows.replace_window(conn, schema, table, source, start, end, sql, params)
+    if done is None:
         return TierResult(table, start, end, skipped="input expired or never loaded: existing rows kept")
-    _lock(conn, schema, table)
-    deleted = conn.execute(
-        f"DELETE FROM {schema}.{table} WHERE bucket >= %s AND bucket < %s", (covered, end)
-    ).rowcount
-    rows = conn.execute(sql, {**params, "start": covered, "end": end}).rowcount
-    skipped = f"before {covered.isoformat()}: input expired, existing rows kept" if covered > start else None
-    return TierResult(table, covered, end, rows=rows, deleted=deleted, skipped=skipped)
+    skipped = f"before {done.start.isoformat()}: input expired, existing rows kept" if done.start > start else None
+    return TierResult(table, done.start, end, rows=done.rows, deleted=done.deleted, skipped=skipped)
 
 
 def refresh(dsn: str, schema: str, tables: list[str], start: datetime, end: datetime) -> list[TierResult]:
@@ -145,7 +113,7 @@ def refresh(dsn: str, schema: str, tables: list[str], start: datetime, end: date
     Returns:
         One TierResult per table.
     """
-    start, end = _utc(start, "start"), _utc(end, "end")
+    start, end = windows.utc(start, "start"), windows.utc(end, "end")
     ordered = [t for t in TIERS if t in tables]
     unknown = set(tables) - set(TIERS)
     if unknown:
@@ -178,9 +146,9 @@ def refresh_health(dsn: str, schema: str, start: datetime, end: datetime, *, now
                    thresholds: list[dict] | tuple[dict, ...] = DEFAULT_THRESHOLDS,
                    lookback: timedelta = timedelta(hours=24)) -> TierResult:
     """Recompute `series_health_hourly` over the hours of [start, end), atomically."""
-    start, end = _utc(start, "start"), _utc(end, "end")
+    start, end = windows.utc(start, "start"), windows.utc(end, "end")
     _check_aligned("series_health_hourly", start, end)
-    now = _utc(now or datetime.now(timezone.utc), "now")
+    now = windows.utc(now or datetime.now(timezone.utc), "now")
     params = {"now": now, "lookback": f"{int(lookback.total_seconds())} seconds",
               "thresholds": json.dumps(list(thresholds))}
     with psycopg.connect(dsn, autocommit=True) as conn:

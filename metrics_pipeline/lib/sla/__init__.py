@@ -21,7 +21,6 @@ table. A window older than the oldest `ingestion_runs` partition (dropped by ret
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from datetime import datetime, timedelta, timezone
 from functools import cache
 from pathlib import Path
@@ -29,11 +28,10 @@ from pathlib import Path
 import psycopg
 from psycopg.rows import dict_row
 
-from metrics_pipeline.lib import migrate, partitioning, settings
+from metrics_pipeline.lib import migrate, settings, windows
 from metrics_pipeline.lib.sla.config import CONFIG_ENV, ConfigError, SlaConfig, load_config  # noqa: F401
 
 _SQL = Path(__file__).parent / "sql"
-_ORIGIN = datetime(2000, 1, 1, tzinfo=timezone.utc)
 
 #: grain -> (table, bucket width)
 GRAINS: dict[str, tuple[str, timedelta]] = {
@@ -68,29 +66,12 @@ def sql(name: str, schema: str, table: str) -> str:
     return _read(f"{name}.sql").replace("{{schema}}", schema).replace("{{table}}", table)
 
 
-def _utc(ts: datetime, name: str) -> datetime:
-    if ts.tzinfo is None:
-        raise ValueError(f"{name} must be timezone-aware, got {ts!r}")
-    return ts.astimezone(timezone.utc)
-
-
 def _check_window(grain: str, start: datetime, end: datetime) -> tuple[str, timedelta]:
     if grain not in GRAINS:
         raise ValueError(f"unknown SLA grain {grain!r}; expected one of {list(GRAINS)}")
     table, width = GRAINS[grain]
-    for name, ts in (("start", start), ("end", end)):
-        if (ts - _ORIGIN) % width:
-            raise ValueError(f"{table}: window {name} {ts.isoformat()} is not aligned to {width}")
-    if end <= start:
-        raise ValueError(f"{table}: empty window {start.isoformat()} .. {end.isoformat()}")
+    windows.check_aligned(table, start, end, width)
     return table, width
-
-
-def _lock(conn: psycopg.Connection, schema: str, table: str) -> None:
-    # Automation and a backfill may refresh overlapping windows; between DELETE and INSERT they would
-    # race. Refreshes are short, so they queue per table.
-    digest = hashlib.sha256(f"metrics_pipeline.sla:{schema}.{table}".encode()).digest()
-    conn.execute("SELECT pg_advisory_xact_lock(%s)", (int.from_bytes(digest[:8], "big", signed=True),))
 
 
 def refresh(dsn: str, schema: str, grain: str, start: datetime, end: datetime, config: SlaConfig,
@@ -110,25 +91,17 @@ def refresh(dsn: str, schema: str, grain: str, start: datetime, end: datetime, c
         The SlaResult of the window (rows written, replaced, breaching, the worst rows).
     """
     schema = settings.validate_identifier(schema, what="schema")
-    start, end = _utc(start, "start"), _utc(end, "end")
+    start, end = windows.utc(start, "start"), windows.utc(end, "end")
     table, width = _check_window(grain, start, end)
-    now = _utc(now or datetime.now(timezone.utc), "now")
+    now = windows.utc(now or datetime.now(timezone.utc), "now")
     migrate.ensure_migrated(dsn, schema)
+    params = {"now": now, "width": width, "lookback": config.silent_job_lookback, "targets": config.rules_json()}
     with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction():
-        # Buckets are UTC hours and days: generate_series and `bucket + interval '1 day'` follow the
-        # session time zone, so pin it for this transaction.
-        conn.execute("SET LOCAL TIME ZONE 'UTC'")
-        oldest = partitioning.oldest_partition_start(conn, schema, "ingestion_runs")
-        covered = None if oldest is None else max(start, oldest)
-        if covered is None or covered >= end:
+        done = windows.replace_window(conn, schema, table, "ingestion_runs", start, end,
+                                      sql("refresh", schema, table), params)
+        if done is None:
             return SlaResult(table, start, end, skipped="ingestion_runs expired or never loaded: existing rows kept")
-        _lock(conn, schema, table)
-        deleted = conn.execute(
-            f"DELETE FROM {schema}.{table} WHERE bucket >= %s AND bucket < %s", (covered, end)
-        ).rowcount
-        params = {"start": covered, "end": end, "now": now, "width": width,
-                  "lookback": config.silent_job_lookback, "targets": config.rules_json()}
-        rows = conn.execute(sql("refresh", schema, table), params).rowcount
+        covered, rows, deleted = done.start, done.rows, done.deleted
         window = {"start": covered, "end": end}
         with conn.cursor(row_factory=dict_row) as cur:
             summary = cur.execute(sql("summary", schema, table), window).fetchone()
