@@ -25,6 +25,8 @@ migrate: install
 
 bench: install
 	$(PY) benchmarks/load.py
+	$(PY) benchmarks/rollups.py
+	$(PY) benchmarks/bi_queries.py
 
 clean-state:
 	-$(VENV)/bin/metrics-pipeline db stop

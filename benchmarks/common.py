@@ -51,3 +51,17 @@ def append_result(benchmark: str, data: str, ours: str, reference: str, ratio: s
     with (ROOT / "docs" / "benchmarks.md").open("a", encoding="utf-8") as fh:
         fh.write(row)
     print("appended to docs/benchmarks.md")
+
+
+def replace_section(name: str, text: str) -> None:
+    """Put `text` between the `<!-- name:begin -->` and `<!-- name:end -->` markers of
+    docs/benchmarks.md (a benchmark's latest detail table; the results table stays append-only)."""
+    path = ROOT / "docs" / "benchmarks.md"
+    doc = path.read_text(encoding="utf-8")
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    if begin not in doc or end not in doc:
+        raise ValueError(f"docs/benchmarks.md has no {begin} ... {end} section")
+    head, rest = doc.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{begin}\n{text.strip()}\n{end}{tail}", encoding="utf-8")
+    print(f"updated the {name} section of docs/benchmarks.md")

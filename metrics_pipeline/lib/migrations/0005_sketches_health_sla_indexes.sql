@@ -6,15 +6,19 @@
 -- mirror the positive bins; |v| <= 1e-9 is the zero bin. Keys are encoded into one integer that
 -- sorts in value order: positive bins 1000000 + k, zero 0, negative -(1000000 + k).
 -- ln(gamma) = ln(1.01 / 0.99) = 0.020000666706669; 2 / (gamma + 1) = 0.99.
+-- Not STRICT on purpose: a STRICT SQL function whose body is not itself strict is never inlined,
+-- and calling it through the function executor per point tripled the rollup time (benchmarks/rollups.py).
 CREATE FUNCTION {{schema}}.sketch_key(v double precision) RETURNS integer
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-AS $$ SELECT CASE WHEN v > 1e-9 THEN 1000000 + ceil(ln(v) / 0.020000666706669)::integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT CASE WHEN v IS NULL THEN NULL
+                  WHEN v > 1e-9 THEN 1000000 + ceil(ln(v) / 0.020000666706669)::integer
                   WHEN v < -1e-9 THEN -(1000000 + ceil(ln(-v) / 0.020000666706669)::integer)
                   ELSE 0 END $$;
 
 CREATE FUNCTION {{schema}}.sketch_value(k integer) RETURNS double precision
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-AS $$ SELECT CASE WHEN k > 0 THEN 0.99 * exp((k - 1000000) * 0.020000666706669)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT CASE WHEN k IS NULL THEN NULL
+                  WHEN k > 0 THEN 0.99 * exp((k - 1000000) * 0.020000666706669)
                   WHEN k < 0 THEN -0.99 * exp((-k - 1000000) * 0.020000666706669)
                   ELSE 0 END $$;
 
@@ -22,6 +26,14 @@ AS $$ SELECT CASE WHEN k > 0 THEN 0.99 * exp((k - 1000000) * 0.020000666706669)
 ALTER TABLE {{schema}}.rollup_5m ADD COLUMN sketch_keys integer[], ADD COLUMN sketch_counts bigint[];
 ALTER TABLE {{schema}}.rollup_1h ADD COLUMN sketch_keys integer[], ADD COLUMN sketch_counts bigint[];
 ALTER TABLE {{schema}}.rollup_1d ADD COLUMN sketch_keys integer[], ADD COLUMN sketch_counts bigint[];
+
+-- Dashboard queries read the statistics, not the sketches: covering primary keys on the tiers
+-- dashboards scan over long ranges let them read the index only, never the wide rows
+-- (benchmarks/bi_queries.py: a 1-year daily trend 40.7 -> 9.4 ms p95; ~1.5x the index size).
+ALTER TABLE {{schema}}.rollup_1h DROP CONSTRAINT rollup_1h_pkey,
+    ADD CONSTRAINT rollup_1h_pkey PRIMARY KEY (series_id, bucket) INCLUDE (count, sum, min, max, avg, last, p50, p95, p99);
+ALTER TABLE {{schema}}.rollup_1d DROP CONSTRAINT rollup_1d_pkey,
+    ADD CONSTRAINT rollup_1d_pkey PRIMARY KEY (series_id, bucket) INCLUDE (count, sum, min, max, avg, last, p50, p95, p99);
 
 -- Dashboards ask "this bucket range, all series": the primary keys serve "one series, a range".
 CREATE INDEX rollup_5m_bucket_idx ON {{schema}}.rollup_5m (bucket);

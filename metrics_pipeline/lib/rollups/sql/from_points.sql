@@ -2,13 +2,18 @@
 -- One pass groups the points by (series, bucket, sketch bin); the bucket statistics are the sums
 -- of the bins' statistics; `last` is one primary-key probe per bucket at its latest timestamp.
 WITH binned AS (
-    SELECT p.series_id,
-           date_bin(interval '5 minutes', p.ts, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket,
-           {{schema}}.sketch_key(p.value) AS k,
-           count(*) AS n, sum(p.value) AS s, min(p.value) AS lo, max(p.value) AS hi, max(p.ts) AS last_ts
-    FROM {{schema}}.points p
-    WHERE p.ts >= %(start)s AND p.ts < %(end)s
-    GROUP BY 1, 2, 3
+    -- Sorted input makes this a streaming group aggregate: a hash aggregate over ~1 M bins per
+    -- day spilled to disk and was the slowest step (benchmarks/rollups.py).
+    SELECT series_id, bucket, k, count(*) AS n, sum(value) AS s, min(value) AS lo, max(value) AS hi,
+           max(ts) AS last_ts
+    FROM (
+        SELECT p.series_id, date_bin(interval '5 minutes', p.ts, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket,
+               {{schema}}.sketch_key(p.value) AS k, p.ts, p.value
+        FROM {{schema}}.points p
+        WHERE p.ts >= %(start)s AND p.ts < %(end)s
+        ORDER BY 1, 2, 3
+    ) p
+    GROUP BY series_id, bucket, k
 ), stats AS (
     SELECT b.series_id, b.bucket, b.count, b.sum, b.min, b.max, p.value AS last
     FROM (

@@ -1,0 +1,466 @@
+"""Dashboard queries through the BI views over a year of rollups for 200 series (SPEC §8 "BI queries").
+
+    python benchmarks/bi_queries.py [--runs 30] [--experiments] [--explain]
+
+Builds, with set-based SQL (this benchmark is about reads, not the rollup code path), what a year
+of the pipeline leaves behind for 200 series: 110 host series (cpu, memory, filesystem, network;
+labels host/account/region, a third with a `tenant`) and 90 CloudWatch series (EC2, RDS, ALB;
+labels namespace/account/region/statistic/dimension, tenant per account):
+* rollup_1h and rollup_1d for 365 days, rollup_5m for the last 90 days (SPEC retention), raw
+  points for the last 7 days at 60 s (for v_latest), every row with a sparse sketch of realistic
+  size, written in time order like the hourly refreshes write them;
+* sla_daily for 50 jobs x 365 days, and 3,000 alerts (25 still firing).
+Then VACUUM ANALYZE, and each dashboard query of QUERIES runs `--runs` times through the `v_*`
+views with varying parameters (host, metric, tenant, time window), as a BI tool sends them: plain
+parameterised statements, planned each time (no server-side prepare). p50/p95 per query against
+the 50 ms target are printed, the per-query table is written into docs/benchmarks.md's BI section
+and one row (worst p95) is appended to the results table.
+
+`--explain` prints EXPLAIN (ANALYZE, BUFFERS) of every query that misses the target;
+`--experiments` re-times the affected queries after each change of EXPERIMENTS, applied to the
+scratch database only (candidate index/view changes for a migration, measured, not shipped).
+
+Uses METRICS_PIPELINE_DSN's server if set, otherwise the embedded PostgreSQL under
+.metrics_pipeline/bench-pg; the scratch database is dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import random
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import psycopg
+from common import append_result, replace_section, scratch_database
+
+from metrics_pipeline.lib import migrate, partitioning
+from metrics_pipeline.lib.simulate_logs import COMPANIES, SOURCES, ZONES
+
+BENCH_DB = "metrics_bench_bi"
+SCHEMA = "metrics"
+TARGET_MS = 50.0
+NOW = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+TODAY = NOW.replace(hour=0)
+HOSTS = [f"host-{i:03d}" for i in range(1, 31)]
+ACCOUNTS = {"prod-eu": ("acme", ["eu-west-1", "eu-central-1"]), "prod-us": ("globex", ["us-east-1"]),
+            "shared": (None, ["eu-west-1", "us-east-1"])}
+
+
+# -- data ------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Series:
+    source: str
+    metric: str
+    resource: str
+    labels: dict[str, str]
+    unit: str
+    base: float  # typical value
+    amp: float  # daily swing
+    cap: float  # ceiling (100 for percentages)
+    samples_5m: int  # samples per 5-minute bucket (1 s host data is 300)
+    bins: tuple[int, int, int]  # sketch bins per 5 m / 1 h / 1 d row
+
+
+def make_series() -> list[Series]:
+    """110 host series and 90 CloudWatch series, as the collectors would register them."""
+    out: list[Series] = []
+    for i, host in enumerate(HOSTS):
+        account = list(ACCOUNTS)[i % 3]
+        tenant, regions = ACCOUNTS[account]
+        labels = {"host": host, "account": account, "region": regions[i % len(regions)], **({"tenant": tenant} if tenant else {})}
+        out += [
+            Series("host", "host_cpu_percent", host, labels, "percent", 20 + i, 15, 100, 30, (20, 60, 120)),
+            Series("host", "host_memory_percent", host, labels, "percent", 45 + i, 5, 100, 30, (6, 15, 30)),
+            Series("host", "host_filesystem_used_percent", host, {**labels, "mountpoint": "/"}, "percent", 30 + 2 * i, 1, 100, 30, (2, 4, 8)),
+        ]
+        if i < 20:
+            out.append(Series("host", "host_network_receive_bytes_per_second", host, {**labels, "interface": "eth0"},
+                              "bytes/s", 2e6 * (1 + i), 1.5e6 * (1 + i), 1e12, 30, (20, 60, 120)))
+    cw = [("AWS/EC2", "aws_ec2_cpuutilization", "InstanceId", "i-{:017x}", "Average", 40, "percent", 35, 20, 100),
+          ("AWS/EC2", "aws_ec2_cpuutilization", "InstanceId", "i-{:017x}", "Maximum", 10, "percent", 60, 30, 100),
+          ("AWS/EC2", "aws_ec2_networkin", "InstanceId", "i-{:017x}", "Sum", 20, "bytes", 5e8, 3e8, 1e15),
+          ("AWS/RDS", "aws_rds_cpuutilization", "DBInstanceIdentifier", "db-{:02d}", "Average", 10, "percent", 25, 15, 100),
+          ("AWS/ApplicationELB", "aws_applicationelb_requestcount", "LoadBalancer", "app/lb-{:02d}/0f1e2d3c", "Sum", 10, "count", 3e4, 2e4, 1e12)]
+    for namespace, metric, dim, fmt, stat, count, unit, base, amp, cap in cw:
+        for j in range(count):
+            account = list(ACCOUNTS)[j % 3]
+            tenant, regions = ACCOUNTS[account]
+            resource = fmt.format(j + 1 if "{:02d}" in fmt else 0xABC000 + j)
+            labels = {"namespace": namespace, "account": account, "region": regions[j % len(regions)], "statistic": stat,
+                      dim: resource, **({"tenant": tenant} if tenant else {})}
+            out.append(Series("cloudwatch", metric, resource, labels, unit, base * (0.5 + j / count), amp, cap, 5, (5, 30, 80)))
+    assert len(out) == 200, len(out)
+    return out
+
+
+ROLLUP_SQL = """
+INSERT INTO {schema}.{table} (series_id, bucket, count, sum, min, max, avg, last, p50, p95, p99, sketch_keys, sketch_counts)
+SELECT sh.series_id, b.bucket, c.n, v.avg * c.n, v.avg - v.spread, v.avg + v.spread, v.avg, v.avg + 0.1 * v.spread,
+       v.avg - 0.05 * v.spread, v.avg + 0.8 * v.spread, v.avg + 0.95 * v.spread, sh.keys_{tier}, sh.counts_{tier}
+FROM generate_series(%(start)s::timestamptz, %(end)s::timestamptz - interval '{width}', interval '{width}') AS b(bucket)
+CROSS JOIN bench.shape sh
+CROSS JOIN LATERAL (SELECT sh.samples_5m * {per5m} AS n) c
+CROSS JOIN LATERAL (
+    SELECT least(sh.cap, greatest(0, sh.base + sh.amp * sin(2 * pi() * extract(epoch FROM b.bucket) / 86400 + sh.phase)
+                                      + 0.1 * sh.amp * (random() - 0.5))) AS avg,
+           0.2 * sh.amp AS spread
+) v
+ORDER BY b.bucket, sh.series_id
+"""
+
+
+def build(conn: psycopg.Connection, series: list[Series]) -> dict[str, int]:
+    """Fill the warehouse tables; returns rows per table."""
+    conn.execute("CREATE SCHEMA bench")
+    conn.execute("""CREATE TABLE bench.shape (series_id integer, base float8, amp float8, cap float8, phase float8,
+        samples_5m integer, keys_5m integer[], counts_5m bigint[], keys_1h integer[], counts_1h bigint[],
+        keys_1d integer[], counts_1d bigint[])""")
+    rng = np.random.default_rng(3)
+    with conn.transaction():
+        for s in series:
+            series_id = conn.execute(
+                f"INSERT INTO {SCHEMA}.series (source, metric, resource, labels, unit, first_seen) "
+                "VALUES (%s, %s, %s, %s::jsonb, %s, %s) RETURNING series_id",
+                (s.source, s.metric, s.resource, psycopg.types.json.Jsonb(s.labels), s.unit, NOW - timedelta(days=400)),
+            ).fetchone()[0]
+            sketches = []
+            for tier, bins in zip(("5m", "1h", "1d"), s.bins):
+                first = 1_000_000 + int(np.log(max(s.base, 1)) / 0.02) - bins // 2
+                counts = rng.multinomial(s.samples_5m * {"5m": 1, "1h": 12, "1d": 288}[tier], np.ones(bins) / bins)
+                sketches += [list(range(first, first + bins)), [int(c) for c in counts]]
+            conn.execute("INSERT INTO bench.shape VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                         (series_id, s.base, s.amp, s.cap, float(rng.uniform(0, 6.28)), s.samples_5m, *sketches))
+
+    windows = {"rollup_5m": (NOW - timedelta(days=90), "5 minutes", 1, "5m"),
+               "rollup_1h": (NOW - timedelta(days=365), "1 hour", 12, "1h"),
+               "rollup_1d": (TODAY - timedelta(days=365), "1 day", 288, "1d")}
+    for table, (start, width, per5m, tier) in windows.items():
+        end = TODAY if table == "rollup_1d" else NOW
+        partitioning.ensure_partitions(conn, SCHEMA, table, start, end)
+        conn.execute(ROLLUP_SQL.format(schema=SCHEMA, table=table, tier=tier, width=width, per5m=per5m),
+                     {"start": start, "end": end})
+
+    # Raw points: the last 7 days at 60 s (SPEC raw retention), for v_latest.
+    partitioning.ensure_partitions(conn, SCHEMA, "points", NOW - timedelta(days=7), NOW)
+    conn.execute(f"""
+        INSERT INTO {SCHEMA}.points (series_id, ts, value)
+        SELECT sh.series_id, t.ts, least(sh.cap, greatest(0, sh.base + sh.amp * sin(2 * pi() * extract(epoch FROM t.ts) / 86400 + sh.phase)))
+        FROM generate_series(%(start)s::timestamptz, %(end)s::timestamptz - interval '1 minute', interval '1 minute') t(ts)
+        CROSS JOIN bench.shape sh ORDER BY t.ts, sh.series_id""", {"start": NOW - timedelta(days=7), "end": NOW})
+
+    # SLA: 50 jobs (company, zone, source system, object), one row per job and day for a year.
+    jobs = [(c, z, src, obj) for c in COMPANIES for z in ZONES for src, spec in SOURCES.items() for obj in spec[1]]
+    random.Random(5).shuffle(jobs)
+    conn.execute("CREATE TABLE bench.jobs (company text, zone text, source_system text, object text)")
+    with conn.cursor() as cur:
+        cur.executemany("INSERT INTO bench.jobs VALUES (%s, %s, %s, %s)", jobs[:50])
+    conn.execute(f"""
+        INSERT INTO {SCHEMA}.sla_daily (bucket, company, zone, source_system, object, runs, successes, failures,
+            failure_rate, duration_p50_s, duration_p95_s, duration_max_s, sla_breaches, last_success_at,
+            time_since_last_success_s, cpu_time_s, peak_memory_bytes, sla_met)
+        SELECT d.day, j.company, j.zone, j.source_system, j.object, x.runs, x.runs - x.failures, x.failures,
+               x.failures::float8 / x.runs, 40 + 20 * random(), 90 + 60 * random(), 200 + 300 * random(),
+               (random() < 0.05)::int, d.day + interval '23 hours', 3600 * random(), 500 * random(),
+               (2e8 + 1e9 * random())::bigint, x.failures::float8 / x.runs < 0.05
+        FROM generate_series(%(start)s::timestamptz, %(end)s::timestamptz - interval '1 day', interval '1 day') d(day)
+        CROSS JOIN bench.jobs j
+        CROSS JOIN LATERAL (SELECT 24 + (random() * 72)::int AS runs, (random() ^ 6 * 8)::int AS failures) x
+        ORDER BY d.day""", {"start": TODAY - timedelta(days=365), "end": TODAY})
+
+    # Alerts: 3,000 over the year, the 25 most recent still firing.
+    conn.execute(f"""
+        INSERT INTO {SCHEMA}.alerts (fingerprint, alertname, state, severity, labels, annotations, starts_at, ends_at,
+                                     asset_key, partition_key, created_at, updated_at)
+        SELECT md5(s.series_id::text || a.name), a.name, CASE WHEN g.i > 2975 THEN 'firing' ELSE 'resolved' END,
+               CASE WHEN g.i %% 4 = 0 THEN 'critical' ELSE 'warning' END,
+               s.labels || jsonb_build_object('alertname', a.name, 'metric', s.metric, 'resource', s.resource),
+               jsonb_build_object('summary', s.metric || ' on ' || s.resource || ' above threshold',
+                                  'description', 'value stayed above the threshold for 10 minutes'),
+               g.at, CASE WHEN g.i > 2975 THEN NULL ELSE g.at + interval '1 minute' * (5 + (random() * 180)::int) END,
+               'rollup_5m', to_char(g.at, 'YYYY-MM-DD'), g.at, g.at
+        FROM (SELECT i, %(start)s::timestamptz + (i * interval '365 days' / 3000) + interval '1 second' * (random() * 600)::int AS at
+              FROM generate_series(1, 3000) i) g
+        JOIN {SCHEMA}.series s ON s.series_id = 1 + (g.i * 37) %% 200
+        CROSS JOIN LATERAL (SELECT CASE WHEN s.metric LIKE '%%cpu%%' THEN 'HighCpu' WHEN s.metric LIKE '%%memory%%' THEN 'HighMemory'
+                                        WHEN s.metric LIKE '%%filesystem%%' THEN 'DiskFilling' ELSE 'NoData' END AS name) a
+        ORDER BY g.at""", {"start": NOW - timedelta(days=365)})
+
+    conn.execute("VACUUM (ANALYZE)")
+    conn.execute("CHECKPOINT")
+    tables = ["series", "points", "rollup_5m", "rollup_1h", "rollup_1d", "sla_daily", "alerts"]
+    return {t: conn.execute(f"SELECT count(*) FROM {SCHEMA}.{t}").fetchone()[0] for t in tables}
+
+
+# -- queries ---------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Query:
+    name: str
+    what: str
+    sql: str
+    params: Callable[[random.Random], dict]
+
+
+def _window(rng: random.Random, length: timedelta, *, days: bool = False) -> dict:
+    """[start, end) of `length` ending at now, or up to 3 days earlier (a dashboard's time picker)."""
+    end = TODAY - timedelta(days=rng.randint(0, 3)) if days else NOW - timedelta(hours=rng.randint(0, 72))
+    return {"start": end - length, "end": end}
+
+
+HOST_METRICS = ["host_cpu_percent", "host_memory_percent", "host_filesystem_used_percent"]
+TREND_METRICS = HOST_METRICS + ["aws_ec2_cpuutilization", "aws_rds_cpuutilization", "host_network_receive_bytes_per_second"]
+TENANTS = ["acme", "globex"]
+
+QUERIES = [
+    Query("cpu_5m_24h_one_host", "5-minute CPU of one host, last 24 h",
+          f"""SELECT bucket_start, avg, max, p95 FROM {SCHEMA}.v_rollup_5m
+              WHERE metric = 'host_cpu_percent' AND resource = %(host)s
+                AND bucket_start >= %(start)s AND bucket_start < %(end)s ORDER BY bucket_start""",
+          lambda r: {"host": r.choice(HOSTS), **_window(r, timedelta(hours=24))}),
+    Query("p95_1h_7d_all_hosts", "hourly p95 of one metric for every host, last 7 days",
+          f"""SELECT resource, bucket_start, p95 FROM {SCHEMA}.v_rollup_1h
+              WHERE metric = %(metric)s AND bucket_start >= %(start)s AND bucket_start < %(end)s
+              ORDER BY resource, bucket_start""",
+          lambda r: {"metric": r.choice(HOST_METRICS), **_window(r, timedelta(days=7))}),
+    Query("max_1d_30d_per_host", "daily max per host, last 30 days",
+          f"""SELECT labels ->> 'host' AS host, bucket_start::date AS day, max FROM {SCHEMA}.v_rollup_1d
+              WHERE metric = %(metric)s AND bucket_start >= %(start)s AND bucket_start < %(end)s ORDER BY 1, 2""",
+          lambda r: {"metric": r.choice(HOST_METRICS), **_window(r, timedelta(days=30), days=True)}),
+    Query("top10_avg_last_day", "top 10 series of a metric by average over the last day (5 m tier)",
+          f"""SELECT series_id, resource, sum(sum) / sum(samples) AS avg FROM {SCHEMA}.v_rollup_5m
+              WHERE metric = %(metric)s AND bucket_start >= %(start)s AND bucket_start < %(end)s
+              GROUP BY series_id, resource ORDER BY avg DESC LIMIT 10""",
+          lambda r: {"metric": r.choice(["host_cpu_percent", "aws_ec2_cpuutilization", "host_network_receive_bytes_per_second"]),
+                     **_window(r, timedelta(days=1))}),
+    Query("latest_all_series", "latest value of every series (v_latest)",
+          f"""SELECT metric, resource, unit, ts, value, age_s FROM {SCHEMA}.v_latest
+              WHERE %(source)s::text IS NULL OR source = %(source)s ORDER BY metric, resource""",
+          lambda r: {"source": r.choice([None, None, "host", "cloudwatch"])}),
+    Query("sla_failure_rate_30d", "daily failure rate and breaches of one company, last 30 days",
+          f"""SELECT bucket_start::date AS day, sum(failures)::float8 / nullif(sum(runs), 0) AS failure_rate,
+                     sum(sla_breaches) AS breaches, count(*) FILTER (WHERE NOT sla_met) AS jobs_missing_sla
+              FROM {SCHEMA}.v_sla_daily
+              WHERE company = %(company)s AND bucket_start >= %(start)s AND bucket_start < %(end)s
+              GROUP BY 1 ORDER BY 1""",
+          lambda r: {"company": r.choice(COMPANIES), **_window(r, timedelta(days=30), days=True)}),
+    Query("active_alerts", "firing alerts, optionally of one tenant",
+          f"""SELECT starts_at, severity, alertname, tenant, summary, duration_s AS firing_for_s,
+                     (labels - 'alertname' - 'severity' - 'tenant')::text AS labels
+              FROM {SCHEMA}.v_alerts
+              WHERE state = 'firing' AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
+              ORDER BY severity = 'critical' DESC, starts_at""",
+          lambda r: {"tenant": r.choice([None, *TENANTS])}),
+    Query("trend_1d_1y", "1-year daily trend of a metric over all its series",
+          f"""SELECT bucket_start::date AS day, avg(avg) AS avg, max(max) AS max, max(p99) AS p99 FROM {SCHEMA}.v_rollup_1d
+              WHERE metric = %(metric)s AND bucket_start >= %(start)s AND bucket_start < %(end)s GROUP BY 1 ORDER BY 1""",
+          lambda r: {"metric": r.choice(TREND_METRICS), **_window(r, timedelta(days=365), days=True)}),
+    Query("ec2_cpu_by_statistic_30d", "dashboard panel 'EC2 CPU ($statistic)': every instance, last 30 days ($rollup = 1d)",
+          f"""SELECT bucket_start AS "time", resource AS metric, CASE %(statistic)s WHEN 'Maximum' THEN max ELSE avg END AS value
+              FROM {SCHEMA}.v_rollup_1d
+              WHERE metric = 'aws_ec2_cpuutilization' AND statistic = %(statistic)s
+                AND bucket_start >= %(start)s AND bucket_start < %(end)s ORDER BY 1, 2""",
+          lambda r: {"statistic": r.choice(["Average", "Average", "Maximum"]), **_window(r, timedelta(days=30), days=True)}),
+    Query("cw_account_region_7d", "hourly EC2 CPU of one account and region (label filters), last 7 days",
+          f"""SELECT resource, bucket_start, avg, max FROM {SCHEMA}.v_rollup_1h
+              WHERE metric = 'aws_ec2_cpuutilization' AND labels ->> 'account' = %(account)s
+                AND labels ->> 'region' = %(region)s AND labels ->> 'statistic' = 'Average'
+                AND bucket_start >= %(start)s AND bucket_start < %(end)s ORDER BY 1, 2""",
+          lambda r: (lambda a: {"account": a, "region": r.choice(ACCOUNTS[a][1]), **_window(r, timedelta(days=7))})(r.choice(list(ACCOUNTS)))),
+    Query("tenant_overview_6h", "every series of one tenant, 5-minute, last 6 h",
+          f"""SELECT metric, resource, bucket_start, avg, max FROM {SCHEMA}.v_rollup_5m
+              WHERE tenant = %(tenant)s AND bucket_start >= %(start)s AND bucket_start < %(end)s
+              ORDER BY metric, resource, bucket_start""",
+          lambda r: {"tenant": r.choice(TENANTS), **_window(r, timedelta(hours=6))}),
+    Query("host_memory_90d_hourly", "hourly memory of one host (the view's host column), last 90 days",
+          f"""SELECT bucket_start, avg, max, p95 FROM {SCHEMA}.v_rollup_1h
+              WHERE metric = 'host_memory_percent' AND host = %(host)s
+                AND bucket_start >= %(start)s AND bucket_start < %(end)s ORDER BY bucket_start""",
+          lambda r: {"host": r.choice(HOSTS), **_window(r, timedelta(days=90))}),
+    Query("host_variable", "dashboard variable $host: hosts that report (v_series)",
+          f"""SELECT DISTINCT resource FROM {SCHEMA}.v_series WHERE source = %(source)s ORDER BY 1""",
+          lambda r: {"source": "host"}),
+]
+
+
+QUERY_SQL = {q.name: q.sql for q in QUERIES}
+
+
+@dataclasses.dataclass
+class Timing:
+    query: Query
+    seed: int
+    ms: list[float]  # end to end in the client: execute and fetch every row
+    rows: list[int]
+    server_ms: list[float]  # planning + execution in the server, rows not sent (EXPLAIN ANALYZE, TIMING OFF)
+
+    @property
+    def p50(self) -> float:
+        return float(np.percentile(self.ms, 50))
+
+    @property
+    def p95(self) -> float:
+        return float(np.percentile(self.ms, 95))
+
+    @property
+    def server_p95(self) -> float:
+        return float(np.percentile(self.server_ms, 95))
+
+
+def time_query(conn: psycopg.Connection, query: Query, runs: int, seed: int, sql: str | None = None) -> Timing:
+    """`runs` executions with parameters drawn from `seed`, then the same ones again in the server only."""
+    sql = sql or query.sql
+    rng = random.Random(seed)
+    for _ in range(2):  # warm-up: a dashboard is opened more than once
+        conn.execute(sql, query.params(rng)).fetchall()
+    params = [query.params(rng) for _ in range(runs)]
+    ms, rows = [], []
+    for p in params:
+        t0 = time.perf_counter()
+        got = conn.execute(sql, p).fetchall()
+        ms.append((time.perf_counter() - t0) * 1000)
+        rows.append(len(got))
+    server_ms = []
+    for p in params:
+        (plan,) = conn.execute("EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON) " + sql, p).fetchone()[0]
+        server_ms.append(plan["Planning Time"] + plan["Execution Time"])
+    return Timing(query, seed, ms, rows, server_ms)
+
+
+def explain(conn: psycopg.Connection, query: Query, sql: str | None = None) -> str:
+    params = query.params(random.Random(0))
+    plan = conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + (sql or query.sql), params).fetchall()
+    return "\n".join(line for (line,) in plan)
+
+
+def table(timings: list[Timing]) -> str:
+    lines = ["| query | what | rows (median) | p50 ms | p95 ms | server p95 ms | p95 < 50 ms |", "|---|---|---|---|---|---|---|"]
+    for t in timings:
+        ok = "ok" if t.p95 < TARGET_MS else "**MISS**"
+        lines.append(f"| {t.query.name} | {t.query.what} | {int(np.median(t.rows)):,} | {t.p50:.1f} | {t.p95:.1f} "
+                     f"| {t.server_p95:.1f} | {ok} |")
+    return "\n".join(lines)
+
+
+# -- experiments: candidate fixes, applied to the scratch database only ---------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    name: str
+    ddl: list[str]
+    queries: list[tuple[str, str | None]]  # (query name, rewritten SQL or None for the same SQL)
+    same_rows: bool = True  # False: the change returns other rows on purpose (a coarser tier)
+
+
+_COVERED = "count, sum, min, max, avg, last, p50, p95, p99"
+HOST_COLUMN_SQL = QUERY_SQL["host_memory_90d_hourly"].replace("labels ->> 'host'", "host")
+STATISTIC_COLUMN_SQL = QUERY_SQL["ec2_cpu_by_statistic_30d"].replace("labels ->> 'statistic'", "statistic")
+EXPERIMENTS: list[Experiment] = [
+    Experiment(
+        "filter on the views' `host` / `statistic` columns instead of `labels ->> ...` (no schema change)",
+        [],
+        [("host_memory_90d_hourly", HOST_COLUMN_SQL), ("ec2_cpu_by_statistic_30d", STATISTIC_COLUMN_SQL)],
+    ),
+    Experiment(
+        f"covering primary keys on rollup_1h and rollup_1d: PRIMARY KEY (series_id, bucket) INCLUDE ({_COVERED})",
+        [f"ALTER TABLE {{schema}}.{t} DROP CONSTRAINT {t}_pkey, "
+         f"ADD CONSTRAINT {t}_pkey PRIMARY KEY (series_id, bucket) INCLUDE ({_COVERED})" for t in ("rollup_1h", "rollup_1d")]
+        + ["VACUUM (ANALYZE) {schema}.rollup_1h", "VACUUM (ANALYZE) {schema}.rollup_1d"],
+        [(name, None) for name in ("p95_1h_7d_all_hosts", "max_1d_30d_per_host", "trend_1d_1y", "ec2_cpu_by_statistic_30d",
+                                   "cw_account_region_7d", "host_memory_90d_hourly")]
+        + [("host_memory_90d_hourly", HOST_COLUMN_SQL), ("ec2_cpu_by_statistic_30d", STATISTIC_COLUMN_SQL)],
+    ),
+    Experiment(
+        "the dashboard's $rollup variable picking v_rollup_1d above 14 days (it picks 1 h up to 60 days), "
+        "on top of the covering keys",
+        [],
+        [("ec2_cpu_by_statistic_30d", STATISTIC_COLUMN_SQL.replace("v_rollup_1h", "v_rollup_1d"))],
+        same_rows=False,
+    ),
+]
+
+
+def run_experiments(conn: psycopg.Connection, runs: int, baseline: dict[str, Timing]) -> list[tuple[str, list[str]]]:
+    """Each experiment: re-time its queries as shipped (a paired baseline), apply its change to the
+    scratch database, time them again (rewritten where the change is in the query)."""
+    findings = []
+    for exp in EXPERIMENTS:
+        names = dict.fromkeys(name for name, _ in exp.queries)
+        before = {name: time_query(conn, baseline[name].query, runs, seed=baseline[name].seed) for name in names}
+        t0 = time.perf_counter()
+        for ddl in exp.ddl:
+            conn.execute(ddl.format(schema=SCHEMA))
+        print(f"\nexperiment: {exp.name} (setup {time.perf_counter() - t0:.1f} s)")
+        findings.append((exp.name, []))
+        for name, sql in exp.queries:
+            after = time_query(conn, before[name].query, runs, seed=before[name].seed, sql=sql)
+            assert after.rows == before[name].rows or not exp.same_rows, f"{exp.name} changed the rows of {name}"
+            b, a = before[name], after
+            rows = "" if exp.same_rows else f", {int(np.median(b.rows)):,} -> {int(np.median(a.rows)):,} rows"
+            line = (f"{name}{' (query rewritten' + rows + ')' if sql else ''}: p95 {b.p95:.1f} -> {a.p95:.1f} ms "
+                    f"(p50 {b.p50:.1f} -> {a.p50:.1f}; server p95 {b.server_p95:.1f} -> {a.server_p95:.1f})")
+            print("  " + line)
+            findings[-1][1].append(line)
+    return findings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--explain", action="store_true", help="EXPLAIN (ANALYZE, BUFFERS) the queries that miss")
+    parser.add_argument("--experiments", action="store_true", help="re-time after the candidate fixes of EXPERIMENTS")
+    parser.add_argument("--no-write", action="store_true", help="do not write to docs/benchmarks.md")
+    args = parser.parse_args()
+
+    with scratch_database(BENCH_DB) as dsn:
+        run(dsn, args)
+
+
+def run(dsn: str, args: argparse.Namespace) -> None:
+    migrate.migrate(dsn, SCHEMA)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        t0 = time.perf_counter()
+        counts = build(conn, make_series())
+        size = conn.execute("SELECT pg_size_pretty(pg_database_size(current_database()))").fetchone()[0]
+        print(f"built in {time.perf_counter() - t0:.0f} s ({size}): " + ", ".join(f"{t} {n:,}" for t, n in counts.items()))
+
+    # A BI tool's session: plain statements, each planned with its parameters (no prepared plans).
+    with psycopg.connect(dsn, autocommit=True, prepare_threshold=None) as conn:
+        timings = {q.name: time_query(conn, q, args.runs, seed=i) for i, q in enumerate(QUERIES)}
+        print(f"\n{args.runs} runs per query, varying parameters; target p95 < {TARGET_MS:.0f} ms end to end "
+              "(execute + fetch in psycopg); server = planning + execution, rows not sent\n")
+        print(table(list(timings.values())))
+        missed = [t for t in timings.values() if t.p95 >= TARGET_MS]
+        if args.explain:
+            for t in missed:
+                print(f"\n--- EXPLAIN (ANALYZE, BUFFERS) {t.query.name}\n{explain(conn, t.query)}")
+        findings = run_experiments(conn, args.runs, timings) if args.experiments else []
+
+    worst = max(timings.values(), key=lambda t: t.p95)
+    data = (f"{counts['series']} series; 1 y of 1 h + 1 d, 90 d of 5 m ({counts['rollup_5m']:,} rows), 7 d raw; "
+            f"{counts['sla_daily']:,} SLA days, {counts['alerts']:,} alerts")
+    if not args.no_write:
+        replace_section(
+            "bi_queries",
+            f"Last run ({datetime.now(timezone.utc):%Y-%m-%d}, {args.runs} runs per query, {data}; "
+            "p50/p95 end to end in psycopg, server = planning + execution without sending rows):\n\n"
+            + table(list(timings.values()))
+            + ("\n\nCandidate fixes, measured in the scratch database (paired: as shipped -> changed):\n"
+               + "\n".join(f"- {name}:\n" + "\n".join(f"  - {line}" for line in lines) for name, lines in findings)
+               if findings else ""),
+        )
+        append_result(
+            "bi queries", data,
+            f"{len(timings)} queries through v_*: worst p95 {worst.p95:.1f} ms end to end, {worst.server_p95:.1f} ms "
+            f"in the server ({worst.query.name}, {int(np.median(worst.rows)):,} rows); "
+            f"{len(missed)} over {TARGET_MS:.0f} ms: {', '.join(t.query.name for t in missed) or 'none'}",
+            f"target p95 < {TARGET_MS:.0f} ms", f"{worst.p95 / TARGET_MS:.2f} x target",
+        )
+
+
+if __name__ == "__main__":
+    main()

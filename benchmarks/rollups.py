@@ -1,0 +1,350 @@
+"""5 m + 1 h rollups of one day of 1-second data vs the bare SQL aggregate, same run (SPEC §8 "Rollups").
+
+    python benchmarks/rollups.py [--series 50] [--repeat 3] [--work-mem 4MB,256MB] [--alternatives] [--explain]
+
+One day of 1-second samples for 50 host series (4.32 M points: CPU, memory, filesystem, network
+and disk rates, so sketches see both narrow and heavy-tailed buckets) is loaded with the COPY
+loader (timed and reported, not part of the result). Then, on the same server, both sides compute
+5-minute and 1-hour statistics for the day and commit what they wrote:
+* ours: `rollups.refresh(dsn, "metrics", ["rollup_5m", "rollup_1h"], day, day + 1)`, end to end
+  (sketches, 5 m from the points, 1 h merged from the fresh 5 m rows, one transaction);
+* reference: the GROUP BY a person would write over the raw points, once for 5-minute and once
+  for 1-hour buckets: count, sum, min, max, avg, last, percentile_cont(0.5/0.95/0.99), INSERTed into
+  unlogged scratch tables (no sketch, nothing mergeable: the floor, not an alternative).
+Each side runs `--repeat` times (alternating which goes first, tables emptied and a CHECKPOINT
+before each run); the median counts. Both results are compared (count/sum/min/max/last exactly,
+percentiles within the sketch's bound plus the gap between percentile_cont and a sample).
+`--work-mem` re-times both sides with other work_mem values; `--alternatives` times rewrites of a
+copy of from_points.sql (see ALTERNATIVES; the package is not touched); `--explain` prints
+EXPLAIN (ANALYZE, BUFFERS) of every statement.
+
+Uses METRICS_PIPELINE_DSN's server if set, otherwise the embedded PostgreSQL under
+.metrics_pipeline/bench-pg (durable settings, fsync on); the scratch database is dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pandas as pd
+import psycopg
+from common import append_result, scratch_database
+from psycopg.conninfo import make_conninfo
+
+from metrics_pipeline.lib import loader, migrate, partitioning, rollups
+
+DAY = datetime(2026, 1, 5, tzinfo=timezone.utc)
+END = DAY + timedelta(days=1)
+BENCH_DB = "metrics_bench_rollups"
+SCHEMA = "metrics"
+ORIGIN = "TIMESTAMPTZ '2000-01-01 00:00:00+00'"
+
+# The bare aggregate, as a person would write it: one GROUP BY per bucket width over the raw points.
+REFERENCE_SQL = """
+INSERT INTO bench_ref.ref_{name} (series_id, bucket, count, sum, min, max, avg, last, p50, p95, p99)
+SELECT series_id, date_bin(interval '{width}', ts, {origin}) AS bucket,
+       count(*), sum(value), min(value), max(value), avg(value),
+       (array_agg(value ORDER BY ts DESC))[1],
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY value),
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY value),
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY value)
+FROM {schema}.points
+WHERE ts >= %(start)s AND ts < %(end)s
+GROUP BY 1, 2
+"""
+REFERENCE_TIERS = (("5m", "5 minutes"), ("1h", "1 hour"))
+
+
+# Alternatives to lib/rollups/sql/from_points.sql, timed by --alternatives on a copy of the SQL
+# (the package is left alone; `rollups.tier_sql` is swapped for the duration of the race).
+# A: the sketch key written inline. sketch_key() is a STRICT SQL function whose CASE body is not
+#    strict, so PostgreSQL cannot inline it and runs the SQL-function executor once per point.
+SKETCH_KEY_INLINE = (
+    "CASE WHEN p.value > 1e-9 THEN 1000000 + ceil(ln(p.value) / 0.020000666706669)::integer "
+    "WHEN p.value < -1e-9 THEN -(1000000 + ceil(ln(-p.value) / 0.020000666706669)::integer) ELSE 0 END"
+)
+# B: A, and one pass over the bins: the bucket statistics are folded into the sketch aggregation,
+#    so `binned` is read once (no materialised CTE scanned twice, no second aggregation, no hash join).
+# C: B, with the points fed to the bin aggregation sorted by (series, bucket, key): one incremental
+#    sort per series over the primary-key order, then streaming GroupAggregates and window functions
+#    that need no further sort, instead of a HashAggregate of ~1 M groups that spills past work_mem.
+BINNED_HASHED = """
+WITH binned AS (
+    SELECT p.series_id, date_bin(interval '5 minutes', p.ts, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket,
+           {key} AS k, count(*) AS n, sum(p.value) AS s, min(p.value) AS lo, max(p.value) AS hi, max(p.ts) AS last_ts
+    FROM {schema}.points p
+    WHERE p.ts >= %(start)s AND p.ts < %(end)s
+    GROUP BY 1, 2, 3
+)"""
+BINNED_SORTED = """
+WITH binned AS (
+    SELECT series_id, bucket, k, count(*) AS n, sum(value) AS s, min(value) AS lo, max(value) AS hi, max(ts) AS last_ts
+    FROM (SELECT p.series_id, date_bin(interval '5 minutes', p.ts, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket,
+                 {key} AS k, p.ts, p.value
+          FROM {schema}.points p
+          WHERE p.ts >= %(start)s AND p.ts < %(end)s
+          ORDER BY 1, 2, 3) p
+    GROUP BY 1, 2, 3
+)"""
+SINGLE_PASS_TAIL = """, ranked AS (
+    SELECT series_id, bucket, k, n, s, lo, hi, last_ts,
+           sum(n) OVER (PARTITION BY series_id, bucket ORDER BY k ROWS UNBOUNDED PRECEDING) AS cum,
+           sum(n) OVER (PARTITION BY series_id, bucket) AS total
+    FROM binned
+), sketch AS (
+    SELECT series_id, bucket, sum(n)::bigint AS count, sum(s) AS sum, min(lo) AS min, max(hi) AS max,
+           max(last_ts) AS last_ts,
+           min(k) FILTER (WHERE cum > 0.50 * (total - 1)) AS k50,
+           min(k) FILTER (WHERE cum > 0.95 * (total - 1)) AS k95,
+           min(k) FILTER (WHERE cum > 0.99 * (total - 1)) AS k99,
+           array_agg(k ORDER BY k) AS keys, array_agg(n ORDER BY k) AS counts
+    FROM ranked
+    GROUP BY series_id, bucket
+)
+INSERT INTO {schema}.rollup_5m
+    (series_id, bucket, count, sum, min, max, avg, last, p50, p95, p99, sketch_keys, sketch_counts)
+SELECT sk.series_id, sk.bucket, sk.count, sk.sum, sk.min, sk.max, sk.sum / sk.count, p.value,
+       least(sk.max, greatest(sk.min, {schema}.sketch_value(sk.k50))),
+       least(sk.max, greatest(sk.min, {schema}.sketch_value(sk.k95))),
+       least(sk.max, greatest(sk.min, {schema}.sketch_value(sk.k99))),
+       sk.keys, sk.counts
+FROM sketch sk
+JOIN {schema}.points p ON p.series_id = sk.series_id AND p.ts = sk.last_ts
+WHERE p.ts >= %(start)s AND p.ts < %(end)s
+"""
+_SHIPPED_TIER_SQL = rollups.tier_sql
+
+
+def inlined_key_sql(schema: str, table: str) -> str:
+    text = _SHIPPED_TIER_SQL(schema, table)
+    if table == "rollup_5m":
+        call = f"{schema}.sketch_key(p.value)"
+        assert call in text, f"from_points.sql no longer calls {call}: alternative A is stale"
+        text = text.replace(call, SKETCH_KEY_INLINE)
+    return text
+
+
+def single_pass_sql(binned: str) -> Callable[[str, str], str]:
+    def build(schema: str, table: str) -> str:
+        if table == "rollup_5m":
+            return (binned + SINGLE_PASS_TAIL).format(schema=schema, key=SKETCH_KEY_INLINE)
+        return _SHIPPED_TIER_SQL(schema, table)
+    return build
+
+
+#: name -> the tier SQL builder standing in for `rollups.tier_sql`
+ALTERNATIVES: dict[str, Callable[[str, str], str]] = {
+    "A: sketch_key inlined": inlined_key_sql,
+    "B: A + single pass over the bins": single_pass_sql(BINNED_HASHED),
+    "C: B + points sorted into the bin aggregation": single_pass_sql(BINNED_SORTED),
+}
+
+
+@contextmanager
+def tier_sql_replaced(builder: Callable[[str, str], str]) -> Iterator[None]:
+    rollups.tier_sql = builder
+    try:
+        yield
+    finally:
+        rollups.tier_sql = _SHIPPED_TIER_SQL
+
+
+def make_frame(n_series: int) -> pd.DataFrame:
+    """A day at 1 s of a realistic host mix: noisy percentages, slow gauges, heavy-tailed rates."""
+    ts = pd.date_range(DAY, END, freq="1s", inclusive="left")
+    n = len(ts)
+    t = np.arange(n) / n
+    rng = np.random.default_rng(11)
+    kinds = [
+        ("host_cpu_percent", "percent", lambda: np.clip(rng.gamma(2.0, 8.0, n) * (1 + 0.5 * np.sin(2 * np.pi * t)), 0, 100).round(1)),
+        ("host_memory_percent", "percent", lambda: np.clip(55 + np.cumsum(rng.normal(0, 0.02, n)) + rng.normal(0, 0.3, n), 1, 99).round(1)),
+        ("host_filesystem_used_percent", "percent", lambda: (40 + 10 * t + rng.normal(0, 0.01, n)).round(2)),
+        ("host_network_receive_bytes_per_second", "bytes/s", lambda: rng.lognormal(11.0, 1.5, n).round()),
+        ("host_disk_write_ops_per_second", "ops/s", lambda: np.where(rng.random(n) < 0.3, 0.0, rng.lognormal(3.0, 1.0, n).round())),
+    ]
+    series = []
+    for i in range(n_series):
+        metric, unit, values = kinds[i % len(kinds)]
+        host = f"host-{i // len(kinds):03d}"
+        series.append({"metric": metric, "resource": host, "labels": {"host": host}, "unit": unit, "ts": ts, "value": values()})
+    return loader.points_frame(series)
+
+
+def with_options(dsn: str, options: str | None) -> str:
+    """The same DSN, with settings for every session it opens (refresh() opens its own)."""
+    return make_conninfo(dsn, options=options) if options else dsn
+
+
+def settle(conn: psycopg.Connection, tables: tuple[str, ...]) -> None:
+    """Same starting line for every timed run: the side's outputs empty, dirty pages flushed."""
+    conn.execute(f"TRUNCATE {', '.join(tables)}")
+    conn.execute("CHECKPOINT")
+
+
+def reference(dsn: str) -> None:
+    with psycopg.connect(dsn) as conn:  # one transaction, committed on exit, like refresh()
+        for name, width in REFERENCE_TIERS:
+            conn.execute(REFERENCE_SQL.format(name=name, width=width, origin=ORIGIN, schema=SCHEMA),
+                         {"start": DAY, "end": END})
+
+
+def ours(dsn: str) -> None:
+    rollups.refresh(dsn, SCHEMA, ["rollup_5m", "rollup_1h"], DAY, END)
+
+
+def timed(fn: Callable[[], None]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def race(conn: psycopg.Connection, dsn: str, repeat: int) -> tuple[float, float]:
+    """Median seconds of (ours, reference) over `repeat` alternating runs; both results kept."""
+    times: dict[str, list[float]] = {"ours": [], "ref": []}
+    steps = [
+        ("ours", (f"{SCHEMA}.rollup_5m", f"{SCHEMA}.rollup_1h"), lambda: ours(dsn)),
+        ("ref", ("bench_ref.ref_5m", "bench_ref.ref_1h"), lambda: reference(dsn)),
+    ]
+    for i in range(repeat):
+        for name, tables, fn in steps if i % 2 == 0 else reversed(steps):
+            settle(conn, tables)
+            times[name].append(timed(fn))
+    return statistics.median(times["ours"]), statistics.median(times["ref"])
+
+
+def compare(conn: psycopg.Connection) -> str:
+    """Check both sides hold the same buckets and statistics; percentiles: the sketch vs
+    percentile_cont gap (the sketch is within 1 % of a sample, percentile_cont interpolates)."""
+    report = []
+    for name, _ in REFERENCE_TIERS:
+        row = conn.execute(f"""
+            SELECT count(*), count(o.series_id), count(r.series_id),
+                   count(*) FILTER (WHERE o.count <> r.count OR o.min <> r.min OR o.max <> r.max OR o.last <> r.last
+                                       OR abs(o.sum - r.sum) > 1e-9 * greatest(1, abs(r.sum))),
+                   avg(abs(o.p95 - r.p95) / nullif(abs(r.p95), 0)),
+                   max(abs(o.p50 - r.p50) / nullif(abs(r.p50), 0)), max(abs(o.p95 - r.p95) / nullif(abs(r.p95), 0)),
+                   max(abs(o.p99 - r.p99) / nullif(abs(r.p99), 0))
+            FROM {SCHEMA}.rollup_{name} o FULL JOIN bench_ref.ref_{name} r USING (series_id, bucket)""").fetchone()
+        rows, ours_rows, ref_rows, mismatched, mean95, *worst = row
+        assert rows == ours_rows == ref_rows > 0 and mismatched == 0, f"rollup_{name} differs from the reference: {row}"
+        report.append(f"{name} {rows:,} rows equal; percentile gap vs percentile_cont: p95 mean {mean95 or 0:.2%}, "
+                      "max p50/p95/p99 " + "/".join(f"{g or 0:.1%}" for g in worst))
+    return "; ".join(report)
+
+
+def snapshot(conn: psycopg.Connection) -> None:
+    """Keep the shipped SQL's rollups, to check that every alternative writes exactly the same rows."""
+    for name, _ in REFERENCE_TIERS:
+        conn.execute(f"CREATE TABLE bench_ref.shipped_{name} AS SELECT * FROM {SCHEMA}.rollup_{name}")
+
+
+def same_as_shipped(conn: psycopg.Connection, alternative: str) -> None:
+    """Same buckets, counts, extremes, last, percentiles and sketches; sums to rounding (they are
+    added up in another order)."""
+    for name, _ in REFERENCE_TIERS:
+        row = conn.execute(f"""
+            SELECT count(*), count(*) FILTER (WHERE a.series_id IS NULL OR b.series_id IS NULL
+                OR (a.count, a.min, a.max, a.last, a.p50, a.p95, a.p99, a.sketch_keys, a.sketch_counts)
+                   IS DISTINCT FROM (b.count, b.min, b.max, b.last, b.p50, b.p95, b.p99, b.sketch_keys, b.sketch_counts)
+                OR abs(a.sum - b.sum) > 1e-9 * greatest(1, abs(b.sum)))
+            FROM {SCHEMA}.rollup_{name} a FULL JOIN bench_ref.shipped_{name} b USING (series_id, bucket)""").fetchone()
+        assert row[0] > 0 and row[1] == 0, f"alternative {alternative}: rollup_{name} differs from the shipped SQL's: {row}"
+
+
+def explain(dsn: str, alternatives: bool) -> None:
+    """EXPLAIN (ANALYZE, BUFFERS) of every timed statement, in one rolled-back transaction."""
+    params = {"start": DAY, "end": END}
+    statements = [(f"ours: rollup_{t}", rollups.tier_sql(SCHEMA, f"rollup_{t}")) for t, _ in REFERENCE_TIERS]
+    statements += [(f"reference: ref_{name}", REFERENCE_SQL.format(name=name, width=width, origin=ORIGIN, schema=SCHEMA))
+                   for name, width in REFERENCE_TIERS]
+    if alternatives:
+        statements += [(f"alternative {name}: rollup_5m", builder(SCHEMA, "rollup_5m"))
+                       for name, builder in ALTERNATIVES.items()]
+    with psycopg.connect(dsn) as conn:
+        conn.execute(f"TRUNCATE {SCHEMA}.rollup_5m, {SCHEMA}.rollup_1h, bench_ref.ref_5m, bench_ref.ref_1h")
+        for title, sql in statements:  # ANALYZE executes: the 1 h tier reads the 5 m rows just written
+            if title.startswith("alternative"):
+                conn.execute(f"TRUNCATE {SCHEMA}.rollup_5m")
+            plan = conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params).fetchall()
+            print(f"\n--- EXPLAIN (ANALYZE, BUFFERS) {title}")
+            print("\n".join(line for (line,) in plan))
+        conn.rollback()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--series", type=int, default=50)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--work-mem", default="4MB,256MB", help="comma-separated work_mem values to re-time ('' for none)")
+    parser.add_argument("--alternatives", action="store_true", help="also time the SQL alternatives A, B, C")
+    parser.add_argument("--explain", action="store_true", help="print EXPLAIN (ANALYZE, BUFFERS) of every statement")
+    parser.add_argument("--no-write", action="store_true", help="do not append to docs/benchmarks.md")
+    args = parser.parse_args()
+
+    with scratch_database(BENCH_DB) as dsn:
+        run(dsn, args)
+
+
+def run(dsn: str, args: argparse.Namespace) -> None:
+    migrate.migrate(dsn, SCHEMA)
+    frame = make_frame(args.series)
+    n = len(frame)
+    load_s = timed(lambda: loader.load_points(dsn, frame, source="host", start=DAY, end=END, schema=SCHEMA))
+    print(f"loaded {n:,} points ({args.series} series, 1 s, one day) with the COPY loader in {load_s:.1f} s "
+          f"({n / load_s:,.0f} points/s; not part of the result)")
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA bench_ref")
+        for name, _ in REFERENCE_TIERS:
+            conn.execute(f"""CREATE UNLOGGED TABLE bench_ref.ref_{name} (series_id integer, bucket timestamptz,
+                count bigint, sum float8, min float8, max float8, avg float8, last float8, p50 float8, p95 float8, p99 float8)""")
+        for table in ("rollup_5m", "rollup_1h"):
+            partitioning.ensure_partitions(conn, SCHEMA, table, DAY, END)  # DDL is not what is measured
+        conn.execute(f"VACUUM ANALYZE {SCHEMA}.points")
+        default_work_mem = conn.execute("SHOW work_mem").fetchone()[0]
+
+        ours_s, ref_s = race(conn, dsn, args.repeat)
+        agreement = compare(conn)
+        snapshot(conn)
+        ratio = ours_s / ref_s
+        verdict = "meets" if ratio <= 1.5 else "MISSES"
+        print(f"{args.repeat} runs each, median; work_mem {default_work_mem}")
+        print(f"bare SQL aggregate (5 m + 1 h) : {ref_s:6.2f} s  {n / ref_s:12,.0f} points/s")
+        print(f"rollups.refresh (5 m + 1 h)    : {ours_s:6.2f} s  {n / ours_s:12,.0f} points/s  "
+              f"ratio {ratio:.2f} x reference ({verdict} the 1.5 x target)")
+        print(f"agreement: {agreement}")
+
+        extra = []
+        for work_mem in filter(None, (w.strip() for w in args.work_mem.split(","))):
+            o, r = race(conn, with_options(dsn, f"-c work_mem={work_mem}"), args.repeat)
+            extra.append(f"work_mem {work_mem}: {o:.2f} s vs {r:.2f} s = {o / r:.2f} x")
+            print(f"work_mem {work_mem:>6}: ours {o:6.2f} s, reference {r:6.2f} s, ratio {o / r:.2f} x")
+        if args.alternatives:
+            print("alternatives to lib/rollups/sql/from_points.sql (a copy, timed the same way):")
+            for name, builder in ALTERNATIVES.items():
+                with tier_sql_replaced(builder):
+                    o, r = race(conn, dsn, args.repeat)
+                same_as_shipped(conn, name)  # the alternative must write exactly the same rollups
+                extra.append(f"alt. {name.split(':')[0]}: {o:.2f} s vs {r:.2f} s = {o / r:.2f} x")
+                print(f"  {name:<50}: ours {o:6.2f} s, reference {r:6.2f} s, ratio {o / r:.2f} x")
+
+    if args.explain:
+        explain(dsn, args.alternatives)
+
+    if not args.no_write:
+        append_result(
+            "rollups", f"{n:,} points / {args.series} series, 1 day at 1 s (COPY load {load_s:.1f} s, not timed)",
+            f"refresh 5 m + 1 h {ours_s:.2f} s ({n / ours_s:,.0f} pts/s) at work_mem {default_work_mem}"
+            + "".join(f"; {v}" for v in extra),
+            f"bare GROUP BY 5 m + 1 h, percentile_cont: {ref_s:.2f} s", f"{ratio:.2f} x",
+        )
+
+
+if __name__ == "__main__":
+    main()
