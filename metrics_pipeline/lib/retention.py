@@ -30,17 +30,9 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from metrics_pipeline.lib import migrate, partitioning, settings, yaml_config
 
 CONFIG_ENV = "METRICS_PIPELINE_RETENTION_CONFIG"
-_DURATION = re.compile(r"^(\d+)\s*(d|days?|h|hours?)$")
-
-
 def parse_duration(text) -> timedelta:
-    if isinstance(text, int):
-        return timedelta(days=text)
-    match = _DURATION.match(str(text).strip())
-    if not match:
-        raise ValueError(f"{text!r} is not a duration like 7d or 48h")
-    amount, unit = int(match.group(1)), match.group(2)
-    return timedelta(days=amount) if unit.startswith("d") else timedelta(hours=amount)
+    """Retention durations: `14d`, `48h`, or a bare number of days."""
+    return yaml_config.parse_duration(text, bare_number_unit="d")
 
 
 class RetentionConfig(BaseModel):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -9,6 +11,29 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|sec|seconds?|m|min|minutes?|h|hours?|d|days?)$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text, *, bare_number_unit: str | None = None) -> timedelta:
+    """`30s`, `5m`, `48h`, `7d` (Prometheus style) as a timedelta.
+
+    Args:
+        text: the configured value.
+        bare_number_unit: unit of a bare number ("d" for retention's `7`); None refuses bare numbers.
+    """
+    if isinstance(text, timedelta):
+        return text
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        if bare_number_unit is None:
+            raise ValueError(f"{text!r} needs a unit, like 30s, 5m, 1h or 7d")
+        return timedelta(seconds=float(text) * _UNIT_SECONDS[bare_number_unit])
+    match = _DURATION.match(str(text).strip())
+    if not match:
+        raise ValueError(f"{text!r} is not a duration like 30s, 5m, 1h or 7d")
+    return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)[0]])
 
 
 class ConfigError(ValueError):
@@ -51,12 +76,16 @@ def validate(model: type[M], raw: Any, source: str) -> M:
         raise ConfigError(f"{source}: " + "; ".join(problems)) from None
 
 
+def read_yaml(path: Path) -> Any:
+    """Parse `path`, or ConfigError naming the file."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+
+
 def load(model: type[M], path: Path) -> M:
     """Read and validate `path`; a missing file gives the model's defaults ("not configured")."""
     if not path.exists():
         return model()
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-    return validate(model, raw, str(path))
+    return validate(model, read_yaml(path), str(path))

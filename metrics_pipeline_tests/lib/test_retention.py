@@ -48,7 +48,7 @@ def test_retention_is_configurable_and_validated(tmp_path):
     path.write_text("points: forever\nrollups: 3d\n")
     with pytest.raises(ConfigError) as exc:
         retention.load_config(path)
-    assert "points: 'forever' is not a duration like 7d or 48h" in str(exc.value) and "rollups: unknown key" in str(exc.value)
+    assert "points: 'forever' is not a duration like 30s, 5m, 1h or 7d" in str(exc.value) and "rollups: unknown key" in str(exc.value)
 
 
 def test_the_retention_job_reports_what_it_dropped(warehouse_dsn):
