@@ -1,0 +1,102 @@
+"""Asset checks on the partition just materialised (SPEC §6).
+
+Which checks block downstream assets:
+* **blocking** (data quality): values out of range and the quarantine ratio. Rollups computed from
+  impossible values (a CPU at 250 %, a negative byte count) would spread the error to every tier
+  and dashboard; stopping them is cheaper than correcting them later.
+* **not blocking** (what the data says about the systems): threshold alerts and completeness. A
+  busy host is exactly what the rollups and dashboards must show; blocking them on it would hide
+  the incident from the people handling it.
+Severities: WARN -> Alertmanager `warning`, ERROR -> `critical`.
+"""
+
+from datetime import datetime, timezone
+
+import dagster as dg
+
+from metrics_pipeline.defs.partitions import hourly_partitions
+from metrics_pipeline.defs.resources import WarehouseResource
+from metrics_pipeline.lib.alerts import checks, engine, rules
+
+#: asset -> the `source` its points carry
+POINT_SOURCES = {"host_points": "host", "cloudwatch_points": "cloudwatch", "whatap_points": "whatap"}
+
+
+def _window(context) -> tuple[datetime, datetime]:
+    window = hourly_partitions.time_window_for_partition_key(context.partition_key)
+    return window.start, window.end
+
+
+def _threshold_check(asset: str, source: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=asset, name="threshold_alerts", partitions_def=hourly_partitions, blocking=False,
+                    description=f"Alert rules (config/alerts.yaml) over the hour's {source} samples at their own "
+                                "resolution; firing alerts are recorded in `alerts` for delivery.")
+    def threshold_alerts(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        start, end = _window(context)
+        config = rules.load_config()
+        result = engine.run(warehouse.dsn, warehouse.schema, config.effective_rules, start, end,
+                            now=datetime.now(timezone.utc), source=source, run_id=context.run.run_id,
+                            asset_key=asset, partition_key=context.partition_key)
+        critical = any(o.rule.severity == "critical" for o in result.firing)
+        return dg.AssetCheckResult(
+            passed=not result.firing,
+            severity=dg.AssetCheckSeverity.ERROR if critical else dg.AssetCheckSeverity.WARN,
+            metadata={
+                "firing": len(result.firing),
+                "pending": len(result.pending),
+                "series_evaluated": result.series,
+                "samples_evaluated": result.samples,
+                "alerts": dg.MetadataValue.md(checks.occurrence_table(result.firing + result.pending)),
+            },
+        )
+
+    return threshold_alerts
+
+
+def _range_check(asset: str, source: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=asset, name="values_in_range", partitions_def=hourly_partitions, blocking=True,
+                    description="Percentages within 0-100 and counts, bytes and rates never negative.")
+    def values_in_range(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        start, end = _window(context)
+        with warehouse.connect() as conn:
+            bad = checks.out_of_range(conn, warehouse.schema, source, start, end)
+        return dg.AssetCheckResult(
+            passed=not bad,
+            metadata={"bad_series": len(bad), "bad_samples": sum(b["samples"] for b in bad),
+                      "offenders": dg.MetadataValue.md(checks.rows_table(bad))},
+        )
+
+    return values_in_range
+
+
+point_checks = [
+    factory(asset, source) for asset, source in POINT_SOURCES.items() for factory in (_threshold_check, _range_check)
+]
+
+
+@dg.asset_check(asset="ingestion_log_records", name="quarantine_ratio", partitions_def=hourly_partitions, blocking=True,
+                description="Share of the hour's records refused by validation: WARN above 1 %, ERROR above 5 %.")
+def quarantine_ratio(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    start, end = _window(context)
+    with warehouse.connect() as conn:
+        ratio = checks.quarantine_ratio(conn, warehouse.schema, start, end)
+    return dg.AssetCheckResult(
+        passed=ratio.share <= checks.QUARANTINE_WARN,
+        severity=dg.AssetCheckSeverity.ERROR if ratio.share > checks.QUARANTINE_ERROR else dg.AssetCheckSeverity.WARN,
+        metadata={"loaded": ratio.loaded, "quarantined": ratio.quarantined, "share": round(ratio.share, 4),
+                  "reasons": dg.MetadataValue.md(checks.rows_table(ratio.reasons))},
+    )
+
+
+@dg.asset_check(asset="series_health_hourly", name="completeness", partitions_def=hourly_partitions, blocking=False,
+                description="Series silent for the hour (no data) or below 90 % of their expected samples.")
+def completeness(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    start, end = _window(context)
+    with warehouse.connect() as conn:
+        gaps = checks.incomplete_series(conn, warehouse.schema, start, end)
+    return dg.AssetCheckResult(
+        passed=not gaps,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"incomplete_series": len(gaps), "silent_series": sum(1 for g in gaps if g["no_data"]),
+                  "series": dg.MetadataValue.md(checks.rows_table(gaps))},
+    )

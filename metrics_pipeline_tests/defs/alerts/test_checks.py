@@ -1,0 +1,102 @@
+from datetime import datetime, timedelta, timezone
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import psycopg
+
+from metrics_pipeline.defs.alerts.checks import completeness, point_checks, quarantine_ratio
+from metrics_pipeline.defs.partitions import hourly_partitions
+from metrics_pipeline.defs.resources import WarehouseResource
+from metrics_pipeline.lib import loader, partitioning, rollups
+
+H = datetime(2026, 6, 1, 10, tzinfo=timezone.utc)
+KEY = "2026-06-01-10:00"
+
+
+def _stub(name):
+    @dg.asset(name=name, partitions_def=hourly_partitions)
+    def stub():
+        """Stands for the source asset: the test loads its points beforehand."""
+
+    return stub
+
+
+def _load_cpu(dsn, values, metric="host_cpu_percent", unit="percent"):
+    ts = pd.date_range(H, periods=len(values), freq="1s")
+    frame = loader.points_frame([{"metric": metric, "resource": "web-1", "labels": {"host": "web-1"}, "unit": unit,
+                                  "ts": ts, "value": np.asarray(values, dtype=float)}])
+    loader.load_points(dsn, frame, source="host", start=H, end=H + timedelta(hours=1))
+
+
+def _checks(result) -> dict[str, dg.AssetCheckEvaluation]:
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def _host_checks():
+    return [c for c in point_checks if any(k.asset_key == dg.AssetKey("host_points") for k in c.check_keys)]
+
+
+def test_a_busy_host_fails_the_threshold_check_with_critical_severity_and_records_alerts(warehouse_dsn):
+    _load_cpu(warehouse_dsn, [50.0] * 600 + [85.0] * 360 + [97.0] * 120 + [40.0] * 600)
+    result = dg.materialize([_stub("host_points"), *_host_checks()], partition_key=KEY,
+                            resources={"warehouse": WarehouseResource(dsn=warehouse_dsn)}, raise_on_error=False)
+    checks = _checks(result)
+    alerts = checks["threshold_alerts"]
+    assert not alerts.passed and alerts.severity == dg.AssetCheckSeverity.ERROR
+    assert alerts.metadata["firing"].value == 2
+    table = alerts.metadata["alerts"].value
+    assert "CpuHigh" in table and "web-1" in table and "critical" in table
+    assert checks["values_in_range"].passed
+    with psycopg.connect(warehouse_dsn) as conn:
+        rows = conn.execute("SELECT severity, run_id, partition_key FROM metrics.alerts ORDER BY severity").fetchall()
+    assert [r[0] for r in rows] == ["critical", "warning"] and rows[0][1] == result.run_id and rows[0][2] == KEY
+
+
+def test_impossible_values_fail_the_blocking_range_check_naming_the_series(warehouse_dsn):
+    _load_cpu(warehouse_dsn, [50.0, 150.0, -3.0, 60.0])
+    result = dg.materialize([_stub("host_points"), *_host_checks()], partition_key=KEY,
+                            resources={"warehouse": WarehouseResource(dsn=warehouse_dsn)}, raise_on_error=False)
+    check = _checks(result)["values_in_range"]
+    assert not check.passed and check.metadata["bad_samples"].value == 2
+    assert "host_cpu_percent" in check.metadata["offenders"].value and "150" in check.metadata["offenders"].value
+    spec = next(s for c in _host_checks() for s in c.check_specs if s.name == "values_in_range")
+    assert spec.blocking
+
+
+def test_quarantine_ratio_warns_above_one_percent_and_errors_above_five(warehouse_dsn, db):
+    partitioning.ensure_partitions(db, "metrics", "ingestion_runs", H, H + timedelta(hours=1))
+    for i in range(95):
+        db.execute(
+            """INSERT INTO metrics.ingestion_runs (sequence_no, company, zone, source_system, object_id, object,
+               transformation, status, started_at, ended_at, duration_s, source_file, source_position)
+               VALUES (%s, 'acme', '1-Raw', 'Zoho', 'o', 'Deals', 't', 'SUCCESS', %s, %s, 1, 'f.json', %s)""",
+            (f"s{i}", H + timedelta(seconds=i), H + timedelta(seconds=i + 1), i),
+        )
+    for i in range(5):
+        db.execute("INSERT INTO metrics.quarantine (source, source_file, position, raw, reason, record_hour) "
+                   "VALUES ('ingestion_logs', 'f.json', %s, '{}', 'end before start', %s)", (100 + i, H))
+    result = dg.materialize([_stub("ingestion_log_records"), quarantine_ratio], partition_key=KEY,
+                            resources={"warehouse": WarehouseResource(dsn=warehouse_dsn)}, raise_on_error=False)
+    check = _checks(result)["quarantine_ratio"]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN  # 5 % exactly: warn, not error
+    assert check.metadata["share"].value == 0.05 and "end before start" in check.metadata["reasons"].value
+
+
+def test_completeness_reports_silent_and_gappy_series(warehouse_dsn):
+    ts = pd.date_range(H - timedelta(hours=1), H + timedelta(minutes=30), freq="10s", inclusive="left")
+    frame = loader.points_frame([{"metric": "host_cpu_percent", "resource": "web-1", "labels": {}, "unit": "percent",
+                                  "ts": ts, "value": np.ones(len(ts))}])
+    loader.load_points(warehouse_dsn, frame, source="host", start=H - timedelta(hours=1), end=H + timedelta(hours=1))
+    rollups.refresh_health(warehouse_dsn, "metrics", H - timedelta(hours=1), H + timedelta(hours=1),
+                           now=H + timedelta(hours=2))
+
+    @dg.multi_asset(specs=[dg.AssetSpec("series_health_hourly")], partitions_def=hourly_partitions)
+    def stub():
+        yield dg.MaterializeResult(asset_key="series_health_hourly")
+
+    result = dg.materialize([stub, completeness], partition_key=KEY,
+                            resources={"warehouse": WarehouseResource(dsn=warehouse_dsn)}, raise_on_error=False)
+    check = _checks(result)["completeness"]
+    assert not check.passed and check.metadata["incomplete_series"].value == 1
+    assert "0.5" in check.metadata["series"].value
