@@ -14,7 +14,18 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-test: install
+# The alert tests talk to a real Alertmanager: Debian's prometheus-alertmanager (apt-get, as root
+# or through sudo). Elsewhere install Alertmanager yourself; its tests skip without apt-get.
+ALERTMANAGER_STAMP := $(VENV)/.alertmanager-stamp
+$(ALERTMANAGER_STAMP): | $(STAMP)
+	@if command -v prometheus-alertmanager >/dev/null 2>&1 || command -v alertmanager >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus-alertmanager; \
+	else echo "no apt-get: install Alertmanager to run the alert delivery tests"; fi
+	@touch $@
+
+test: install $(ALERTMANAGER_STAMP)
 	$(PY) -m pytest
 
 dev: install

@@ -10,17 +10,23 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
+import requests
 from psycopg.conninfo import make_conninfo
 
 from metrics_pipeline.lib import migrate
 from metrics_pipeline.lib.embedded_pg import EmbeddedPostgres
+
+ROOT = Path(__file__).resolve().parents[1]
 
 ADMIN_DSN_ENV = "METRICS_PIPELINE_TEST_ADMIN_DSN"
 TEMPLATE_DB = "mp_test_template"
@@ -132,3 +138,44 @@ def s3_landing_url(moto_endpoint: str) -> str:
     bucket = f"landing-{uuid.uuid4().hex[:10]}"
     boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
     return f"s3://{bucket}/zone"
+
+
+def _alertmanager_binary() -> str | None:
+    return shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+
+
+@pytest.fixture
+def alertmanager(tmp_path):
+    """A real Alertmanager on 127.0.0.1 with the shipped sample configuration; stopped afterwards."""
+    binary = _alertmanager_binary()
+    if binary is None:
+        if shutil.which("apt-get"):
+            pytest.fail("prometheus-alertmanager is not installed: `make test` installs it with apt-get")
+        pytest.skip("no Alertmanager binary and no apt-get to install it (install prometheus-alertmanager)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [binary, f"--config.file={ROOT / 'alertmanager.example.yml'}", f"--storage.path={tmp_path / 'am'}",
+         f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", "--log.level=warn"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if requests.get(f"{url}/-/ready", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"Alertmanager did not start: {proc.stderr.read().decode()[-2000:]}")
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

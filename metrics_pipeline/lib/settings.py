@@ -78,3 +78,11 @@ def log_timezone() -> str:
 def demo_mode() -> bool:
     """True under `make dev`: automation starts on. Production turns it on deliberately in the UI."""
     return os.environ.get(DEMO_ENV, "").lower() in ("1", "true", "yes")
+
+
+DAGSTER_URL_ENV = "METRICS_PIPELINE_DAGSTER_URL"
+
+
+def dagster_url() -> str:
+    """Where people open the Dagster UI: alert links (`generatorURL`) point at runs there."""
+    return (os.environ.get(DAGSTER_URL_ENV) or "http://127.0.0.1:3000").rstrip("/")

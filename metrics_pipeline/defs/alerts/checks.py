@@ -16,6 +16,7 @@ import dagster as dg
 
 from metrics_pipeline.defs.partitions import hourly_partitions
 from metrics_pipeline.defs.resources import WarehouseResource
+from metrics_pipeline.lib import settings
 from metrics_pipeline.lib.alerts import checks, engine, rules
 
 #: asset -> the `source` its points carry
@@ -36,7 +37,8 @@ def _threshold_check(asset: str, source: str) -> dg.AssetChecksDefinition:
         config = rules.load_config()
         result = engine.run(warehouse.dsn, warehouse.schema, config.effective_rules, start, end,
                             now=datetime.now(timezone.utc), source=source, run_id=context.run.run_id,
-                            asset_key=asset, partition_key=context.partition_key)
+                            asset_key=asset, partition_key=context.partition_key,
+                            generator_url=f"{settings.dagster_url()}/runs/{context.run.run_id}")
         critical = any(o.rule.severity == "critical" for o in result.firing)
         return dg.AssetCheckResult(
             passed=not result.firing,

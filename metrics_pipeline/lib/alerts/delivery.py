@@ -1,0 +1,137 @@
+"""Deliver the `alerts` table to Prometheus Alertmanager and/or a JSON webhook (SPEC §6).
+
+Alertmanager semantics, as Prometheus itself uses them:
+* a firing alert is POSTed with `endsAt` a few re-send intervals ahead and re-sent every interval
+  while it fires; if the pipeline stops, Alertmanager resolves it by itself when `endsAt` passes;
+* a resolved alert is POSTed once more with its real `endsAt`;
+* labels are the alert's stable labels, so Alertmanager groups, de-duplicates and inhibits (a
+  critical inhibits the warning of the same alertname and resource, see `alertmanager.example.yml`).
+
+A row is due when it was never sent, when it changed since (the engine clears `last_sent_at`), or
+when it fires and was last sent an interval ago. A failed POST records the error on the rows and
+leaves them due: the next tick retries; nothing is lost. Error texts never include the URL (a
+webhook URL is a secret).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import datetime, timedelta, timezone
+
+import psycopg
+import requests
+from psycopg.rows import dict_row
+
+RESEND_INTERVAL = timedelta(minutes=1)
+#: A firing alert's endsAt: this many re-send intervals ahead (Prometheus uses 4 evaluation intervals).
+ENDS_AT_INTERVALS = 4
+BATCH = 500
+
+
+@dataclasses.dataclass
+class DeliveryResult:
+    due: int = 0
+    sent: int = 0
+    failed: int = 0
+    errors: list[str] = dataclasses.field(default_factory=list)
+
+
+def due_alerts(conn: psycopg.Connection, schema: str, now: datetime, resend: timedelta = RESEND_INTERVAL,
+               limit: int = BATCH) -> list[dict]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            f"""SELECT alert_id, fingerprint, alertname, state, severity, labels, annotations, starts_at, ends_at,
+                       generator_url, last_sent_at, send_attempts
+                FROM {schema}.alerts
+                WHERE last_sent_at IS NULL OR (state = 'firing' AND last_sent_at <= %s)
+                ORDER BY starts_at LIMIT %s""",
+            (now - resend, limit),
+        ).fetchall()
+
+
+def _iso(ts: datetime) -> str:
+    return ts.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def alertmanager_payload(rows: list[dict], now: datetime, resend: timedelta = RESEND_INTERVAL) -> list[dict]:
+    """The body of `POST /api/v2/alerts`."""
+    payload = []
+    for row in rows:
+        ends_at = row["ends_at"] if row["state"] == "resolved" else now + ENDS_AT_INTERVALS * resend
+        item = {
+            "labels": {k: str(v) for k, v in row["labels"].items()},
+            "annotations": {k: str(v) for k, v in row["annotations"].items()},
+            "startsAt": _iso(row["starts_at"]),
+            "endsAt": _iso(ends_at),
+        }
+        if row["generator_url"]:
+            item["generatorURL"] = row["generator_url"]
+        payload.append(item)
+    return payload
+
+
+def webhook_payload(rows: list[dict]) -> dict:
+    """Slack-compatible: a `text` summary, plus the alerts for receivers that read JSON."""
+    lines = []
+    for row in rows:
+        icon = {"critical": ":red_circle:", "warning": ":warning:"}.get(row["severity"], "")
+        verb = "RESOLVED" if row["state"] == "resolved" else "FIRING"
+        summary = row["annotations"].get("summary") or row["alertname"]
+        lines.append(f"{icon} [{verb}] {row['alertname']} ({row['severity']}): {summary}")
+    return {
+        "text": "\n".join(lines),
+        "alerts": [
+            {"fingerprint": r["fingerprint"], "status": r["state"], "labels": r["labels"], "annotations": r["annotations"],
+             "startsAt": _iso(r["starts_at"]), "endsAt": _iso(r["ends_at"]) if r["ends_at"] else None,
+             "generatorURL": r["generator_url"]}
+            for r in rows
+        ],
+    }
+
+
+def _post(session: requests.Session, url: str, body, timeout: float, what: str) -> str | None:
+    """None on success, else an error text without the URL."""
+    try:
+        response = session.post(url, data=json.dumps(body), headers={"Content-Type": "application/json"}, timeout=timeout)
+    except requests.RequestException as exc:
+        return f"{what}: {type(exc).__name__}"
+    if response.status_code >= 300:
+        return f"{what}: HTTP {response.status_code} {response.text[:200]}"
+    return None
+
+
+def deliver(dsn: str, schema: str, *, alertmanager_url: str | None = None, webhook_url: str | None = None,
+            now: datetime | None = None, resend: timedelta = RESEND_INTERVAL, timeout: float = 10.0) -> DeliveryResult:
+    """Send every due alert to the configured targets; mark what went, record what failed."""
+    now = now or datetime.now(timezone.utc)
+    result = DeliveryResult()
+    targets = []
+    if alertmanager_url:
+        targets.append(("alertmanager", alertmanager_url.rstrip("/") + "/api/v2/alerts",
+                        lambda rows: alertmanager_payload(rows, now, resend)))
+    if webhook_url:
+        targets.append(("webhook", webhook_url, webhook_payload))
+    if not targets:
+        return result
+    with psycopg.connect(dsn, autocommit=True) as conn, requests.Session() as session:
+        rows = due_alerts(conn, schema, now, resend)
+        result.due = len(rows)
+        if not rows:
+            return result
+        errors = [e for name, url, build in targets if (e := _post(session, url, build(rows), timeout, name))]
+        ids = [r["alert_id"] for r in rows]
+        if errors:
+            conn.execute(
+                f"UPDATE {schema}.alerts SET send_attempts = send_attempts + 1, last_error = %s WHERE alert_id = ANY(%s)",
+                ("; ".join(errors)[:1000], ids),
+            )
+            result.failed, result.errors = len(rows), errors
+        else:
+            conn.execute(
+                f"UPDATE {schema}.alerts SET last_sent_at = %s, send_attempts = send_attempts + 1, last_error = NULL "
+                "WHERE alert_id = ANY(%s)",
+                (now, ids),
+            )
+            result.sent = len(rows)
+    return result
