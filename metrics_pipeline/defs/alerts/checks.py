@@ -102,3 +102,28 @@ def completeness(context: dg.AssetCheckExecutionContext, warehouse: WarehouseRes
         metadata={"incomplete_series": len(gaps), "silent_series": sum(1 for g in gaps if g["no_data"]),
                   "series": dg.MetadataValue.md(checks.rows_table(gaps))},
     )
+
+
+@dg.asset_check(asset="sla_hourly", name="sla_alerts", partitions_def=hourly_partitions, blocking=False,
+                description="kind: sla alert rules (ingestion failure rate, duration breaches, ...) over the hour's "
+                            "SLA rows; firing alerts are recorded in `alerts` for delivery.")
+def sla_alerts(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    start, end = _window(context)
+    config = rules.load_config()
+    sla_rules = [r for r in config.effective_rules if r.kind == "sla"]
+    result = engine.run(warehouse.dsn, warehouse.schema, sla_rules, start, end, now=datetime.now(timezone.utc),
+                        source=engine.SLA_SOURCE, run_id=context.run.run_id, asset_key="sla_hourly",
+                        partition_key=context.partition_key,
+                        generator_url=f"{settings.dagster_url()}/runs/{context.run.run_id}")
+    with warehouse.connect() as conn:
+        missed = conn.execute(
+            f"SELECT count(*) FROM {warehouse.schema}.sla_hourly WHERE bucket >= %s AND bucket < %s AND NOT sla_met",
+            (start, end),
+        ).fetchone()[0]
+    critical = any(o.rule.severity == "critical" for o in result.firing)
+    return dg.AssetCheckResult(
+        passed=not result.firing,
+        severity=dg.AssetCheckSeverity.ERROR if critical else dg.AssetCheckSeverity.WARN,
+        metadata={"firing": len(result.firing), "jobs_evaluated": result.series, "rows_missing_sla": missed,
+                  "alerts": dg.MetadataValue.md(checks.occurrence_table(result.firing + result.pending))},
+    )

@@ -150,6 +150,35 @@ def _points(conn, schema, series_ids, start, end) -> dict[int, tuple[np.ndarray,
     return out
 
 
+#: SLA rules read hourly rows: consecutive buckets are an hour apart.
+SLA_SOURCE = "ingestion_logs"
+SLA_GAP = timedelta(hours=1)
+
+
+def _sla_rows(conn, schema, rule: Rule, start, end) -> tuple[list[Series], dict[int, tuple[np.ndarray, np.ndarray]]]:
+    """Each (company, zone, source_system, object) of sla_hourly as a pseudo-series of `rule.column`.
+
+    A bucket without a value (no runs: failure_rate is NULL) does not meet any condition."""
+    rows = conn.execute(
+        f"SELECT company, zone, source_system, object, bucket, {rule.column} FROM {schema}.sla_hourly "
+        "WHERE bucket >= %s AND bucket < %s ORDER BY company, zone, source_system, object, bucket",
+        (start, end),
+    ).fetchall()
+    groups: dict[tuple, list] = {}
+    for company, zone, system, obj, bucket, value in rows:
+        groups.setdefault((company, zone, system, obj), []).append((bucket, value))
+    series, data = [], {}
+    for i, (key, samples) in enumerate(groups.items()):
+        labels = dict(zip(("company", "zone", "source_system", "object"), key))
+        if not rule.matches(labels):
+            continue
+        s = Series(-(i + 1), SLA_SOURCE, rule.column, "/".join(key), {**labels, "tenant": key[0]})
+        series.append(s)
+        data[s.series_id] = (np.array([_ns(b) for b, _ in samples], dtype=np.int64),
+                             np.array([np.nan if v is None else float(v) for _, v in samples]))
+    return series, data
+
+
 def _max_gap(rule: Rule, ts: np.ndarray) -> timedelta:
     if rule.max_gap is not None:
         return rule.max_gap
@@ -164,14 +193,18 @@ def evaluate_window(conn: psycopg.Connection, schema: str, rules: list[Rule], st
     result = WindowResult()
     until = _ns(min(end, now))
     for rule in rules:
-        if rule.kind != "metric":
-            continue
-        series = select_series(conn, schema, rule, source)
-        if not series:
-            continue
-        # Lookback: `for` plus a generous gap; the exact gap is per series, known once its data is read.
-        reach = lookback(rule.hold, rule.max_gap or timedelta(minutes=10))
-        data = _points(conn, schema, [s.series_id for s in series], start - reach, end)
+        if rule.kind == "sla":
+            if source not in (None, SLA_SOURCE):
+                continue
+            reach = lookback(rule.hold, SLA_GAP)
+            series, data = _sla_rows(conn, schema, rule, start - reach, end)
+        else:
+            series = select_series(conn, schema, rule, source)
+            if not series:
+                continue
+            # Lookback: `for` plus a generous gap; the exact gap is per series, known once its data is read.
+            reach = lookback(rule.hold, rule.max_gap or timedelta(minutes=10))
+            data = _points(conn, schema, [s.series_id for s in series], start - reach, end)
         result.series += len(series)
         for s in series:
             if s.series_id not in data:
@@ -180,11 +213,12 @@ def evaluate_window(conn: psycopg.Connection, schema: str, rules: list[Rule], st
             result.samples += int(((ts >= _ns(start)) & (ts < _ns(end))).sum())
             labels = alert_labels(rule, s)
             fp = fingerprint(labels)
+            gap = SLA_GAP if rule.kind == "sla" else _max_gap(rule, ts)
             for hold in holds(ts, values, op=rule.op, threshold=rule.threshold, hold=rule.hold,
-                              max_gap=_max_gap(rule, ts), until_ns=until):
+                              max_gap=gap, until_ns=until):
                 ends = hold.resolved_at if hold.resolved_at is not None else until + 1
-                if ends <= _ns(start):
-                    continue  # over before the window
+                if ends < _ns(start):
+                    continue  # over before the window (a resolution exactly at its start is still its news)
                 occurrence = Occurrence(rule, s, hold, labels, fp)
                 if hold.firing and hold.fired_at < _ns(end):
                     result.firing.append(occurrence)
@@ -197,7 +231,7 @@ def record(conn: psycopg.Connection, schema: str, result: WindowResult, rules: l
            end: datetime, *, source: str | None = None, run_id: str | None = None, asset_key: str | None = None,
            partition_key: str | None = None, generator_url: str | None = None) -> WindowResult:
     """Write `result.firing` into `alerts` for [start, end), idempotently (call inside a transaction)."""
-    names = sorted({r.name for r in rules if r.kind == "metric"})
+    names = sorted({r.name for r in rules})
     kept: set[tuple[str, datetime]] = set()
     for occ in result.firing:
         annotations = {k: render(v, occ.rule, occ.series, occ.hold) for k, v in occ.rule.annotations.items()}

@@ -100,3 +100,18 @@ def test_completeness_reports_silent_and_gappy_series(warehouse_dsn):
     check = _checks(result)["completeness"]
     assert not check.passed and check.metadata["incomplete_series"].value == 1
     assert "0.5" in check.metadata["series"].value
+
+
+def test_sla_alerts_check_fails_when_a_jobs_failure_rate_is_over_target(warehouse_dsn, db):
+    from metrics_pipeline.defs.alerts.checks import sla_alerts
+
+    db.execute("""INSERT INTO metrics.sla_hourly (bucket, company, zone, source_system, object, runs, successes, failures,
+                                                 failure_rate, sla_breaches, sla_met)
+                  VALUES (%s, 'acme', '1-Raw', 'Zoho', 'Deals', 10, 5, 5, 0.5, 2, false)""", (H,))
+    result = dg.materialize([_stub("sla_hourly"), sla_alerts], partition_key=KEY,
+                            resources={"warehouse": WarehouseResource(dsn=warehouse_dsn)}, raise_on_error=False)
+    check = _checks(result)["sla_alerts"]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert check.metadata["firing"].value == 2 and check.metadata["rows_missing_sla"].value == 1
+    assert "IngestionFailureRateHigh" in check.metadata["alerts"].value
+    assert "IngestionDurationSlaBreached" in check.metadata["alerts"].value

@@ -119,3 +119,23 @@ def test_exactly_at_the_threshold_does_not_fire_a_greater_than_rule(warehouse_ds
     _cpu(warehouse_dsn, H, [(400, value)])
     engine.run(warehouse_dsn, "metrics", CPU_RULES, H, H + timedelta(hours=1), now=NOW, source="host")
     assert bool(_alerts(db)) is fires
+
+
+def test_sla_rules_fire_on_failure_rate_per_job_and_resolve_when_an_hour_is_healthy(warehouse_dsn, db):
+    from metrics_pipeline.lib.alerts.rules import DEFAULT_RULES as ALL
+
+    sla_rules = [r for r in ALL if r.kind == "sla"]
+    for hour, rate, breaches in ((0, 0.0, 0), (1, 0.25, 0), (2, 0.0, 0)):
+        db.execute(
+            """INSERT INTO metrics.sla_hourly (bucket, company, zone, source_system, object, runs, successes, failures,
+                                               failure_rate, sla_breaches, sla_met)
+               VALUES (%s, 'acme', '1-Raw', 'Zoho', 'Deals', 4, %s, %s, %s, %s, %s)""",
+            (H + timedelta(hours=hour), 4 - int(rate * 4), int(rate * 4), rate, breaches, rate <= 0.05),
+        )
+    for hour in range(3):
+        engine.run(warehouse_dsn, "metrics", sla_rules, H + timedelta(hours=hour), H + timedelta(hours=hour + 1),
+                   now=NOW, source=engine.SLA_SOURCE)
+    rows = db.execute("SELECT alertname, state, starts_at, ends_at, labels ->> 'company', labels ->> 'resource', "
+                      "annotations ->> 'summary' FROM metrics.alerts").fetchall()
+    assert rows == [("IngestionFailureRateHigh", "resolved", H + timedelta(hours=1), H + timedelta(hours=2), "acme",
+                     "acme/1-Raw/Zoho/Deals", "ingestion failure rate above 5 % for acme/1-Raw/Zoho/Deals")]
