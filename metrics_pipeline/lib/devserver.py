@@ -28,7 +28,7 @@ from urllib.parse import quote
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from metrics_pipeline.lib import bi, embedded_pg, migrate, settings
+from metrics_pipeline.lib import bi, demo_alerts, embedded_pg, migrate, settings
 
 log = logging.getLogger(__name__)
 
@@ -238,6 +238,8 @@ def run_dev(host: str = "127.0.0.1", port: int = 3000) -> int:
     proc = None
     collector = None
     simulator = None
+    busy = None
+    alertmanager = None
     cloudwatch = None
     whatap = None
     try:
@@ -270,6 +272,14 @@ def run_dev(host: str = "127.0.0.1", port: int = 3000) -> int:
         print(f"host collector writing to {landing}", flush=True)
         simulator = LogSimulator(landing)
         simulator.start()
+        busy = demo_alerts.BusyHost(landing)
+        busy.start()
+        print(f"demo host {demo_alerts.BUSY_HOST}: CPU > 80 % at :10-:23 and > 95 % at :16-:18 every hour", flush=True)
+        if not os.environ.get("METRICS_PIPELINE_ALERTMANAGER_URL"):
+            alertmanager = demo_alerts.start_alertmanager(settings.state_dir())
+            if alertmanager is not None:
+                env["METRICS_PIPELINE_ALERTMANAGER_URL"] = "http://127.0.0.1:9093"
+                print("Alertmanager: http://127.0.0.1:9093 (alerts are delivered there)", flush=True)
         if _cloudwatch_is_configured():
             print("CloudWatch: using the configured accounts", flush=True)
         else:
@@ -305,11 +315,13 @@ def run_dev(host: str = "127.0.0.1", port: int = 3000) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if simulator is not None:
             simulator.stopped.set()
+        if busy is not None:
+            busy.stopped.set()
         if cloudwatch is not None:
             cloudwatch.stop()
         if whatap is not None:
             whatap.stop()
-        for child in (proc, collector):
+        for child in (proc, collector, alertmanager):
             if child is not None:
                 stop_process_group(child)
         if server is not None:

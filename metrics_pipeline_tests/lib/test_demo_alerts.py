@@ -1,0 +1,28 @@
+"""The demo's busy host produces the SPEC §6 scenario: a warning, then a critical, both resolved."""
+
+from datetime import datetime, timedelta, timezone
+
+from metrics_pipeline.lib import host_files, loader
+from metrics_pipeline.lib.alerts import engine
+from metrics_pipeline.lib.alerts.rules import DEFAULT_RULES
+from metrics_pipeline.lib.demo_alerts import BUSY_HOST, busy_minute_lines
+from metrics_pipeline.lib.host_collector import host_key
+from metrics_pipeline.lib.landing import open_landing
+
+H = datetime(2026, 6, 1, 10, tzinfo=timezone.utc)
+
+
+def test_an_hour_of_the_busy_host_fires_and_resolves_cpu_warning_and_critical(tmp_path, warehouse_dsn, db):
+    zone = open_landing(str(tmp_path / "landing"))
+    for minute in range(60):
+        ts = int(H.timestamp()) + 60 * minute
+        zone.write(host_key(BUSY_HOST, ts), busy_minute_lines(ts).encode())
+    batch, _ = host_files.read_window(zone, H, H + timedelta(hours=1))
+    loader.load_points(warehouse_dsn, batch.frame(), source="host", start=H, end=H + timedelta(hours=1))
+    rules = [r for r in DEFAULT_RULES if r.kind == "metric"]
+    engine.run(warehouse_dsn, "metrics", rules, H, H + timedelta(hours=1), now=H + timedelta(hours=2), source="host")
+    rows = db.execute("SELECT alertname, severity, state, starts_at, ends_at FROM metrics.alerts ORDER BY starts_at").fetchall()
+    assert rows == [
+        ("CpuHigh", "warning", "resolved", H + timedelta(minutes=15), H + timedelta(minutes=23)),
+        ("CpuHigh", "critical", "resolved", H + timedelta(minutes=17), H + timedelta(minutes=18)),
+    ]
