@@ -71,8 +71,26 @@ def _range_check(asset: str, source: str) -> dg.AssetChecksDefinition:
     return values_in_range
 
 
+def _duplicates_check(asset: str, source: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=asset, name="duplicate_points", partitions_def=hourly_partitions, blocking=False,
+                    description="Samples the source sent twice for the same series and timestamp in this load "
+                                "(the last one is kept; `points` cannot hold duplicates) and non-finite values dropped.")
+    def duplicate_points(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[context.partition_key]), limit=1
+        ).records
+        metadata = records[0].asset_materialization.metadata if records else {}
+        counts = {key: int(metadata[key].value) if key in metadata else 0
+                  for key in ("duplicate_points", "non_finite_values")}
+        return dg.AssetCheckResult(passed=not any(counts.values()), severity=dg.AssetCheckSeverity.WARN,
+                                   metadata={**counts, "materialized": bool(records)})
+
+    return duplicate_points
+
+
 point_checks = [
-    factory(asset, source) for asset, source in POINT_SOURCES.items() for factory in (_threshold_check, _range_check)
+    factory(asset, source) for asset, source in POINT_SOURCES.items()
+    for factory in (_threshold_check, _range_check, _duplicates_check)
 ]
 
 

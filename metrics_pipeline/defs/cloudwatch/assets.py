@@ -90,6 +90,8 @@ def cloudwatch_points(
             "dagster/row_count": result.points,
             "points": result.points,
             "points_changed": result.changed,
+            "duplicate_points": result.dropped.get("duplicate", 0),
+            "non_finite_values": result.dropped.get("non_finite", 0),
             "series": stats.series,
             "empty_series": stats.empty_series,
             "datapoints": stats.datapoints,

@@ -49,6 +49,8 @@ def host_points(
             "new_series": result.new_series,
             "points": result.points,
             "points_changed": result.changed,
+            "duplicate_points": result.dropped.get("duplicate", 0),
+            "non_finite_values": result.dropped.get("non_finite", 0),
             "partial_lines": batch.problems.get("partial_lines", 0),
             "corrupt_lines": batch.problems.get("corrupt_lines", 0),
             "invalid_samples": batch.problems.get("invalid_samples", 0),

@@ -61,6 +61,8 @@ def whatap_points(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
             "series": result.series,
             "points": result.points,
             "points_changed": result.changed,
+            "duplicate_points": result.dropped.get("duplicate", 0),
+            "non_finite_values": result.dropped.get("non_finite", 0),
             "api_calls": sum(stats.client.calls.values()),
             "api_errors": sum(stats.client.errors.values()),
             "calls_per_endpoint": dg.MetadataValue.md(_table(stats.client.calls)),

@@ -115,3 +115,16 @@ def test_sla_alerts_check_fails_when_a_jobs_failure_rate_is_over_target(warehous
     assert check.metadata["firing"].value == 2 and check.metadata["rows_missing_sla"].value == 1
     assert "IngestionFailureRateHigh" in check.metadata["alerts"].value
     assert "IngestionDurationSlaBreached" in check.metadata["alerts"].value
+
+
+def test_duplicates_the_source_sent_are_reported_from_the_loads_counts(warehouse_dsn):
+    @dg.asset(name="host_points", partitions_def=hourly_partitions)
+    def noisy_host_points():
+        return dg.MaterializeResult(metadata={"duplicate_points": 3, "non_finite_values": 0})
+
+    duplicates = [c for c in _host_checks() if any(k.name == "duplicate_points" for k in c.check_keys)]
+    result = dg.materialize([noisy_host_points, *duplicates], partition_key=KEY,
+                            resources={"warehouse": WarehouseResource(dsn=warehouse_dsn)}, raise_on_error=False)
+    check = _checks(result)["duplicate_points"]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert check.metadata["duplicate_points"].value == 3
