@@ -28,7 +28,7 @@ from urllib.parse import quote
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from metrics_pipeline.lib import bi, demo_alerts, embedded_pg, migrate, settings
+from metrics_pipeline.lib import api_sources, bi, demo_alerts, embedded_pg, migrate, settings
 
 log = logging.getLogger(__name__)
 
@@ -175,15 +175,6 @@ class DemoCloudWatch(threading.Thread):
             self.local.stop()
 
 
-def _whatap_is_configured() -> bool:
-    from metrics_pipeline.lib.whatap.config import load_config
-
-    try:
-        return load_config().configured
-    except ValueError:
-        return True  # a broken real configuration is reported by the asset, not replaced by the demo
-
-
 def _start_demo_whatap(env: dict) -> object:
     """The WhaTap double on 127.0.0.1 (deterministic data for any window) and a config pointing at it."""
     import yaml
@@ -198,15 +189,6 @@ def _start_demo_whatap(env: dict) -> object:
     env["METRICS_PIPELINE_DEMO_WHATAP_TOKEN"] = double.account_token  # the double's, not a real account's
     print(f"WhaTap: local API double at {url}", flush=True)
     return double
-
-
-def _cloudwatch_is_configured() -> bool:
-    from metrics_pipeline.lib.cloudwatch.config import load_config
-
-    try:
-        return load_config().configured
-    except ValueError:
-        return True  # a broken real configuration is reported by the asset, not replaced by the demo
 
 
 def _ensure_bi_role(dsn: str) -> None:
@@ -280,7 +262,7 @@ def run_dev(host: str = "127.0.0.1", port: int = 3000) -> int:
             if alertmanager is not None:
                 env["METRICS_PIPELINE_ALERTMANAGER_URL"] = "http://127.0.0.1:9093"
                 print("Alertmanager: http://127.0.0.1:9093 (alerts are delivered there)", flush=True)
-        if _cloudwatch_is_configured():
+        if api_sources.configured("cloudwatch"):
             print("CloudWatch: using the configured accounts", flush=True)
         else:
             cloudwatch = DemoCloudWatch(settings.state_dir() / "cloudwatch-demo.yaml")
@@ -291,7 +273,7 @@ def run_dev(host: str = "127.0.0.1", port: int = 3000) -> int:
             env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"] = "demo", "demo"  # the local server's, not AWS's
             env.setdefault("AWS_DEFAULT_REGION", "eu-west-1")
             print(f"CloudWatch: local demo server at {cloudwatch.local.endpoint_url}, seeded with the last day", flush=True)
-        if _whatap_is_configured():
+        if api_sources.configured("whatap"):
             print("WhaTap: using the configured projects", flush=True)
         else:
             whatap = _start_demo_whatap(env)

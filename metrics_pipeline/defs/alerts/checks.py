@@ -28,29 +28,36 @@ def _window(context) -> tuple[datetime, datetime]:
     return window.start, window.end
 
 
+def _alert_check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, asset: str, source: str,
+                 kind: str, extra: dict | None = None) -> dg.AssetCheckResult:
+    """Evaluate the `kind` rules over the partition, record the alerts, and report them: the check
+    fails while anything fires in the hour, as ERROR when a critical does."""
+    start, end = _window(context)
+    selected = [r for r in rules.load_config().effective_rules if r.kind == kind]
+    result = engine.run(warehouse.dsn, warehouse.schema, selected, start, end, now=datetime.now(timezone.utc),
+                        source=source, run_id=context.run.run_id, asset_key=asset, partition_key=context.partition_key,
+                        generator_url=f"{settings.dagster_url()}/runs/{context.run.run_id}")
+    critical = any(o.rule.severity == "critical" for o in result.firing)
+    return dg.AssetCheckResult(
+        passed=not result.firing,
+        severity=dg.AssetCheckSeverity.ERROR if critical else dg.AssetCheckSeverity.WARN,
+        metadata={
+            "firing": len(result.firing),
+            "pending": len(result.pending),
+            "series_evaluated": result.series,
+            "samples_evaluated": result.samples,
+            **(extra or {}),
+            "alerts": dg.MetadataValue.md(checks.occurrence_table(result.firing + result.pending)),
+        },
+    )
+
+
 def _threshold_check(asset: str, source: str) -> dg.AssetChecksDefinition:
     @dg.asset_check(asset=asset, name="threshold_alerts", partitions_def=hourly_partitions, blocking=False,
                     description=f"Alert rules (config/alerts.yaml) over the hour's {source} samples at their own "
                                 "resolution; firing alerts are recorded in `alerts` for delivery.")
     def threshold_alerts(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
-        start, end = _window(context)
-        config = rules.load_config()
-        result = engine.run(warehouse.dsn, warehouse.schema, config.effective_rules, start, end,
-                            now=datetime.now(timezone.utc), source=source, run_id=context.run.run_id,
-                            asset_key=asset, partition_key=context.partition_key,
-                            generator_url=f"{settings.dagster_url()}/runs/{context.run.run_id}")
-        critical = any(o.rule.severity == "critical" for o in result.firing)
-        return dg.AssetCheckResult(
-            passed=not result.firing,
-            severity=dg.AssetCheckSeverity.ERROR if critical else dg.AssetCheckSeverity.WARN,
-            metadata={
-                "firing": len(result.firing),
-                "pending": len(result.pending),
-                "series_evaluated": result.series,
-                "samples_evaluated": result.samples,
-                "alerts": dg.MetadataValue.md(checks.occurrence_table(result.firing + result.pending)),
-            },
-        )
+        return _alert_check(context, warehouse, asset, source, kind="metric")
 
     return threshold_alerts
 
@@ -127,21 +134,10 @@ def completeness(context: dg.AssetCheckExecutionContext, warehouse: WarehouseRes
                             "SLA rows; firing alerts are recorded in `alerts` for delivery.")
 def sla_alerts(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
     start, end = _window(context)
-    config = rules.load_config()
-    sla_rules = [r for r in config.effective_rules if r.kind == "sla"]
-    result = engine.run(warehouse.dsn, warehouse.schema, sla_rules, start, end, now=datetime.now(timezone.utc),
-                        source=engine.SLA_SOURCE, run_id=context.run.run_id, asset_key="sla_hourly",
-                        partition_key=context.partition_key,
-                        generator_url=f"{settings.dagster_url()}/runs/{context.run.run_id}")
     with warehouse.connect() as conn:
         missed = conn.execute(
             f"SELECT count(*) FROM {warehouse.schema}.sla_hourly WHERE bucket >= %s AND bucket < %s AND NOT sla_met",
             (start, end),
         ).fetchone()[0]
-    critical = any(o.rule.severity == "critical" for o in result.firing)
-    return dg.AssetCheckResult(
-        passed=not result.firing,
-        severity=dg.AssetCheckSeverity.ERROR if critical else dg.AssetCheckSeverity.WARN,
-        metadata={"firing": len(result.firing), "jobs_evaluated": result.series, "rows_missing_sla": missed,
-                  "alerts": dg.MetadataValue.md(checks.occurrence_table(result.firing + result.pending))},
-    )
+    return _alert_check(context, warehouse, "sla_hourly", engine.SLA_SOURCE, kind="sla",
+                        extra={"rows_missing_sla": missed})

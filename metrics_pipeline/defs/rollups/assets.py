@@ -20,9 +20,7 @@ import dagster as dg
 from metrics_pipeline.defs.automation import derived_condition
 from metrics_pipeline.defs.partitions import daily_partitions, hourly_partitions
 from metrics_pipeline.defs.resources import WarehouseResource
-from metrics_pipeline.lib import rollups, sla
-from metrics_pipeline.lib.cloudwatch import config as cloudwatch_config
-from metrics_pipeline.lib.whatap import config as whatap_config
+from metrics_pipeline.lib import api_sources, rollups, sla
 
 #: Every asset that writes `points`.
 POINT_SOURCES = ["host_points", "cloudwatch_points", "whatap_points"]
@@ -31,21 +29,9 @@ POINT_SOURCES = ["host_points", "cloudwatch_points", "whatap_points"]
 ROLLUP_BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=24 * 7)
 
 
-def _configured(load) -> bool:
-    try:
-        return load().configured
-    except Exception:  # noqa: BLE001 - an invalid file is "configured": its asset fails with the error
-        return True
-
-
 def optional_sources() -> list[str]:
     """Point sources that never hold the rollups back: file-based ones, and unconfigured APIs."""
-    optional = ["host_points"]
-    if not _configured(lambda: cloudwatch_config.load_config(cloudwatch_config.default_path())):
-        optional.append("cloudwatch_points")
-    if not _configured(lambda: whatap_config.load_config(whatap_config.default_path())):
-        optional.append("whatap_points")
-    return optional
+    return ["host_points", *(f"{source}_points" for source in ("cloudwatch", "whatap") if not api_sources.configured(source))]
 
 
 ROLLUP_CONDITION = derived_condition(optional=dg.AssetSelection.assets(*optional_sources()), recheck_closed_hour=True)
