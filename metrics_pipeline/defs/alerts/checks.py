@@ -10,6 +10,7 @@ Which checks block downstream assets:
 Severities: WARN -> Alertmanager `warning`, ERROR -> `critical`.
 """
 
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 
 import dagster as dg
@@ -23,19 +24,31 @@ from metrics_pipeline.lib.alerts import checks, engine, rules
 POINT_SOURCES = {"host_points": "host", "cloudwatch_points": "cloudwatch", "whatap_points": "whatap"}
 
 
-def _window(context) -> tuple[datetime, datetime]:
-    window = hourly_partitions.time_window_for_partition_key(context.partition_key)
-    return window.start, window.end
+Hour = Callable[[str, datetime, datetime], dg.AssetCheckResult]
+
+
+def per_partition(context: dg.AssetCheckExecutionContext, hour: Hour) -> Iterator:
+    """One check evaluation per hour of the run. A backfill run covers a range of hours (backfill
+    policies); a plain `AssetCheckResult` there would be one result for no partition, so each hour
+    is evaluated and recorded under its own partition key, then the check's output is emitted."""
+    (spec,) = context.check_specs
+    for key in context.partition_keys:
+        window = hourly_partitions.time_window_for_partition_key(key)
+        result = hour(key, window.start, window.end)
+        yield dg.AssetCheckEvaluation(
+            asset_key=spec.asset_key, check_name=spec.name, passed=result.passed, severity=result.severity,
+            metadata=result.metadata, description=result.description, blocking=spec.blocking, partition=key,
+        )
+    yield dg.Output(None)
 
 
 def _alert_check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, asset: str, source: str,
-                 kind: str, extra: dict | None = None) -> dg.AssetCheckResult:
-    """Evaluate the `kind` rules over the partition, record the alerts, and report them: the check
+                 kind: str, key: str, start: datetime, end: datetime, extra: dict | None = None) -> dg.AssetCheckResult:
+    """Evaluate the `kind` rules over the hour, record the alerts, and report them: the check
     fails while anything fires in the hour, as ERROR when a critical does."""
-    start, end = _window(context)
     selected = [r for r in rules.load_config().effective_rules if r.kind == kind]
     result = engine.run(warehouse.dsn, warehouse.schema, selected, start, end, now=datetime.now(timezone.utc),
-                        source=source, run_id=context.run.run_id, asset_key=asset, partition_key=context.partition_key,
+                        source=source, run_id=context.run.run_id, asset_key=asset, partition_key=key,
                         generator_url=f"{settings.dagster_url()}/runs/{context.run.run_id}")
     critical = any(o.rule.severity == "critical" for o in result.firing)
     return dg.AssetCheckResult(
@@ -56,8 +69,9 @@ def _threshold_check(asset: str, source: str) -> dg.AssetChecksDefinition:
     @dg.asset_check(asset=asset, name="threshold_alerts", partitions_def=hourly_partitions, blocking=False,
                     description=f"Alert rules (config/alerts.yaml) over the hour's {source} samples at their own "
                                 "resolution; firing alerts are recorded in `alerts` for delivery.")
-    def threshold_alerts(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
-        return _alert_check(context, warehouse, asset, source, kind="metric")
+    def threshold_alerts(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> Iterator:
+        yield from per_partition(context, lambda key, start, end: _alert_check(
+            context, warehouse, asset, source, "metric", key, start, end))
 
     return threshold_alerts
 
@@ -65,15 +79,17 @@ def _threshold_check(asset: str, source: str) -> dg.AssetChecksDefinition:
 def _range_check(asset: str, source: str) -> dg.AssetChecksDefinition:
     @dg.asset_check(asset=asset, name="values_in_range", partitions_def=hourly_partitions, blocking=True,
                     description="Percentages within 0-100 and counts, bytes and rates never negative.")
-    def values_in_range(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
-        start, end = _window(context)
-        with warehouse.connect() as conn:
-            bad = checks.out_of_range(conn, warehouse.schema, source, start, end)
-        return dg.AssetCheckResult(
-            passed=not bad,
-            metadata={"bad_series": len(bad), "bad_samples": sum(b["samples"] for b in bad),
-                      "offenders": dg.MetadataValue.md(checks.rows_table(bad))},
-        )
+    def values_in_range(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> Iterator:
+        def hour(key: str, start: datetime, end: datetime) -> dg.AssetCheckResult:
+            with warehouse.connect() as conn:
+                bad = checks.out_of_range(conn, warehouse.schema, source, start, end)
+            return dg.AssetCheckResult(
+                passed=not bad,
+                metadata={"bad_series": len(bad), "bad_samples": sum(b["samples"] for b in bad),
+                          "offenders": dg.MetadataValue.md(checks.rows_table(bad))},
+            )
+
+        yield from per_partition(context, hour)
 
     return values_in_range
 
@@ -82,15 +98,18 @@ def _duplicates_check(asset: str, source: str) -> dg.AssetChecksDefinition:
     @dg.asset_check(asset=asset, name="duplicate_points", partitions_def=hourly_partitions, blocking=False,
                     description="Samples the source sent twice for the same series and timestamp in this load "
                                 "(the last one is kept; `points` cannot hold duplicates) and non-finite values dropped.")
-    def duplicate_points(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        records = context.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[context.partition_key]), limit=1
-        ).records
-        metadata = records[0].asset_materialization.metadata if records else {}
-        counts = {key: int(metadata[key].value) if key in metadata else 0
-                  for key in ("duplicate_points", "non_finite_values")}
-        return dg.AssetCheckResult(passed=not any(counts.values()), severity=dg.AssetCheckSeverity.WARN,
-                                   metadata={**counts, "materialized": bool(records)})
+    def duplicate_points(context: dg.AssetCheckExecutionContext) -> Iterator:
+        def hour(key: str, start: datetime, end: datetime) -> dg.AssetCheckResult:
+            records = context.instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[key]), limit=1
+            ).records
+            metadata = records[0].asset_materialization.metadata if records else {}
+            counts = {name: int(metadata[name].value) if name in metadata else 0
+                      for name in ("duplicate_points", "non_finite_values")}
+            return dg.AssetCheckResult(passed=not any(counts.values()), severity=dg.AssetCheckSeverity.WARN,
+                                       metadata={**counts, "materialized": bool(records)})
+
+        yield from per_partition(context, hour)
 
     return duplicate_points
 
@@ -103,41 +122,47 @@ point_checks = [
 
 @dg.asset_check(asset="ingestion_log_records", name="quarantine_ratio", partitions_def=hourly_partitions, blocking=True,
                 description="Share of the hour's records refused by validation: WARN above 1 %, ERROR above 5 %.")
-def quarantine_ratio(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    start, end = _window(context)
-    with warehouse.connect() as conn:
-        ratio = checks.quarantine_ratio(conn, warehouse.schema, start, end)
-    return dg.AssetCheckResult(
-        passed=ratio.share <= checks.QUARANTINE_WARN,
-        severity=dg.AssetCheckSeverity.ERROR if ratio.share > checks.QUARANTINE_ERROR else dg.AssetCheckSeverity.WARN,
-        metadata={"loaded": ratio.loaded, "quarantined": ratio.quarantined, "share": round(ratio.share, 4),
-                  "reasons": dg.MetadataValue.md(checks.rows_table(ratio.reasons))},
-    )
+def quarantine_ratio(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> Iterator:
+    def hour(key: str, start: datetime, end: datetime) -> dg.AssetCheckResult:
+        with warehouse.connect() as conn:
+            ratio = checks.quarantine_ratio(conn, warehouse.schema, start, end)
+        return dg.AssetCheckResult(
+            passed=ratio.share <= checks.QUARANTINE_WARN,
+            severity=dg.AssetCheckSeverity.ERROR if ratio.share > checks.QUARANTINE_ERROR else dg.AssetCheckSeverity.WARN,
+            metadata={"loaded": ratio.loaded, "quarantined": ratio.quarantined, "share": round(ratio.share, 4),
+                      "reasons": dg.MetadataValue.md(checks.rows_table(ratio.reasons))},
+        )
+
+    yield from per_partition(context, hour)
 
 
 @dg.asset_check(asset="series_health_hourly", name="completeness", partitions_def=hourly_partitions, blocking=False,
                 description="Series silent for the hour (no data) or below 90 % of their expected samples.")
-def completeness(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    start, end = _window(context)
-    with warehouse.connect() as conn:
-        gaps = checks.incomplete_series(conn, warehouse.schema, start, end)
-    return dg.AssetCheckResult(
-        passed=not gaps,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={"incomplete_series": len(gaps), "silent_series": sum(1 for g in gaps if g["no_data"]),
-                  "series": dg.MetadataValue.md(checks.rows_table(gaps))},
-    )
+def completeness(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> Iterator:
+    def hour(key: str, start: datetime, end: datetime) -> dg.AssetCheckResult:
+        with warehouse.connect() as conn:
+            gaps = checks.incomplete_series(conn, warehouse.schema, start, end)
+        return dg.AssetCheckResult(
+            passed=not gaps,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"incomplete_series": len(gaps), "silent_series": sum(1 for g in gaps if g["no_data"]),
+                      "series": dg.MetadataValue.md(checks.rows_table(gaps))},
+        )
+
+    yield from per_partition(context, hour)
 
 
 @dg.asset_check(asset="sla_hourly", name="sla_alerts", partitions_def=hourly_partitions, blocking=False,
                 description="kind: sla alert rules (ingestion failure rate, duration breaches, ...) over the hour's "
                             "SLA rows; firing alerts are recorded in `alerts` for delivery.")
-def sla_alerts(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    start, end = _window(context)
-    with warehouse.connect() as conn:
-        missed = conn.execute(
-            f"SELECT count(*) FROM {warehouse.schema}.sla_hourly WHERE bucket >= %s AND bucket < %s AND NOT sla_met",
-            (start, end),
-        ).fetchone()[0]
-    return _alert_check(context, warehouse, "sla_hourly", engine.SLA_SOURCE, kind="sla",
-                        extra={"rows_missing_sla": missed})
+def sla_alerts(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> Iterator:
+    def hour(key: str, start: datetime, end: datetime) -> dg.AssetCheckResult:
+        with warehouse.connect() as conn:
+            missed = conn.execute(
+                f"SELECT count(*) FROM {warehouse.schema}.sla_hourly WHERE bucket >= %s AND bucket < %s AND NOT sla_met",
+                (start, end),
+            ).fetchone()[0]
+        return _alert_check(context, warehouse, "sla_hourly", engine.SLA_SOURCE, "sla", key, start, end,
+                            extra={"rows_missing_sla": missed})
+
+    yield from per_partition(context, hour)
