@@ -1,0 +1,113 @@
+"""Every source with demo data for a past window, for the end-to-end test and the backfill benchmark.
+
+`local_sources()` starts a local CloudWatch (moto + our double) seeded with the demo's EC2/RDS metrics,
+the WhaTap API double, and writes host samples (1 s, in the agent's minute files) and simulated
+ingestion-job logs into a landing zone. It yields the environment the Dagster code needs to collect
+all four, and stops the servers on exit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import yaml
+
+from metrics_pipeline.lib import settings
+from metrics_pipeline.lib.demo_alerts import BUSY_HOST, busy_cpu
+from metrics_pipeline.lib.host_collector import host_key
+from metrics_pipeline.lib.landing import open_landing
+
+DEMO_TOKEN_ENV = "METRICS_PIPELINE_DEMO_WHATAP_TOKEN"
+
+
+def _cpu(host_index: int, ts: int) -> float:
+    if host_index == 0:
+        return busy_cpu(ts)
+    return 30.0 + 15 * math.sin(ts / (400 + 97 * host_index)) + host_index
+
+
+def host_minute_lines(host: str, host_index: int, minute_start: int) -> str:
+    """One minute of agent lines (1 s ticks, CPU, memory and one filesystem) for a demo host."""
+    lines = []
+    for ts in range(minute_start, minute_start + 60):
+        samples = [
+            ["host_cpu_percent", round(_cpu(host_index, ts), 2), "percent", {}],
+            ["host_memory_percent", round(62.0 + 2 * math.sin(ts / 300) + host_index, 2), "percent", {}],
+            ["host_filesystem_used_percent", 55.0 + host_index, "percent", {"mount": "/", "fstype": "ext4"}],
+        ]
+        lines.append(json.dumps({"ts": float(ts), "host": host, "samples": samples}))
+    return "\n".join(lines) + "\n"
+
+
+def write_host_samples(landing_url: str, hosts: Sequence[str], start: datetime, end: datetime) -> int:
+    """Minute files for every host over [start, end); the first host is the busy one. Returns samples."""
+    zone = open_landing(landing_url)
+    minutes = range(int(start.timestamp()) // 60 * 60, int(end.timestamp()), 60)
+    for index, host in enumerate(hosts):
+        for minute in minutes:
+            zone.write(host_key(host, minute), host_minute_lines(host, index, minute).encode())
+    return len(hosts) * len(minutes) * 60 * 3
+
+
+@dataclass
+class LocalSources:
+    env: dict[str, str]
+    landing_url: str
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+@contextmanager
+def local_sources(
+    state: Path,
+    start: datetime,
+    end: datetime,
+    *,
+    hosts: Sequence[str] = (BUSY_HOST,),
+    jobs_per_hour: int = 120,
+    cloudwatch: bool = True,
+    whatap: bool = True,
+) -> Iterator[LocalSources]:
+    """Demo data for [start, end) (UTC, whole hours) in `state`; yields the env for the Dagster code."""
+    import boto3
+
+    from metrics_pipeline.lib.cloudwatch import demo
+    from metrics_pipeline.lib.cloudwatch.double import LocalCloudWatch
+    from metrics_pipeline.lib.simulate_logs import simulate
+    from metrics_pipeline.lib.whatap.double import WhatapDouble
+
+    state.mkdir(parents=True, exist_ok=True)
+    landing = str(state / "landing")
+    env = {settings.LANDING_ENV: landing}
+    counts = {"host_samples": write_host_samples(landing, hosts, start, end)}
+    counts["ingestion_records"] = simulate(open_landing(landing), start, end, jobs_per_hour=jobs_per_hour).records
+    missing = state / "absent.yaml"  # an unconfigured source: its asset records "not configured"
+    env["METRICS_PIPELINE_CLOUDWATCH_CONFIG"] = env["METRICS_PIPELINE_WHATAP_CONFIG"] = str(missing)
+    local = double = None
+    try:
+        if cloudwatch:
+            local = LocalCloudWatch(indexed=True)
+            client = boto3.client("cloudwatch", endpoint_url=local.endpoint_url, region_name="eu-west-1",
+                                  aws_access_key_id="demo", aws_secret_access_key="demo")
+            counts["cloudwatch_datapoints"] = demo.publish(client, start - timedelta(minutes=5), end + timedelta(minutes=5))
+            path = state / "cloudwatch.yaml"
+            path.write_text(yaml.safe_dump({**demo.demo_config(local.endpoint_url), "discovery_cache_seconds": 0}))
+            env["METRICS_PIPELINE_CLOUDWATCH_CONFIG"] = str(path)
+            env.update(AWS_ACCESS_KEY_ID="demo", AWS_SECRET_ACCESS_KEY="demo", AWS_DEFAULT_REGION="eu-west-1")
+        if whatap:
+            double = WhatapDouble()
+            path = state / "whatap.yaml"
+            path.write_text(yaml.safe_dump({"base_url": double.start(), "account_token_env": DEMO_TOKEN_ENV}))
+            env["METRICS_PIPELINE_WHATAP_CONFIG"] = str(path)
+            env[DEMO_TOKEN_ENV] = double.account_token
+        yield LocalSources(env=env, landing_url=landing, counts=counts)
+    finally:
+        if double is not None:
+            double.stop()
+        if local is not None:
+            local.stop()
