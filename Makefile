@@ -14,18 +14,23 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The alert tests talk to a real Alertmanager: Debian's prometheus-alertmanager (apt-get, as root
-# or through sudo). Elsewhere install Alertmanager yourself; its tests skip without apt-get.
-ALERTMANAGER_STAMP := $(VENV)/.alertmanager-stamp
-$(ALERTMANAGER_STAMP): | $(STAMP)
-	@if command -v prometheus-alertmanager >/dev/null 2>&1 || command -v alertmanager >/dev/null 2>&1; then :; \
+# System packages the tests use for real: Debian's prometheus-alertmanager (the alert delivery tests
+# talk to a real Alertmanager) and docker-compose (`docker-compose config` validates
+# docker-compose.yml; there is no Docker engine in CI). Installed with apt-get, as root or through
+# sudo, when missing. Elsewhere install them yourself; their tests skip without apt-get.
+SYSTEM_STAMP := $(VENV)/.system-packages-stamp
+$(SYSTEM_STAMP): | $(STAMP)
+	@missing=""; \
+	command -v prometheus-alertmanager >/dev/null 2>&1 || command -v alertmanager >/dev/null 2>&1 || missing="$$missing prometheus-alertmanager"; \
+	docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
+	if [ -z "$$missing" ]; then :; \
 	elif command -v apt-get >/dev/null 2>&1; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus-alertmanager; \
-	else echo "no apt-get: install Alertmanager to run the alert delivery tests"; fi
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "no apt-get: install$$missing to run every test"; fi
 	@touch $@
 
-test: install $(ALERTMANAGER_STAMP)
+test: install $(SYSTEM_STAMP)
 	$(PY) -m pytest
 
 dev: install
