@@ -5,8 +5,12 @@ can leave damage, and strict about counting it:
 * the last line without a trailing newline that does not parse is a `partial_line` (the agent died
   mid-write): skipped and counted;
 * any other line that is not a valid tick object is a `corrupt_line`: skipped and counted;
-* a sample entry that is malformed inside a good line is an `invalid_sample`: skipped and counted.
-Nothing raises for bad content: one bad file must not block every host's hour.
+* a sample entry that is malformed inside a good line is an `invalid_sample`: skipped and counted;
+* a line longer than `MAX_LINE_BYTES` is not parsed at all (a real tick is a few kB; a hostile one
+  could cost gigabytes and minutes to parse): it counts as corrupt (partial when it is the last);
+* a file the landing zone refuses (a name leaving the zone, over the size limit) is a `refused_file`.
+Nothing raises for bad content: one bad file must not block every host's hour. Files are read line
+by line from their bytes, never copied or decoded whole.
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 
-from metrics_pipeline.lib.landing import LandingObject, LandingZone, read_many
-from metrics_pipeline.lib.loader import canonical_labels
+from metrics_pipeline.lib.landing import LandingObject, LandingZone, RefusedObject, read_many
+from metrics_pipeline.lib.loader import MAX_NAME_BYTES, canonical_labels, text_problem
 
 HOST_PREFIX = "host/"
 _TS_MIN, _TS_MAX = 946_684_800.0, 4_102_444_800.0  # 2000-01-01 .. 2100-01-01: anything else is a broken clock
+MAX_LINE_BYTES = 1_000_000
 
 
 def hour_prefix(hour: datetime) -> str:
@@ -62,30 +67,36 @@ class HostBatch:
     def read(self, data: bytes) -> None:
         """Add the samples of one file's bytes."""
         self.files += 1
-        text = data.decode("utf-8", errors="replace")
-        lines = text.split("\n")
-        ends_cleanly = text.endswith("\n")
-        if ends_cleanly:
-            lines.pop()
-        for i, line in enumerate(lines):
-            if not line.strip():
-                continue
-            try:
-                tick = json.loads(line)
-                ts = float(tick["ts"])
-                host = tick["host"]
-                samples = tick["samples"]
-                if not isinstance(host, str) or not host or not isinstance(samples, list) or not _TS_MIN <= ts < _TS_MAX:
-                    raise ValueError("not a tick")
-                host.encode("utf-8")
-            except (ValueError, KeyError, TypeError, OverflowError, RecursionError, UnicodeEncodeError):
-                last = i == len(lines) - 1 and not ends_cleanly
+        start = 0
+        while start < len(data):
+            end = data.find(b"\n", start)
+            last = end < 0  # no newline after it: the agent may have died mid-write
+            end = len(data) if last else end
+            if end - start > MAX_LINE_BYTES:
                 self.problems["partial_lines" if last else "corrupt_lines"] += 1
-                continue
-            self.lines += 1
-            self.hosts.add(host)
-            for entry in samples:
-                self._add(host, ts, entry)
+            else:
+                self._line(data[start:end].decode("utf-8", errors="replace"), last)
+            start = end + 1
+
+    def _line(self, line: str, last: bool) -> None:
+        if not line.strip():
+            return
+        try:
+            tick = json.loads(line)
+            ts = float(tick["ts"])
+            host = tick["host"]
+            samples = tick["samples"]
+            if not isinstance(host, str) or not host or not isinstance(samples, list) or not _TS_MIN <= ts < _TS_MAX:
+                raise ValueError("not a tick")
+            if text_problem(host):
+                raise ValueError("host name PostgreSQL cannot store")
+        except (ValueError, KeyError, TypeError, OverflowError, RecursionError):
+            self.problems["partial_lines" if last else "corrupt_lines"] += 1
+            return
+        self.lines += 1
+        self.hosts.add(host)
+        for entry in samples:
+            self._add(host, ts, entry)
 
     def _add(self, host: str, ts: float, entry) -> None:
         try:
@@ -95,7 +106,9 @@ class HostBatch:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError
             value = float(value)
-            metric.encode("utf-8"), unit.encode("utf-8")
+            # One sample the loader would refuse must not make it refuse every host's hour.
+            if text_problem(metric, max_bytes=MAX_NAME_BYTES) or text_problem(unit):
+                raise ValueError
             cache_key = (host, json.dumps(labels, sort_keys=True) if labels else "")
             text = self._labels_cache.get(cache_key)
             if text is None:
@@ -103,7 +116,7 @@ class HostBatch:
                     raise ValueError
                 text = canonical_labels({**(labels or {}), "host": host})
                 self._labels_cache[cache_key] = text
-        except (ValueError, TypeError, OverflowError, RecursionError, UnicodeEncodeError):
+        except (ValueError, TypeError, OverflowError, RecursionError):
             self.problems["invalid_samples"] += 1
             return
         self.metric.append(metric)
@@ -141,7 +154,10 @@ def read_window(zone: LandingZone, start: datetime, end: datetime) -> tuple[Host
     batch = HostBatch()
     objects = files_for_window(zone, start, end)
     for _, data in read_many(zone, [o.key for o in objects]):
-        batch.read(data)
+        if isinstance(data, RefusedObject):  # a name leaving the zone, or over the size limit
+            batch.problems["refused_files"] += 1
+        else:
+            batch.read(data)
     return batch, objects
 
 

@@ -9,7 +9,9 @@ parser never raises on content.
 Positions: 1-based line numbers for JSON Lines, 0-based array indexes for JSON arrays, and -1 for
 a whole file that is neither. A JSON array cut short (a writer that crashed) keeps every complete
 item and rejects the unreadable tail as one record. Lines longer than `max_record_bytes`, nesting
-deep enough to exhaust the parser and undecodable bytes are rejected, never crash the run.
+deep enough to exhaust the parser and undecodable bytes are rejected, never crash the run. Memory
+stays bounded: JSON Lines are cut from the file's bytes one line at a time, an over-long line is
+never copied or decoded, and a rejected record keeps an excerpt of at most 10,000 characters.
 
 Validation, in order (all problems of a record are reported together):
 * required fields present and non-empty: No_Sequence, Entreprise, Zone, Source, Objet_Id, Objet,
@@ -44,6 +46,7 @@ TEXT_FIELDS = {"Entreprise": "company", "Zone": "zone", "Source": "source_system
 STATUSES = ("SUCCESS", "FAILED")
 _SEQUENCE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})-(\d{2})-(\d{2})$")
 _RAW_LIMIT = 10_000
+_NOT_SPACE = re.compile(rb"\S")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +100,14 @@ def _hour(ts: datetime) -> datetime:
 
 def _clip(text: str) -> str:
     return text if len(text) <= _RAW_LIMIT else text[:_RAW_LIMIT] + f"... [{len(text) - _RAW_LIMIT} more characters]"
+
+
+def _excerpt(data: str | bytes, start: int, end: int) -> str:
+    """`data[start:end]` for the quarantine, clipped *before* it is copied (it may be hundreds of MB)."""
+    part = data[start:min(end, start + _RAW_LIMIT)]
+    text = _printable(part.decode("utf-8", "replace") if isinstance(part, bytes) else part)
+    unit = "bytes" if isinstance(data, bytes) else "characters"
+    return text if end - start <= _RAW_LIMIT else f"{text}... [{end - start - _RAW_LIMIT} more {unit}]"
 
 
 def parse_timestamp(value, tz: tzinfo) -> datetime:
@@ -370,25 +381,29 @@ def _loads(text: str):
 def parse_file(data: bytes, key: str, options: ParseOptions = ParseOptions()) -> ParsedFile:
     """Parse one landing file; never raises on content."""
     result = ParsedFile(key)
-    if data.startswith(BOM):
-        data = data[len(BOM):]
-    head = data.lstrip()[:1]
-    if head == b"[":
-        _parse_array(data, result, options)
-    elif not head:
+    offset = len(BOM) if data.startswith(BOM) else 0
+    first = _NOT_SPACE.search(data, offset)
+    if first is None:
         pass  # an empty file holds no records
+    elif data[first.start()] == ord("["):
+        _parse_array(data, result, options)
     else:
-        _parse_lines(data, result, options)
+        _parse_lines(data, offset, result, options)
     return result
 
 
-def _parse_lines(data: bytes, result: ParsedFile, options: ParseOptions) -> None:
-    for number, line in enumerate(data.split(b"\n"), start=1):
-        if not line.strip():
-            continue
-        if len(line) > options.max_record_bytes:
-            result.rejected.append(Rejected(number, _clip(_printable(line.decode("utf-8", "replace"))),
+def _parse_lines(data: bytes, offset: int, result: ParsedFile, options: ParseOptions) -> None:
+    number, start = 0, offset
+    while start < len(data):
+        end = data.find(b"\n", start)
+        end = len(data) if end < 0 else end
+        number, line_start, start = number + 1, start, end + 1
+        if end - line_start > options.max_record_bytes:
+            result.rejected.append(Rejected(number, _excerpt(data, line_start, end),
                                             f"line longer than {options.max_record_bytes} bytes"))
+            continue
+        line = data[line_start:end]
+        if not line.strip():
             continue
         try:
             text = line.decode("utf-8")
@@ -404,9 +419,9 @@ def _parse_lines(data: bytes, result: ParsedFile, options: ParseOptions) -> None
 
 def _parse_array(data: bytes, result: ParsedFile, options: ParseOptions) -> None:
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # the BOM, if any, goes without copying the file first
     except UnicodeDecodeError as exc:
-        result.rejected.append(Rejected(-1, _clip(data.decode("utf-8", "replace")), f"file is not UTF-8 ({exc.reason})"))
+        result.rejected.append(Rejected(-1, _excerpt(data, 0, len(data)), f"file is not UTF-8 ({exc.reason})"))
         return
     document, error = _loads(text)
     if error is None and isinstance(document, list):
@@ -432,16 +447,18 @@ def _parse_array(data: bytes, result: ParsedFile, options: ParseOptions) -> None
             if text[position] == "[":
                 position += 1
                 continue
-            result.rejected.append(Rejected(index, _clip(_printable(text[position:])), "text after the end of the JSON array"))
+            result.rejected.append(Rejected(index, _excerpt(text, position, len(text)), "text after the end of the JSON array"))
             return
         try:
             record, end = decoder.raw_decode(text, position)
         except (ValueError, RecursionError) as exc:
             reason = "JSON nested too deeply" if isinstance(exc, RecursionError) else f"broken JSON array ({exc})"
-            result.rejected.append(Rejected(index, _clip(_printable(text[position:])), f"{reason}; items after this point are unreadable"))
+            result.rejected.append(Rejected(index, _excerpt(text, position, len(text)),
+                                            f"{reason}; items after this point are unreadable"))
             return
         if end - position > options.max_record_bytes:
-            result.rejected.append(Rejected(index, _clip(_printable(text[position:end])), f"record longer than {options.max_record_bytes} bytes"))
+            result.rejected.append(Rejected(index, _excerpt(text, position, end),
+                                            f"record longer than {options.max_record_bytes} bytes"))
         else:
             _accept(result, validate(record, index, result.key, options))
         position, index = end, index + 1

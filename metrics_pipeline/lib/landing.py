@@ -5,14 +5,16 @@ One small interface, two backends:
   `list_new(prefix, cursor)` returns those after a `(mtime, key)` cursor, oldest first, so a
   sensor can walk thousands of files across ticks without missing or repeating one;
 * `read(key)` returns bytes, refusing anything larger than `max_object_bytes` (a hostile or broken
-  producer cannot exhaust memory);
+  producer cannot exhaust memory); `read_many` hands such refusals back per object, so one bad
+  object never stops a batch;
 * `write(key, data)` is atomic: locally write to a temporary name in the same directory, fsync,
   rename, fsync the directory; on S3 a PUT is atomic by nature;
 * `delete(key)`. Nothing here deletes on its own: files are removed only by retention, after the
   data they hold has been committed.
 
 Keys are relative POSIX paths. Keys that would leave the zone (`..`, absolute, backslashes, NUL)
-are refused, so a file name chosen by a producer can never make us read or write elsewhere.
+are refused, and so are local paths that a symlink (of the file or of a directory on the way) leads
+out of the zone, so a file name chosen by a producer can never make us read or write elsewhere.
 Temporary files (`.tmp-` prefix) are never listed.
 
 boto3 is imported only by the S3 backend: the host agent writing locally stays small.
@@ -34,6 +36,10 @@ _BAD_KEY = re.compile(r"(^/)|(\\)|(\x00)|(^|/)\.\.?(/|$)")
 
 class LandingError(RuntimeError):
     """A landing-zone operation failed (missing object, object too large, bad key)."""
+
+
+class RefusedObject(LandingError):
+    """An object the zone will not read, whatever is retried: a key leaving the zone, or too large."""
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -67,7 +73,7 @@ class Cursor:
 def check_key(key: str) -> str:
     """Return `key` if it stays inside the landing zone, else raise LandingError."""
     if not isinstance(key, str) or not key or _BAD_KEY.search(key):
-        raise LandingError(f"landing key {key!r} is not a relative path inside the landing zone")
+        raise RefusedObject(f"landing key {key!r} is not a relative path inside the landing zone")
     return key
 
 
@@ -102,8 +108,9 @@ class LocalLanding:
 
     def path(self, key: str) -> Path:
         path = (self.root / check_key(key)).absolute()
-        if not path.is_relative_to(self.root) or path.is_symlink():
-            raise LandingError(f"landing key {key!r} resolves outside the landing zone")
+        if (not path.is_relative_to(self.root) or path.is_symlink()
+                or not path.resolve().is_relative_to(self.root.resolve())):  # a symlinked directory on the way
+            raise RefusedObject(f"landing key {key!r} resolves outside the landing zone")
         return path
 
     def list(self, prefix: str = "") -> list[LandingObject]:
@@ -141,7 +148,7 @@ class LocalLanding:
         except FileNotFoundError:
             raise LandingError(f"landing object {key!r} does not exist in {self.root}") from None
         if len(data) > self.max_object_bytes:
-            raise LandingError(f"landing object {key!r} is larger than {self.max_object_bytes} bytes")
+            raise RefusedObject(f"landing object {key!r} is larger than {self.max_object_bytes} bytes")
         return data
 
     def write(self, key: str, data: bytes) -> None:
@@ -233,7 +240,7 @@ class S3Landing:
             raise
         if response["ContentLength"] > self.max_object_bytes:
             response["Body"].close()
-            raise LandingError(f"landing object {key!r} is larger than {self.max_object_bytes} bytes")
+            raise RefusedObject(f"landing object {key!r} is larger than {self.max_object_bytes} bytes")
         return response["Body"].read()
 
     def write(self, key: str, data: bytes) -> None:
@@ -257,16 +264,25 @@ def open_landing(url: str, *, endpoint_url: str | None = None, region_name: str 
 
 
 def read_many(zone: LandingZone, keys: list[str], workers: int = 8):
-    """Yield (key, bytes) for `keys` in order, fetching up to `workers` objects at a time.
+    """Yield (key, bytes or RefusedObject) for `keys` in order, fetching up to `workers` at a time.
 
     Object-store reads are latency-bound (one request each): an hour of a hundred hosts is 6,000
     small objects, which would take minutes one by one. Local reads gain little but lose nothing.
+    An object the zone refuses (a producer's file name leaving the zone, an object over the size
+    limit) comes back as its RefusedObject for the caller to quarantine or count: one hostile file
+    must not stop every file of the batch. Other errors (missing object, S3 down) raise.
     """
+    def read(key: str) -> bytes | RefusedObject:
+        try:
+            return zone.read(key)
+        except RefusedObject as exc:
+            return exc
+
     if len(keys) <= 1 or isinstance(zone, LocalLanding):
         for key in keys:
-            yield key, zone.read(key)
+            yield key, read(key)
         return
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        yield from zip(keys, pool.map(zone.read, keys))
+        yield from zip(keys, pool.map(read, keys))

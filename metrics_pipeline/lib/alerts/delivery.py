@@ -18,10 +18,13 @@ from __future__ import annotations
 import dataclasses
 import json
 from datetime import datetime, timedelta, timezone
+from urllib.parse import urlsplit
 
 import psycopg
 import requests
 from psycopg.rows import dict_row
+
+from metrics_pipeline.lib.settings import validate_identifier
 
 RESEND_INTERVAL = timedelta(minutes=1)
 #: A firing alert's endsAt: this many re-send intervals ahead (Prometheus uses 4 evaluation intervals).
@@ -97,13 +100,24 @@ def _post(session: requests.Session, url: str, body, timeout: float, what: str) 
     except requests.RequestException as exc:
         return f"{what}: {type(exc).__name__}"
     if response.status_code >= 300:
-        return f"{what}: HTTP {response.status_code} {response.text[:200]}"
+        return f"{what}: HTTP {response.status_code} {_redact(response.text, url)[:200]}"
     return None
+
+
+def _redact(text: str, url: str) -> str:
+    """A receiver's answer without the URL: error pages often echo the path ("Cannot POST /hooks/..."),
+    and a webhook's path is its secret."""
+    parts = urlsplit(url)
+    for secret in (url, parts.path, parts.query):
+        if len(secret) > 1:
+            text = text.replace(secret, "[url]")
+    return text
 
 
 def deliver(dsn: str, schema: str, *, alertmanager_url: str | None = None, webhook_url: str | None = None,
             now: datetime | None = None, resend: timedelta = RESEND_INTERVAL, timeout: float = 10.0) -> DeliveryResult:
     """Send every due alert to the configured targets; mark what went, record what failed."""
+    validate_identifier(schema, what="schema")
     now = now or datetime.now(timezone.utc)
     result = DeliveryResult()
     targets = []

@@ -31,6 +31,7 @@ import psycopg
 from metrics_pipeline.lib import windows
 from metrics_pipeline.lib.alerts.evaluate import Hold, holds, lookback
 from metrics_pipeline.lib.alerts.rules import Rule
+from metrics_pipeline.lib.settings import validate_identifier
 
 #: max_gap when a rule does not set one: this many times the series' median spacing.
 GAP_FACTOR = 2.5
@@ -282,6 +283,7 @@ def record(conn: psycopg.Connection, schema: str, result: WindowResult, rules: l
 def run(dsn: str, schema: str, rules: list[Rule], start: datetime, end: datetime, *, now: datetime | None = None,
         source: str | None = None, **context) -> WindowResult:
     """Evaluate and record the metric rules over [start, end) in one transaction."""
+    validate_identifier(schema, what="schema")
     start, end = windows.utc(start, "start"), windows.utc(end, "end")
     now = windows.utc(now or datetime.now(timezone.utc), "now")
     with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction():

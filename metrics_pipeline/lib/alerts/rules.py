@@ -49,15 +49,24 @@ RuleName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
 LabelName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=100)]
 
 
+#: `{name}` or `{labels[key]}`: no attribute access and no other indexing, which would let a template
+#: walk from any value to module globals and `os.environ`, and send secrets out with the alert.
+_TEMPLATE_FIELD = re.compile(r"^(?P<root>[a-z]+)(\[[A-Za-z0-9_]+\])?$")
+
+
 def _check_template(text: str) -> str:
     try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(text) if f is not None]
+        parsed = [(f, spec) for _, f, spec, _ in string.Formatter().parse(text) if f is not None]
     except ValueError as exc:
         raise ValueError(f"broken template {text!r}: {exc}") from None
-    for field in fields:
+    for field, spec in parsed:
         root = re.split(r"[.\[]", field, maxsplit=1)[0]
         if root not in TEMPLATE_FIELDS:
             raise ValueError(f"unknown template field {{{field}}}; use {', '.join(sorted(TEMPLATE_FIELDS))}")
+        match = _TEMPLATE_FIELD.match(field)
+        if not match or (match.group(2) and root != "labels") or "{" in (spec or ""):
+            raise ValueError(f"template field {{{field}}} may only be a name or labels[name] "
+                             "(no attributes, no nested fields)")
     return text
 
 

@@ -102,13 +102,14 @@ class WhatapClient:
                     last = f"HTTP {response.status_code}"
                 elif response.status_code >= 400:
                     self.stats.errors[endpoint] += 1
-                    raise WhatapError(f"WhaTap {endpoint} for {who} answered HTTP {response.status_code}: {_message(response)}")
+                    raise WhatapError(f"WhaTap {endpoint} for {who} answered HTTP {response.status_code}: "
+                                      f"{_message(response, token)}")
                 else:
                     payload = _json(response)
                     error = _error_in(payload)
                     if error is not None:
                         self.stats.errors[endpoint] += 1
-                        raise WhatapError(f"WhaTap {endpoint} for {who} returned an error: {error[:200]}")
+                        raise WhatapError(f"WhaTap {endpoint} for {who} returned an error: {_redact(error, token)[:200]}")
                     return payload
             self.stats.errors[endpoint] += 1
             if attempt < self.max_attempts:
@@ -185,9 +186,15 @@ def _error_in(payload) -> str | None:
     return None
 
 
-def _message(response: requests.Response) -> str:
+def _redact(text: str, token: str) -> str:
+    """Server text we repeat in errors, without the token (a proxy or error page may echo headers)."""
+    return text.replace(token, "[token]") if token else text
+
+
+def _message(response: requests.Response, token: str) -> str:
     try:
         payload = response.json()
-        return str(payload.get("message") or payload)[:200] if isinstance(payload, dict) else str(payload)[:200]
+        text = str(payload.get("message") or payload) if isinstance(payload, dict) else str(payload)
     except ValueError:
-        return response.text[:200]
+        text = response.text
+    return _redact(text, token)[:200]
