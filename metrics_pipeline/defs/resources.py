@@ -15,7 +15,7 @@ import pandas as pd
 import psycopg
 from pydantic import Field
 
-from metrics_pipeline.lib import landing, loader, migrate, settings
+from metrics_pipeline.lib import db, landing, loader, migrate, settings
 from metrics_pipeline.lib.settings import DEFAULT_SCHEMA, DSN_ENV, schema_name, validate_identifier
 
 
@@ -37,7 +37,7 @@ class WarehouseResource(dg.ConfigurableResource):
     def connect(self) -> Iterator[psycopg.Connection]:
         """An autocommit connection to a migrated warehouse; use `conn.transaction()` for atomic work."""
         migrate.ensure_migrated(self.dsn, self.schema)
-        with psycopg.connect(self.dsn, autocommit=True) as conn:
+        with db.connect(self.dsn, autocommit=True) as conn:
             yield conn
 
     def load_points(self, frame: pd.DataFrame, *, source: str, start: datetime, end: datetime, **kwargs) -> loader.LoadResult:

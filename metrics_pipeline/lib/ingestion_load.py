@@ -22,9 +22,9 @@ from datetime import datetime, timezone
 
 import psycopg
 
-from metrics_pipeline.lib import landing_index, migrate, partitioning
-from metrics_pipeline.lib.ingestion_logs import SOURCE, ParsedFile, ParseOptions, parse_file
-from metrics_pipeline.lib.landing import Cursor, LandingObject, LandingZone, list_new, read_many
+from metrics_pipeline.lib import db, landing_index, migrate, partitioning
+from metrics_pipeline.lib.ingestion_logs import SOURCE, ParsedFile, ParseOptions, Rejected, parse_file
+from metrics_pipeline.lib.landing import Cursor, LandingObject, LandingZone, RefusedObject, read_many
 
 PREFIX = "ingestion_logs/"
 COLUMNS = (
@@ -68,7 +68,10 @@ def index_objects(
     parsed = {}
     entries = []
     for obj, (_, data) in zip(objects, read_many(zone, [o.key for o in objects])):
-        result = parse_file(data, obj.key, options)
+        if isinstance(data, RefusedObject):  # quarantined as a whole file, with the reason
+            result = ParsedFile(obj.key, rejected=[Rejected(-1, "", str(data))])
+        else:
+            result = parse_file(data, obj.key, options)
         hours = result.hours(_fallback_hour(obj, options))
         parsed[obj.key] = (obj, result, hours)
         entries.append((obj, sorted(set(hours.values())), result.read))
@@ -90,7 +93,7 @@ def load_window(
     """Make `ingestion_runs` and `quarantine` hold exactly what the landing files say for [start, end)."""
     migrate.ensure_migrated(dsn, schema)
     result = IngestionLoadResult()
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with db.connect(dsn, autocommit=True) as conn:
         listed, parsed = sync_index(conn, schema, zone, options)
         keys = landing_index.files_touching(conn, schema, SOURCE, start, end)
         present = [k for k in keys if k in listed]
@@ -204,11 +207,17 @@ def plan_requests(
 ) -> tuple[list[datetime], Cursor, int]:
     """For the ingestion sensor: index files that arrived after `cursor` (oldest first, within a
     time budget so a tick stays inside Dagster's sensor limit) and return the hours they touch,
-    the new cursor and the number of files indexed."""
+    the new cursor and the number of files indexed.
+
+    Files behind the cursor that the index has not seen in their current version are new too: a
+    file moved into the zone keeps its older mtime (`mv`, `rsync -a`; an S3 multipart upload is
+    dated from its start), and a walk by mtime alone would skip it for ever."""
     import time
 
     deadline = time.monotonic() + budget_s
-    new = list_new(zone, PREFIX, cursor, limit=max_files)
+    known = landing_index.indexed(conn, schema, SOURCE)
+    position = (cursor.mtime, cursor.key)
+    new = sorted(o for o in zone.list(PREFIX) if (o.mtime, o.key) > position or known.get(o.key) != o.etag)[:max_files]
     done: list[LandingObject] = []
     hours: set[datetime] = set()
     batch: list[LandingObject] = []
@@ -223,7 +232,7 @@ def plan_requests(
     if batch:
         hours |= _index_batch(conn, schema, zone, batch, options)
         done += batch
-    if done:
+    if done and (done[-1].mtime, done[-1].key) > position:  # never backwards
         cursor = Cursor(done[-1].mtime, done[-1].key)
     return sorted(hours), cursor, len(done)
 

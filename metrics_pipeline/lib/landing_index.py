@@ -53,6 +53,20 @@ def hours_of(conn: psycopg.Connection, schema: str, kind: str, keys: list[str]) 
     return dict(rows)
 
 
+def inputs_digest(conn: psycopg.Connection, schema: str, kind: str, hours: list[datetime]) -> dict[datetime, str]:
+    """Per hour, a digest of the (key, etag) of every indexed file holding records of it: it changes
+    exactly when a file feeding the hour appears, disappears from it or changes. Hours no indexed
+    file touches are absent."""
+    rows = conn.execute(
+        f"""SELECT h, md5(string_agg(f.key || chr(31) || f.etag, chr(30) ORDER BY f.key))
+            FROM {schema}.landing_files f CROSS JOIN LATERAL unnest(f.hours) h
+            WHERE f.kind = %s AND f.hours && %s::timestamptz[] AND h = ANY(%s::timestamptz[])
+            GROUP BY h""",
+        (kind, hours, hours),
+    ).fetchall()
+    return dict(rows)
+
+
 def files_touching(conn: psycopg.Connection, schema: str, kind: str, start: datetime, end: datetime) -> list[str]:
     """Keys of indexed files holding at least one record whose hour is in [start, end)."""
     rows = conn.execute(

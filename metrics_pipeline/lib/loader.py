@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 import psycopg
 
-from metrics_pipeline.lib import migrate, partitioning
+from metrics_pipeline.lib import db, migrate, partitioning
 from metrics_pipeline.lib.settings import validate_identifier
 
 #: Columns of a normalised points frame (SPEC §2). `source` is optional: it is given to load_points.
@@ -52,6 +52,9 @@ _COPY_ROW = np.dtype(
      ("len_value", ">i4"), ("value", ">f8")]
 )
 _COPY_CHUNK_ROWS = 250_000
+#: Longest metric name, source and `tenant` label, in UTF-8 bytes. Those columns are btree-indexed, and
+#: a btree entry cannot exceed ~2.7 kB: a longer value would fail deep in the load with a database error.
+MAX_NAME_BYTES = 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,8 +116,9 @@ class _Prepared:
 def _example(frame: pd.DataFrame, mask: np.ndarray) -> str:
     """The first offending row, for error messages."""
     position = int(np.flatnonzero(mask)[0])
-    row = frame.iloc[position]
-    shown = {col: row[col] for col in frame.columns if col in POINT_COLUMNS or col == "source"}
+    # Column by column: a whole row would mix the categoricals, which pandas hashes as UTF-8 (a lone
+    # surrogate, the very thing being reported, would then fail the error message itself).
+    shown = {col: frame[col].iloc[position] for col in frame.columns if col in POINT_COLUMNS or col == "source"}
     text = repr(shown)
     return f"row {position} {text[:500]}"
 
@@ -125,7 +129,21 @@ def _utc(ts: datetime, name: str) -> datetime:
     return ts.astimezone(timezone.utc)
 
 
-def _text_codes(frame: pd.DataFrame, column: str, *, allow_empty: bool) -> tuple[np.ndarray, list[str]]:
+def text_problem(value: str, *, max_bytes: int | None = None) -> str | None:
+    """Why PostgreSQL text (or one of our indexed names, with `max_bytes`) cannot hold `value`, or None."""
+    if "\x00" in value:
+        return "must not contain NUL characters"
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "must not contain unpaired UTF-16 surrogates"
+    if max_bytes is not None and size > max_bytes:
+        return f"must be at most {max_bytes} bytes of UTF-8 (got {size})"
+    return None
+
+
+def _text_codes(frame: pd.DataFrame, column: str, *, allow_empty: bool,
+                max_bytes: int | None = None) -> tuple[np.ndarray, list[str]]:
     """Factorise a text column and validate each distinct value once (not once per row)."""
     codes, uniques = pd.factorize(frame[column], use_na_sentinel=True)
     if (codes < 0).any():
@@ -137,8 +155,8 @@ def _text_codes(frame: pd.DataFrame, column: str, *, allow_empty: bool) -> tuple
             problem = "must hold strings"
         elif not allow_empty and not value:
             problem = "must not be empty"
-        elif "\x00" in value:
-            problem = "must not contain NUL characters"
+        else:
+            problem = text_problem(value, max_bytes=max_bytes)
         if problem:
             raise ValueError(f"column {column!r} {problem}; {_example(frame, codes == i)}")
     return codes, uniques
@@ -162,8 +180,9 @@ def canonical_labels(labels: Any) -> str:
     for key, value in labels.items():
         if not isinstance(key, str) or not isinstance(value, str):
             raise ValueError(f"labels must map strings to strings; {key!r}: {value!r} does not")
-        if "\x00" in key or "\x00" in value:
-            raise ValueError(f"labels must not contain NUL characters; {key!r}: {value!r} does")
+        problem = text_problem(key) or text_problem(value, max_bytes=MAX_NAME_BYTES if key == "tenant" else None)
+        if problem:
+            raise ValueError(f"label {key[:100]!r} {problem}")
     return json.dumps(labels, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -266,7 +285,7 @@ def prepare(frame: pd.DataFrame, *, source: str, start: datetime, end: datetime,
         empty = np.empty(0, dtype=np.int64)
         return _Prepared([], [], [], [], empty, empty, np.empty(0), dropped)
 
-    metric_codes, metric_uniques = _text_codes(frame, "metric", allow_empty=False)
+    metric_codes, metric_uniques = _text_codes(frame, "metric", allow_empty=False, max_bytes=MAX_NAME_BYTES)
     resource_codes, resource_uniques = _text_codes(frame, "resource", allow_empty=True)
     unit_codes, unit_uniques = _text_codes(frame, "unit", allow_empty=False)
     label_codes, label_uniques = _label_codes(frame)
@@ -534,15 +553,16 @@ def load_points(
     validate_identifier(schema, what="schema")
     if scope not in ("window", "series"):
         raise ValueError(f"scope must be 'window' or 'series', got {scope!r}")
-    if not isinstance(source, str) or not source:
-        raise ValueError(f"source must be a non-empty string, got {source!r}")
+    if not isinstance(source, str) or not source or text_problem(source, max_bytes=MAX_NAME_BYTES):
+        raise ValueError(f"source must be a non-empty string without NUL characters, at most {MAX_NAME_BYTES} "
+                         f"bytes, got {source[:100] if isinstance(source, str) else source!r}")
     start, end = _utc(start, "start"), _utc(end, "end")
     if end <= start:
         raise ValueError(f"window end {end.isoformat()} must be after start {start.isoformat()}")
     prepared = prepare(frame, source=source, start=start, end=end, out_of_window=out_of_window)
 
     migrate.ensure_migrated(dsn, schema)
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with db.connect(dsn, autocommit=True) as conn:
         bounds = partitioning.partition_bounds("points", start, end)
         if len(prepared.codes):
             partitioning.ensure_partitions(conn, schema, "points", start, end)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psycopg
 
-from metrics_pipeline.lib import bi
+from metrics_pipeline.lib import bi, db
 from metrics_pipeline.lib.settings import validate_identifier
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -85,7 +85,7 @@ def migrate(dsn: str, schema: str = "metrics", *, target: int | None = None) -> 
         target: stop after this version (used by the upgrade test).
     """
     validate_identifier(schema, what="schema")
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with db.connect(dsn, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_lock_key(schema),))
         try:
             return _migrate_locked(conn, schema, target)

@@ -51,6 +51,8 @@ def host_points(
             "points_changed": result.changed,
             "duplicate_points": result.dropped.get("duplicate", 0),
             "non_finite_values": result.dropped.get("non_finite", 0),
+            # Samples whose clock puts them outside the file's hour (a skewed or broken clock): dropped.
+            "out_of_window_points": result.dropped.get("out_of_window", 0),
             "partial_lines": batch.problems.get("partial_lines", 0),
             "corrupt_lines": batch.problems.get("corrupt_lines", 0),
             "invalid_samples": batch.problems.get("invalid_samples", 0),

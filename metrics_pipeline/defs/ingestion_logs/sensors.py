@@ -4,7 +4,9 @@ It walks the landing prefix with an (mtime, key) cursor, indexes each new file's
 warehouse (so the runs find their files without re-listing everything) and requests each touched
 partition once per tick. A tick stops after a time budget well inside Dagster's sensor limit and
 continues from its cursor on the next one, so thousands of files are handled across ticks, each
-exactly once. Off by default; `make dev` turns it on.
+exactly once. A run key names the hour, the cursor and a digest of the files feeding the hour: a
+file that arrives behind the cursor (moved in with an older mtime) still makes a new run, and a
+retried tick makes none twice. Off by default; `make dev` turns it on.
 """
 
 
@@ -13,7 +15,7 @@ import dagster as dg
 from metrics_pipeline.defs.ingestion_logs.assets import ingestion_log_records, parse_options
 from metrics_pipeline.defs.partitions import AUTOMATION_STATUS, hourly_partitions
 from metrics_pipeline.defs.resources import LandingZoneResource, WarehouseResource
-from metrics_pipeline.lib import ingestion_load
+from metrics_pipeline.lib import ingestion_load, landing_index
 from metrics_pipeline.lib.landing import Cursor
 
 BUDGET_SECONDS = 40.0
@@ -33,13 +35,16 @@ def ingestion_logs_sensor(
         hours, new_cursor, files = ingestion_load.plan_requests(
             conn, warehouse.schema, landing.zone(), cursor, parse_options(), budget_s=BUDGET_SECONDS
         )
-    keys = [h.strftime("%Y-%m-%d-%H:%M") for h in hours]
+        digests = landing_index.inputs_digest(conn, warehouse.schema, ingestion_load.SOURCE, hours)
+    keys = {h.strftime("%Y-%m-%d-%H:%M"): digests.get(h, "none")[:12] for h in hours}
     valid = [k for k in keys if hourly_partitions.has_partition_key(k)]
     if len(valid) < len(keys):
         context.log.warning(f"{len(keys) - len(valid)} hour(s) are outside the partition range: {sorted(set(keys) - set(valid))[:5]}")
     if files:
         context.log.info(f"indexed {files} new file(s) touching {len(valid)} partition(s)")
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(run_key=f"{key}:{new_cursor.encode()}", partition_key=key) for key in valid],
+        run_requests=[
+            dg.RunRequest(run_key=f"{key}:{new_cursor.encode()}:{keys[key]}", partition_key=key) for key in valid
+        ],
         cursor=new_cursor.encode(),
     )

@@ -21,9 +21,8 @@ from datetime import datetime, timedelta, timezone
 from functools import cache
 from pathlib import Path
 
-import psycopg
-
-from metrics_pipeline.lib import partitioning, windows
+from metrics_pipeline.lib import db, partitioning, windows
+from metrics_pipeline.lib.settings import validate_identifier
 
 _SQL = Path(__file__).parent / "sql"
 
@@ -113,6 +112,7 @@ def refresh(dsn: str, schema: str, tables: list[str], start: datetime, end: date
     Returns:
         One TierResult per table.
     """
+    validate_identifier(schema, what="schema")
     start, end = windows.utc(start, "start"), windows.utc(end, "end")
     ordered = [t for t in TIERS if t in tables]
     unknown = set(tables) - set(TIERS)
@@ -121,7 +121,7 @@ def refresh(dsn: str, schema: str, tables: list[str], start: datetime, end: date
     for table in ordered:
         _check_aligned(table, start, end)
     results = []
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with db.connect(dsn, autocommit=True) as conn:
         for table in ordered:
             partitioning.ensure_partitions(conn, schema, table, start, end)
         with conn.transaction():
@@ -146,12 +146,13 @@ def refresh_health(dsn: str, schema: str, start: datetime, end: datetime, *, now
                    thresholds: list[dict] | tuple[dict, ...] = DEFAULT_THRESHOLDS,
                    lookback: timedelta = timedelta(hours=24)) -> TierResult:
     """Recompute `series_health_hourly` over the hours of [start, end), atomically."""
+    validate_identifier(schema, what="schema")
     start, end = windows.utc(start, "start"), windows.utc(end, "end")
     _check_aligned("series_health_hourly", start, end)
     now = windows.utc(now or datetime.now(timezone.utc), "now")
     params = {"now": now, "lookback": f"{int(lookback.total_seconds())} seconds",
               "thresholds": json.dumps(list(thresholds))}
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with db.connect(dsn, autocommit=True) as conn:
         partitioning.ensure_partitions(conn, schema, "series_health_hourly", start, end)
         with conn.transaction():
             return _replace(conn, schema, "series_health_hourly", health_sql(schema), start, end, params)

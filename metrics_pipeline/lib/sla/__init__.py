@@ -25,10 +25,9 @@ from datetime import datetime, timedelta, timezone
 from functools import cache
 from pathlib import Path
 
-import psycopg
 from psycopg.rows import dict_row
 
-from metrics_pipeline.lib import migrate, settings, windows
+from metrics_pipeline.lib import db, migrate, settings, windows
 from metrics_pipeline.lib.sla.config import CONFIG_ENV, ConfigError, SlaConfig, load_config  # noqa: F401
 
 _SQL = Path(__file__).parent / "sql"
@@ -96,7 +95,7 @@ def refresh(dsn: str, schema: str, grain: str, start: datetime, end: datetime, c
     now = windows.utc(now or datetime.now(timezone.utc), "now")
     migrate.ensure_migrated(dsn, schema)
     params = {"now": now, "width": width, "lookback": config.silent_job_lookback, "targets": config.rules_json()}
-    with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction():
+    with db.connect(dsn, autocommit=True) as conn, conn.transaction():
         done = windows.replace_window(conn, schema, table, "ingestion_runs", start, end,
                                       sql("refresh", schema, table), params)
         if done is None:

@@ -11,7 +11,8 @@ Where the reference is uncertain the double offers both variants behind a switch
 * `auth_status`: 401 or 403 for a bad token (undocumented);
 * `string_numbers`: numbers rendered as JSON strings, as the spot endpoints do.
 Over-limit ranges get a clear HTTP 400 (WhaTap's own answer is undocumented). Faults can be queued:
-429, 500, a slow response, or the HTTP 200 `[{"error": ...}]` body a bad MXQL query really returns.
+429, 500, a slow response, or the HTTP 200 `[{"error": ...}]` body a bad MXQL query really returns,
+for the next requests or only for those to one endpoint (a failure in the middle of a fetch).
 Data is deterministic: a function of project, agent, metric and time.
 """
 
@@ -93,13 +94,16 @@ class WhatapDouble:
         self.projects = {p.code: p for p in (projects or demo_projects())}
         self.account_token = account_token
         self.apm_shape, self.auth_status, self.string_numbers = apm_shape, auth_status, string_numbers
-        self.faults: deque[tuple[str, float]] = deque()  # ("429" | "500" | "slow" | "error_body", seconds)
+        # ("429" | "500" | "slow" | "error_body", seconds, path fragment the fault is for or None)
+        self.faults: deque[tuple[str, float, str | None]] = deque()
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request
         self._server: ThreadingHTTPServer | None = None
 
     # -- control -------------------------------------------------------------------------------
-    def fail_next(self, kind: str, times: int = 1, seconds: float = 0.0) -> None:
-        self.faults.extend([(kind, seconds)] * times)
+    def fail_next(self, kind: str, times: int = 1, seconds: float = 0.0, path: str | None = None) -> None:
+        """Answer the next `times` requests with fault `kind`; with `path`, only requests whose
+        path contains it (e.g. "sm_stat"), the others being served normally meanwhile."""
+        self.faults.extend([(kind, seconds, path)] * times)
 
     def start(self) -> str:
         double = self
@@ -145,10 +149,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _fault(self) -> bool:
-        if not self.state.faults:
+    def _fault(self, path: str) -> bool:
+        for i, (kind, seconds, where) in enumerate(self.state.faults):
+            if where is None or where in path:
+                del self.state.faults[i]
+                break
+        else:
             return False
-        kind, seconds = self.state.faults.popleft()
         if kind == "slow":
             time.sleep(seconds)
             return False
@@ -171,7 +178,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.state.requests.append((method, url.path))
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        if self._fault():
+        if self._fault(url.path):
             return
         if url.path == "/open/api/json/projects" and method == "GET":
             return self._projects()
