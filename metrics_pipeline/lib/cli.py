@@ -191,8 +191,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return args.func(args)
-    except (RuntimeError, ValueError) as exc:
+    except (RuntimeError, ValueError, OSError) as exc:
         print(f"metrics-pipeline: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        # An unreachable warehouse, a failing migration: the message, not a traceback. psycopg is
+        # not imported here, so that `collect` (the host agent) stays small.
+        if not any(cls.__module__.startswith("psycopg") for cls in type(exc).__mro__):
+            raise
+        print(f"metrics-pipeline: database error ({type(exc).__name__}): {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
 
 

@@ -32,6 +32,14 @@ def test_migrate_command_reports_a_bad_schema_name_clearly(warehouse_dsn):
     assert result.returncode == 2 and "METRICS_PIPELINE_SCHEMA must be a lower-case SQL identifier" in result.stderr
 
 
+def test_an_unreachable_warehouse_is_one_line_naming_it_not_a_traceback_or_the_password():
+    env = {**os.environ, "METRICS_PIPELINE_DSN": "postgresql://metrics:pw-SECRET-1@127.0.0.1:1/metrics"}
+    result = run_cli("migrate", env=env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("metrics-pipeline: database error") and '"metrics"' in result.stderr
+    assert "pw-SECRET-1" not in result.stderr + result.stdout
+
+
 @pytest.mark.parametrize(
     ("dsn", "url"),
     [
