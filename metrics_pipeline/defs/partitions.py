@@ -37,5 +37,25 @@ AUTOMATION_STATUS = dg.DefaultSensorStatus.RUNNING if demo_mode() else dg.Defaul
 SCHEDULE_STATUS = dg.DefaultScheduleStatus.RUNNING if demo_mode() else dg.DefaultScheduleStatus.STOPPED
 
 
-#: Backfills of a source run 24 hourly partitions per run: one API/SQL pass per day of history.
-SOURCE_BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=24)
+MAX_PARTITIONS_PER_RUN_ENV = "METRICS_PIPELINE_MAX_PARTITIONS_PER_RUN"
+
+
+def backfill_policy(partitions_per_run: int) -> dg.BackfillPolicy:
+    """A backfill runs `partitions_per_run` partitions per run (one set-based pass over the range),
+    capped by METRICS_PIPELINE_MAX_PARTITIONS_PER_RUN: smaller runs spread a backfill over more run
+    workers (Kubernetes), and 1 gives the one-run-per-partition baseline of benchmarks/backfill.py."""
+    cap = os.environ.get(MAX_PARTITIONS_PER_RUN_ENV)
+    if cap:
+        if not cap.isdigit() or int(cap) < 1:
+            raise ValueError(f"{MAX_PARTITIONS_PER_RUN_ENV} must be a positive integer, got {cap!r}")
+        partitions_per_run = min(partitions_per_run, int(cap))
+    return dg.BackfillPolicy.multi_run(max_partitions_per_run=partitions_per_run)
+
+
+#: Backfills run 24 hourly partitions per run: one API/SQL pass per day of history. Rollups and SLA
+#: share the sources' policy on purpose: the backfill daemon then puts a day of every hourly asset
+#: in one run (sources, their checks, then rollups and SLA) instead of launching each tier one
+#: daemon cycle (30 s) after the previous one finished. Daily tiers take a month of days per run.
+SOURCE_BACKFILL_POLICY = backfill_policy(24)
+DERIVED_BACKFILL_POLICY = SOURCE_BACKFILL_POLICY
+DAILY_BACKFILL_POLICY = backfill_policy(31)

@@ -18,15 +18,17 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from metrics_pipeline.defs.automation import derived_condition
-from metrics_pipeline.defs.partitions import daily_partitions, hourly_partitions
+from metrics_pipeline.defs.partitions import (
+    DAILY_BACKFILL_POLICY,
+    DERIVED_BACKFILL_POLICY,
+    daily_partitions,
+    hourly_partitions,
+)
 from metrics_pipeline.defs.resources import WarehouseResource
 from metrics_pipeline.lib import api_sources, rollups, sla
 
 #: Every asset that writes `points`.
 POINT_SOURCES = ["host_points", "cloudwatch_points", "whatap_points"]
-
-#: A week of hours per run: a backfill of a month is 5 runs, each one statement per tier.
-ROLLUP_BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=24 * 7)
 
 
 def optional_sources() -> list[str]:
@@ -61,7 +63,7 @@ def _table(results: list[rollups.TierResult]) -> str:
             **{**_COMMON, "group_name": "sla"}),
     ],
     partitions_def=hourly_partitions,
-    backfill_policy=ROLLUP_BACKFILL_POLICY,
+    backfill_policy=DERIVED_BACKFILL_POLICY,
     can_subset=False,
 )
 def hourly_rollups(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
@@ -91,7 +93,7 @@ def hourly_rollups(context: dg.AssetExecutionContext, warehouse: WarehouseResour
 @dg.asset(
     partitions_def=daily_partitions,
     deps=[dg.AssetDep("rollup_1h", partition_mapping=dg.TimeWindowPartitionMapping())],
-    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=31),
+    backfill_policy=DAILY_BACKFILL_POLICY,
     automation_condition=derived_condition(),
     group_name="rollups",
     kinds={"postgres", "sql"},

@@ -14,7 +14,12 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from metrics_pipeline.defs.automation import derived_condition
-from metrics_pipeline.defs.partitions import daily_partitions, hourly_partitions
+from metrics_pipeline.defs.partitions import (
+    DAILY_BACKFILL_POLICY,
+    DERIVED_BACKFILL_POLICY,
+    daily_partitions,
+    hourly_partitions,
+)
 from metrics_pipeline.defs.resources import WarehouseResource
 from metrics_pipeline.lib import sla
 
@@ -64,7 +69,7 @@ def _refresh(context: dg.AssetExecutionContext, warehouse: WarehouseResource, gr
     deps=["ingestion_log_records"],
     automation_condition=derived_condition(optional=dg.AssetSelection.assets("ingestion_log_records"),
                                            recheck_closed_hour=True),
-    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=24 * 7),
+    backfill_policy=DERIVED_BACKFILL_POLICY,
     **_COMMON,
 )
 def sla_hourly(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
@@ -80,7 +85,7 @@ def sla_hourly(context: dg.AssetExecutionContext, warehouse: WarehouseResource) 
     partitions_def=daily_partitions,
     deps=[dg.AssetDep("sla_hourly", partition_mapping=dg.TimeWindowPartitionMapping())],
     automation_condition=derived_condition(),
-    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=31),
+    backfill_policy=DAILY_BACKFILL_POLICY,
     **_COMMON,
 )
 def sla_daily(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
