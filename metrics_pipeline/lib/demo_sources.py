@@ -55,6 +55,29 @@ def write_host_samples(landing_url: str, hosts: Sequence[str], start: datetime, 
     return len(hosts) * len(minutes) * 60 * 3
 
 
+SYNTHETIC_METRICS = ("CPUUtilization", "NetworkIn", "NetworkOut", "DiskReadOps", "DiskWriteOps")
+
+
+def _synthetic_cloudwatch(client, endpoint_url: str, metrics: int, statistics: Sequence[str], start: datetime) -> dict:
+    """Register `metrics` EC2 metrics (one datapoint each, so ListMetrics finds them) and return
+    the configuration that collects them all."""
+    instances = -(-metrics // len(SYNTHETIC_METRICS))
+    datums = [
+        {"MetricName": name, "Dimensions": [{"Name": "InstanceId", "Value": f"i-{i:017x}"}], "Timestamp": start, "Value": 1.0}
+        for i in range(instances) for name in SYNTHETIC_METRICS
+    ][:metrics]
+    for lo in range(0, len(datums), 1000):
+        client.put_metric_data(Namespace="AWS/EC2", MetricData=datums[lo:lo + 1000])
+    return {
+        "discovery_cache_seconds": 0,
+        "statistics": list(statistics),
+        "accounts": [{
+            "name": "bench", "account_id": "000000000000", "regions": ["eu-west-1"], "endpoint_url": endpoint_url,
+            "metrics": [{"namespace": "AWS/EC2", "metric_names": list(SYNTHETIC_METRICS), "dimensions": {"InstanceId": "*"}}],
+        }],
+    }
+
+
 @dataclass
 class LocalSources:
     env: dict[str, str]
@@ -71,9 +94,14 @@ def local_sources(
     hosts: Sequence[str] = (BUSY_HOST,),
     jobs_per_hour: int = 120,
     cloudwatch: bool = True,
+    cloudwatch_metrics: int | None = None,
+    cloudwatch_statistics: Sequence[str] = ("Average",),
     whatap: bool = True,
 ) -> Iterator[LocalSources]:
-    """Demo data for [start, end) (UTC, whole hours) in `state`; yields the env for the Dagster code."""
+    """Demo data for [start, end) (UTC, whole hours) in `state`; yields the env for the Dagster code.
+
+    CloudWatch holds the demo's 24 EC2/RDS metrics, or with `cloudwatch_metrics=N` N synthetic EC2
+    metrics (the double answers every minute of any window; see `double.synthetic_value`)."""
     import boto3
 
     from metrics_pipeline.lib.cloudwatch import demo
@@ -91,12 +119,17 @@ def local_sources(
     local = double = None
     try:
         if cloudwatch:
-            local = LocalCloudWatch(indexed=True)
+            local = LocalCloudWatch(indexed=True, synthetic=cloudwatch_metrics is not None)
             client = boto3.client("cloudwatch", endpoint_url=local.endpoint_url, region_name="eu-west-1",
                                   aws_access_key_id="demo", aws_secret_access_key="demo")
-            counts["cloudwatch_datapoints"] = demo.publish(client, start - timedelta(minutes=5), end + timedelta(minutes=5))
+            if cloudwatch_metrics is None:
+                counts["cloudwatch_datapoints"] = demo.publish(client, start - timedelta(minutes=5), end + timedelta(minutes=5))
+                config = {**demo.demo_config(local.endpoint_url), "discovery_cache_seconds": 0}
+            else:
+                config = _synthetic_cloudwatch(client, local.endpoint_url, cloudwatch_metrics, cloudwatch_statistics, start)
+                counts["cloudwatch_metrics"] = cloudwatch_metrics
             path = state / "cloudwatch.yaml"
-            path.write_text(yaml.safe_dump({**demo.demo_config(local.endpoint_url), "discovery_cache_seconds": 0}))
+            path.write_text(yaml.safe_dump(config))
             env["METRICS_PIPELINE_CLOUDWATCH_CONFIG"] = str(path)
             env.update(AWS_ACCESS_KEY_ID="demo", AWS_SECRET_ACCESS_KEY="demo", AWS_DEFAULT_REGION="eu-west-1")
         if whatap:

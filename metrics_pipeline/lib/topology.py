@@ -102,7 +102,7 @@ class Topology:
 
     def __init__(self, home: Path, env: Mapping[str, str], dagster_pg_url: str):
         self.home = Path(home)
-        self.logs = self.home / "logs"
+        self.logs = self.home / "process-logs"  # not logs/: Dagster telemetry owns that folder
         self.code_port = free_port()
         self.web_port = free_port()
         self.url = f"http://127.0.0.1:{self.web_port}"

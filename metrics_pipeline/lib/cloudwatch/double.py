@@ -12,6 +12,9 @@ retry logic to moto's server; only the server side is extended:
 * `indexed=True`: GetMetricData answered from an index of moto's datapoints and ListMetrics
   de-duplicated with a set (moto scans every stored datapoint for every query and period, and
   de-duplicates ListMetrics quadratically: minutes for a few thousand metrics).
+* `synthetic=True` (implies indexed): every metric moto knows has a datapoint every minute of any
+  window, a deterministic function of the metric and the minute (`synthetic_value`), so a backfill
+  of weeks of hundreds of metrics needs one PutMetricData per metric, not millions of datapoints.
 
 `start_local_cloudwatch()` runs it all on 127.0.0.1 for the benchmark and the demo; tests use the
 session's moto server and `install(monkeypatch)`.
@@ -46,6 +49,35 @@ def _statistic(stat: str, values) -> float:
     raise ValueError(f"the local CloudWatch does not compute {stat}")
 
 
+def synthetic_value(key: tuple, ts):
+    """The synthetic double's value of metric `key` at epoch seconds `ts` (a numpy array): a daily
+    curve with a per-metric phase and level, 0-100 like a percentage."""
+    import numpy as np
+
+    seed = sum(map(ord, repr(sorted(map(str, key[2]))) + key[0] + key[1])) % 997
+    daily = np.sin((ts / 86400.0 + seed / 997.0) * 2 * np.pi)
+    return np.round(40.0 + 25.0 * daily + 10.0 * np.sin(ts / (300.0 + seed)) + seed % 17, 3)
+
+
+def _statistics(stat: str, values, starts) -> list[float]:
+    """`stat` of each run of `values` beginning at the indices `starts` (vectorised where it can be)."""
+    import numpy as np
+
+    if len(starts) == 0:
+        return []
+    if stat in ("Sum", "Average", "SampleCount"):
+        counts = np.diff(np.append(starts, len(values)))
+        if stat == "SampleCount":
+            return counts.astype(float).tolist()
+        sums = np.add.reduceat(values, starts)
+        return (sums if stat == "Sum" else sums / counts).tolist()
+    if stat == "Minimum":
+        return np.minimum.reduceat(values, starts).tolist()
+    if stat == "Maximum":
+        return np.maximum.reduceat(values, starts).tolist()
+    return [_statistic(stat, part) for part in np.split(values, starts[1:])]
+
+
 class _Patcher:
     """monkeypatch.setattr for use outside pytest; `undo()` restores."""
 
@@ -65,11 +97,11 @@ class _Patcher:
 class LocalCloudWatch:
     """moto's server on 127.0.0.1 with the double installed; `stop()` shuts it down and unpatches."""
 
-    def __init__(self, indexed: bool = True) -> None:
+    def __init__(self, indexed: bool = True, synthetic: bool = False) -> None:
         from moto.server import ThreadedMotoServer
 
         self._patcher = _Patcher()
-        self.double = CloudWatchDouble(indexed=indexed).install(self._patcher)
+        self.double = CloudWatchDouble(indexed=indexed, synthetic=synthetic).install(self._patcher)
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self._server.start()
         host, port = self._server.get_host_and_port()
@@ -81,8 +113,9 @@ class LocalCloudWatch:
 
 
 class CloudWatchDouble:
-    def __init__(self, indexed: bool = False) -> None:
-        self.indexed = indexed
+    def __init__(self, indexed: bool = False, synthetic: bool = False) -> None:
+        self.indexed = indexed or synthetic
+        self.synthetic = synthetic
         self._index: tuple[int, dict] = (-1, {})
         self.faults: deque[str] = deque()
         self.page_size: int | None = None
@@ -184,14 +217,18 @@ class CloudWatchDouble:
             key = (metric["Namespace"], metric["MetricName"],
                    frozenset((d["Name"], d["Value"]) for d in metric.get("Dimensions", [])))
             ts, values = index.get(key, (np.empty(0), np.empty(0)))
+            if self.synthetic and key in index:
+                ts = np.arange(math.ceil(start / 60) * 60, end, 60, dtype=float)
+                values = synthetic_value(key, ts)
             keep = (ts >= start) & (ts < end)
             period = int(stat["Period"])
             buckets = ((ts[keep] - start) // period).astype(int)
-            out_ts, out_values = [], []
-            for bucket in np.unique(buckets):
-                vs = values[keep][buckets == bucket]
-                out_ts.append(datetime.fromtimestamp(start + bucket * period, tz=timezone.utc))
-                out_values.append(_statistic(stat["Stat"], vs))
+            kept = values[keep]
+            order = np.argsort(buckets, kind="stable")
+            buckets, kept = buckets[order], kept[order]
+            unique, first = np.unique(buckets, return_index=True)
+            out_ts = [datetime.fromtimestamp(start + int(b) * period, tz=timezone.utc) for b in unique]
+            out_values = _statistics(stat["Stat"], kept, first)
             if scan_by == "TimestampDescending":
                 out_ts.reverse()
                 out_values.reverse()
