@@ -94,7 +94,10 @@ def hourly_rollups(context: dg.AssetExecutionContext, warehouse: WarehouseResour
     partitions_def=daily_partitions,
     deps=[dg.AssetDep("rollup_1h", partition_mapping=dg.TimeWindowPartitionMapping())],
     backfill_policy=DAILY_BACKFILL_POLICY,
-    automation_condition=derived_condition(),
+    # A day is computed from the hours it has so far and again whenever one of them updates: the
+    # day in progress is on dashboards during the day, and a day with an hour never collected
+    # still gets its row, rather than waiting for all 24 hours.
+    automation_condition=derived_condition(optional=dg.AssetSelection.assets("rollup_1h")),
     group_name="rollups",
     kinds={"postgres", "sql"},
     owners=["team:platform"],

@@ -84,7 +84,8 @@ def sla_hourly(context: dg.AssetExecutionContext, warehouse: WarehouseResource) 
 @dg.asset(
     partitions_def=daily_partitions,
     deps=[dg.AssetDep("sla_hourly", partition_mapping=dg.TimeWindowPartitionMapping())],
-    automation_condition=derived_condition(),
+    # Like rollup_1d: computed from the hours so far, recomputed as each hour lands.
+    automation_condition=derived_condition(optional=dg.AssetSelection.assets("sla_hourly")),
     backfill_policy=DAILY_BACKFILL_POLICY,
     **_COMMON,
 )

@@ -176,3 +176,17 @@ def test_the_hour_that_just_closed_is_recomputed_once_even_if_nothing_upstream_l
     # at :05 of the next hour the hour that closed, silent all along, is recomputed once.
     assert (17, closing) in seen
     assert [m for m, k in seen if k == closing] == [17]
+
+
+def test_the_daily_rollup_follows_any_hour_of_its_day_without_waiting_for_all_24():
+    defs = dg.Definitions(assets=[hourly_rollups, rollup_1d], resources={"warehouse": WarehouseResource(dsn="postgresql://unused")})
+    instance = dg.DagsterInstance.ephemeral()
+    now = datetime.now(timezone.utc).replace(minute=30, second=0, microsecond=0)
+    hour = (now - timedelta(hours=1)).replace(minute=0)
+    first = dg.evaluate_automation_conditions(defs=defs, instance=instance, evaluation_time=now)
+    instance.report_runless_asset_event(dg.AssetMaterialization("rollup_1h", partition=hour.strftime("%Y-%m-%d-%H:%M")))
+    after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor,
+                                              evaluation_time=now + timedelta(minutes=1))
+    daily = {pk for r in after.results if r.key == dg.AssetKey("rollup_1d")
+             for pk in r.true_subset.expensively_compute_partition_keys()}
+    assert daily == {hour.strftime("%Y-%m-%d")}  # the other hours of the day are still missing
