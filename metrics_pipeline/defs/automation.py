@@ -7,7 +7,7 @@ For an hourly API asset, `api_source_automation` returns:
 * `<name>_current_hour`: every `refresh_minutes`, the in-progress hour, so dashboards lag by
   minutes, not an hour (each refresh calls the API again; 0 turns it off);
 * `<name>_catchup_sensor`: closed hours of the last `catchup_hours` never materialised (the daemon
-  was down, a deploy, a fresh install) are requested once.
+  was down, a deploy, a fresh install) are requested once, consecutive hours as one range run.
 All start stopped unless in the demo (SPEC §4: off-by-default-safe).
 """
 
@@ -33,6 +33,28 @@ def missing_closed_hours(now: datetime, materialized: set[str], catchup_hours: i
     last_closed = (now - timedelta(minutes=delay_minutes)).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
     keys = [(last_closed - timedelta(hours=h)).strftime(KEY_FORMAT) for h in range(catchup_hours)]
     return sorted(k for k in keys if k not in materialized)
+
+
+def contiguous_ranges(keys: list[str]) -> list[tuple[str, str]]:
+    """Sorted hourly keys grouped into (first, last) runs of consecutive hours."""
+    ranges: list[tuple[str, str]] = []
+    for key in sorted(keys):
+        hour = datetime.strptime(key, KEY_FORMAT)
+        if ranges and datetime.strptime(ranges[-1][1], KEY_FORMAT) + timedelta(hours=1) == hour:
+            ranges[-1] = (ranges[-1][0], key)
+        else:
+            ranges.append((key, key))
+    return ranges
+
+
+def range_request(first: str, last: str, reason: str) -> dg.RunRequest:
+    """One run for the hours first..last (a backfill-style range run: one API pass, one load)."""
+    if first == last:
+        return dg.RunRequest(run_key=f"{first}:{reason}", partition_key=first, tags={"metrics_pipeline/reason": reason})
+    return dg.RunRequest(run_key=f"{first}..{last}:{reason}", tags={
+        "dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last,
+        "metrics_pipeline/reason": reason,
+    })
 
 
 def api_source_automation(
@@ -82,7 +104,8 @@ def api_source_automation(
             return dg.SkipReason("catchup_hours is 0")
         materialized = context.instance.get_materialized_partitions(asset.key)
         keys = missing_closed_hours(datetime.now(timezone.utc), materialized, catchup_hours, fetch_delay_minutes)
-        return [dg.RunRequest(run_key=f"{k}:catchup", partition_key=k, tags={"metrics_pipeline/reason": "catchup"}) for k in keys]
+        # Consecutive missing hours (a fresh install, a day the daemon was down) in one run each.
+        return [range_request(first, last, "catchup") for first, last in contiguous_ranges(keys)]
 
     return hourly, current_hour, catchup
 

@@ -8,6 +8,7 @@ import yaml
 from metrics_pipeline.defs.cloudwatch.assets import CloudWatchResource, cloudwatch_points
 from metrics_pipeline.defs.cloudwatch.schedules import cloudwatch_hourly
 from metrics_pipeline.defs.automation import closed_hour_requests
+from metrics_pipeline.defs.partitions import hourly_partitions
 from metrics_pipeline.defs.resources import WarehouseResource
 from metrics_pipeline_tests.lib.cloudwatch.conftest import HOUR
 
@@ -95,8 +96,19 @@ def test_catchup_requests_recent_closed_hours_never_materialised():
     assert keys == ["2026-11-22-07:00", "2026-11-22-09:00"]
     assert missing_closed_hours(datetime(2026, 11, 22, 10, 3, tzinfo=timezone.utc), set(), 1, 5) == ["2026-11-22-08:00"]
     with dg.instance_for_test() as instance:
-        requests = cloudwatch_catchup_sensor(dg.build_sensor_context(instance=instance))
-        assert len(requests) == 6 and all(r.run_key.endswith(":catchup") for r in requests)
+        (request,) = cloudwatch_catchup_sensor(dg.build_sensor_context(instance=instance))
+        # six consecutive missing hours: one range run, not six
+        assert request.run_key.endswith(":catchup") and request.partition_key_range is not None
+        assert len(hourly_partitions.get_partition_keys_in_range(request.partition_key_range)) == 6
+
+
+def test_missing_hours_are_grouped_into_consecutive_ranges():
+    from metrics_pipeline.defs.automation import contiguous_ranges, range_request
+
+    keys = ["2026-11-22-09:00", "2026-11-22-07:00", "2026-11-22-06:00", "2026-11-21-23:00", "2026-11-22-00:00"]
+    assert contiguous_ranges(keys) == [("2026-11-21-23:00", "2026-11-22-00:00"), ("2026-11-22-06:00", "2026-11-22-07:00"),
+                                       ("2026-11-22-09:00", "2026-11-22-09:00")]
+    assert range_request("2026-11-22-09:00", "2026-11-22-09:00", "catchup").partition_key == "2026-11-22-09:00"
 
 
 def test_an_old_window_refetched_at_a_coarser_period_keeps_the_finer_stored_data(warehouse_dsn, tmp_path, moto_endpoint):
