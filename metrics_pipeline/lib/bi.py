@@ -63,6 +63,13 @@ def grant_views(conn: psycopg.Connection, schema: str) -> bool:
     return True
 
 
+#: Set on every BI login. A runaway dashboard query (a year of raw points) is cancelled instead of
+#: holding its locks for hours: retention's DROP of an old partition would wait behind it, and every
+#: load of that table behind the DROP. A session left idle inside a transaction is closed likewise.
+#: Dashboard queries take milliseconds (docs/benchmarks.md); a session may raise its own limit.
+SESSION_LIMITS = {"statement_timeout": "5min", "idle_in_transaction_session_timeout": "10min"}
+
+
 def ensure_role(dsn: str, schema: str, role: str = DEFAULT_ROLE, *, password: str | None,
                 tenants: list[str] | None = None) -> None:
     """Create or update login `role` as a read-only BI user of `schema`.
@@ -92,6 +99,8 @@ def ensure_role(dsn: str, schema: str, role: str = DEFAULT_ROLE, *, password: st
             if password is not None:
                 conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(ident, sql.Literal(password)))
             conn.execute(sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(ident))
+            for setting, value in SESSION_LIMITS.items():
+                conn.execute(sql.SQL("ALTER ROLE {} SET {} = {}").format(ident, sql.Identifier(setting), sql.Literal(value)))
             conn.execute(sql.SQL("ALTER ROLE {} SET search_path = {}").format(ident, sql.Identifier(schema)))
             conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(reader_group(schema)), ident))
             if tenants is not None:

@@ -127,3 +127,10 @@ def test_restricting_a_group_role_restricts_its_member_logins(two_tenants, db):
         assert db.execute("SELECT count(DISTINCT tenant) FROM metrics.v_rollup_5m").fetchone() == (2,)
     finally:
         db.execute("REVOKE bi_globex_team FROM bi_member")
+
+
+def test_bi_logins_get_a_statement_timeout_so_a_runaway_query_cannot_hold_locks_for_hours(two_tenants):
+    bi.ensure_role(two_tenants, "metrics", "bi_test_limits", password="pw")
+    with _as(two_tenants, "bi_test_limits") as conn:
+        assert conn.execute("SHOW statement_timeout").fetchone()[0] == "5min"
+        assert conn.execute("SHOW idle_in_transaction_session_timeout").fetchone()[0] == "10min"

@@ -56,6 +56,8 @@ def host_points(
             "partial_lines": batch.problems.get("partial_lines", 0),
             "corrupt_lines": batch.problems.get("corrupt_lines", 0),
             "invalid_samples": batch.problems.get("invalid_samples", 0),
+            # Files the landing zone would not read (a key leaving the zone, over the size limit).
+            "refused_files": batch.problems.get("refused_files", 0),
             "dropped_points": result.dropped_total,
             "first_sample": result.first_ts.isoformat() if result.first_ts else "none",
             "last_sample": result.last_ts.isoformat() if result.last_ts else "none",
