@@ -7,10 +7,14 @@ Alertmanager semantics, as Prometheus itself uses them:
 * labels are the alert's stable labels, so Alertmanager groups, de-duplicates and inhibits (a
   critical inhibits the warning of the same alertname and resource, see `alertmanager.example.yml`).
 
-A row is due when it was never sent, when it changed since (the engine clears `last_sent_at`), or
-when it fires and was last sent an interval ago. A failed POST records the error on the rows and
-leaves them due: the next tick retries; nothing is lost. Error texts never include the URL (a
-webhook URL is a secret).
+Each target keeps its own state (`last_sent_at` for Alertmanager, `webhook_sent_at` for the
+webhook), so one target's outage never makes the other repeat itself. A row is due for a target
+when that target never got it, when it changed since (the engine clears both), or when it fires
+and the target got it an interval ago: a minute for Alertmanager (which times alerts out without
+re-sends), `WEBHOOK_REPEAT` for the webhook (a chat channel wants a change once and a reminder,
+like Alertmanager's own repeat_interval, not a message a minute). A failed POST records the error
+on the rows and leaves them due for that target: the next tick retries; nothing is lost. Error
+texts never include the URL (a webhook URL is a secret).
 """
 
 from __future__ import annotations
@@ -27,6 +31,10 @@ from psycopg.rows import dict_row
 from metrics_pipeline.lib.settings import validate_identifier
 
 RESEND_INTERVAL = timedelta(minutes=1)
+#: A firing alert is repeated to the webhook this often (Alertmanager's default repeat_interval).
+WEBHOOK_REPEAT = timedelta(hours=4)
+#: target -> the column holding when it last got a row
+SENT_COLUMN = {"alertmanager": "last_sent_at", "webhook": "webhook_sent_at"}
 #: A firing alert's endsAt: this many re-send intervals ahead (Prometheus uses 4 evaluation intervals).
 ENDS_AT_INTERVALS = 4
 BATCH = 500
@@ -41,13 +49,15 @@ class DeliveryResult:
 
 
 def due_alerts(conn: psycopg.Connection, schema: str, now: datetime, resend: timedelta = RESEND_INTERVAL,
-               limit: int = BATCH) -> list[dict]:
+               limit: int = BATCH, target: str = "alertmanager") -> list[dict]:
+    """Rows `target` has to get now: never sent to it, changed since, or firing and last sent `resend` ago."""
+    sent = SENT_COLUMN[target]
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
             f"""SELECT alert_id, fingerprint, alertname, state, severity, labels, annotations, starts_at, ends_at,
                        generator_url, last_sent_at, send_attempts
                 FROM {schema}.alerts
-                WHERE last_sent_at IS NULL OR (state = 'firing' AND last_sent_at <= %s)
+                WHERE {sent} IS NULL OR (state = 'firing' AND {sent} <= %s)
                 ORDER BY starts_at LIMIT %s""",
             (now - resend, limit),
         ).fetchall()
@@ -122,30 +132,32 @@ def deliver(dsn: str, schema: str, *, alertmanager_url: str | None = None, webho
     result = DeliveryResult()
     targets = []
     if alertmanager_url:
-        targets.append(("alertmanager", alertmanager_url.rstrip("/") + "/api/v2/alerts",
+        targets.append(("alertmanager", alertmanager_url.rstrip("/") + "/api/v2/alerts", resend,
                         lambda rows: alertmanager_payload(rows, now, resend)))
     if webhook_url:
-        targets.append(("webhook", webhook_url, webhook_payload))
+        targets.append(("webhook", webhook_url, WEBHOOK_REPEAT, webhook_payload))
     if not targets:
         return result
     with psycopg.connect(dsn, autocommit=True) as conn, requests.Session() as session:
-        rows = due_alerts(conn, schema, now, resend)
-        result.due = len(rows)
-        if not rows:
-            return result
-        errors = [e for name, url, build in targets if (e := _post(session, url, build(rows), timeout, name))]
-        ids = [r["alert_id"] for r in rows]
-        if errors:
-            conn.execute(
-                f"UPDATE {schema}.alerts SET send_attempts = send_attempts + 1, last_error = %s WHERE alert_id = ANY(%s)",
-                ("; ".join(errors)[:1000], ids),
-            )
-            result.failed, result.errors = len(rows), errors
-        else:
-            conn.execute(
-                f"UPDATE {schema}.alerts SET last_sent_at = %s, send_attempts = send_attempts + 1, last_error = NULL "
-                "WHERE alert_id = ANY(%s)",
-                (now, ids),
-            )
-            result.sent = len(rows)
+        for name, url, interval, build in targets:
+            rows = due_alerts(conn, schema, now, interval, target=name)
+            result.due += len(rows)
+            if not rows:
+                continue
+            ids = [r["alert_id"] for r in rows]
+            error = _post(session, url, build(rows), timeout, name)
+            if error:
+                conn.execute(
+                    f"UPDATE {schema}.alerts SET send_attempts = send_attempts + 1, last_error = %s WHERE alert_id = ANY(%s)",
+                    (error[:1000], ids),
+                )
+                result.failed += len(rows)
+                result.errors.append(error)
+            else:  # this target's state only; an error another target recorded stays until it succeeds
+                conn.execute(
+                    f"UPDATE {schema}.alerts SET {SENT_COLUMN[name]} = %s, send_attempts = send_attempts + 1, "
+                    "last_error = CASE WHEN last_error LIKE %s THEN NULL ELSE last_error END WHERE alert_id = ANY(%s)",
+                    (now, f"{name}:%", ids),
+                )
+                result.sent += len(rows)
     return result

@@ -257,10 +257,13 @@ def record(conn: psycopg.Connection, schema: str, result: WindowResult, rules: l
                     state = EXCLUDED.state, ends_at = EXCLUDED.ends_at, annotations = EXCLUDED.annotations,
                     labels = EXCLUDED.labels, run_id = EXCLUDED.run_id, generator_url = EXCLUDED.generator_url,
                     asset_key = EXCLUDED.asset_key, partition_key = EXCLUDED.partition_key, updated_at = now(),
-                    -- a changed state or end must reach Alertmanager again
+                    -- a changed state or end must reach every target again
                     last_sent_at = CASE WHEN {schema}.alerts.state IS DISTINCT FROM EXCLUDED.state
                                           OR {schema}.alerts.ends_at IS DISTINCT FROM EXCLUDED.ends_at
-                                        THEN NULL ELSE {schema}.alerts.last_sent_at END""",
+                                        THEN NULL ELSE {schema}.alerts.last_sent_at END,
+                    webhook_sent_at = CASE WHEN {schema}.alerts.state IS DISTINCT FROM EXCLUDED.state
+                                             OR {schema}.alerts.ends_at IS DISTINCT FROM EXCLUDED.ends_at
+                                           THEN NULL ELSE {schema}.alerts.webhook_sent_at END""",
             (occ.fingerprint, occ.rule.name, state, occ.rule.severity, json.dumps(occ.labels), json.dumps(annotations),
              starts_at, occ.ends_at, generator_url, run_id, asset_key, partition_key),
         )

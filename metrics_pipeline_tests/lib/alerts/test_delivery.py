@@ -124,3 +124,28 @@ def test_an_unreachable_alertmanager_is_an_error_on_the_rows_not_a_lost_alert(wa
     result = delivery.deliver(warehouse_dsn, "metrics", alertmanager_url="http://127.0.0.1:9", timeout=2)
     assert result.failed == 2 and result.errors == ["alertmanager: ConnectionError"]
     assert db.execute("SELECT count(*) FROM metrics.alerts WHERE last_sent_at IS NULL").fetchone() == (2,)
+
+
+def test_each_target_keeps_its_own_state_so_an_alertmanager_outage_does_not_repeat_the_webhook(warehouse_dsn, db, receiver):
+    url, handler = receiver
+    hour = _hour()
+    _load(warehouse_dsn, hour, SCENARIO[:3])  # both CpuHigh alerts firing
+    engine.run(warehouse_dsn, "metrics", CPU_RULES, hour, hour + timedelta(hours=1),
+               now=hour + timedelta(seconds=1079), source="host")
+    down = "http://127.0.0.1:9"
+    first = delivery.deliver(warehouse_dsn, "metrics", alertmanager_url=down, webhook_url=url, timeout=2)
+    assert (first.sent, first.failed) == (2, 2) and len(handler.bodies) == 1
+    # Alertmanager still down a minute later: it retries; the webhook, which got them, is not repeated.
+    later = datetime.now(timezone.utc) + delivery.RESEND_INTERVAL
+    again = delivery.deliver(warehouse_dsn, "metrics", alertmanager_url=down, webhook_url=url, now=later, timeout=2)
+    assert (again.sent, again.failed) == (0, 2) and len(handler.bodies) == 1
+    assert db.execute("SELECT bool_and(last_error LIKE 'alertmanager:%') FROM metrics.alerts").fetchone() == (True,)
+    # Still firing hours later: a reminder; then they resolve: sent once more.
+    reminder = delivery.deliver(warehouse_dsn, "metrics", webhook_url=url, now=later + delivery.WEBHOOK_REPEAT)
+    assert reminder.sent == 2 and len(handler.bodies) == 2
+    _load(warehouse_dsn, hour, SCENARIO)
+    engine.run(warehouse_dsn, "metrics", CPU_RULES, hour, hour + timedelta(hours=1), now=hour + timedelta(hours=1),
+               source="host")
+    resolved = delivery.deliver(warehouse_dsn, "metrics", webhook_url=url)
+    assert resolved.sent == 2 and {a["status"] for a in handler.bodies[-1]["alerts"]} == {"resolved"}
+    assert delivery.deliver(warehouse_dsn, "metrics", webhook_url=url, now=later + 2 * delivery.WEBHOOK_REPEAT).due == 0
