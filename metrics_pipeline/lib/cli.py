@@ -105,11 +105,18 @@ def _cmd_simulate_logs(args: argparse.Namespace) -> int:
 def _cmd_retention(args: argparse.Namespace) -> int:
     from metrics_pipeline.lib import embedded_pg, retention, settings
 
-    dropped = retention.apply(embedded_pg.resolve_dsn(), settings.schema_name(), dry_run=args.dry_run)
+    from metrics_pipeline.lib.landing import open_landing
+
+    dsn, schema = embedded_pg.resolve_dsn(), settings.schema_name()
+    dropped = retention.apply(dsn, schema, dry_run=args.dry_run)
     verb = "would drop" if args.dry_run else "dropped"
     for item in dropped:
         print(f"{verb} {item.partition} ({item.table}, data before {item.upper.isoformat()})")
     print(f"{verb} {len(dropped)} partition(s)")
+    zone = open_landing(settings.landing_url(), endpoint_url=os.environ.get(settings.S3_ENDPOINT_ENV))
+    files = retention.apply_landing(dsn, schema, zone, dry_run=args.dry_run)
+    verb = "would delete" if args.dry_run else "deleted"
+    print(f"{verb} {len(files)} committed landing file(s) ({sum(f.size for f in files):,} bytes)")
     return 0
 
 

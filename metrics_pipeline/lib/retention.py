@@ -1,7 +1,8 @@
 """Retention: drop whole time partitions that are entirely past their tier's retention (SPEC §3).
 
 Defaults: raw points 7 days, rollup_5m 90 days, rollup_1h 2 years, rollup_1d 5 years,
-ingestion_runs 1 year; configurable in `config/retention.yaml` (`METRICS_PIPELINE_RETENTION_CONFIG`):
+ingestion_runs 1 year, landing-zone files 14 days (or `points` if longer); configurable in `config/retention.yaml`
+(`METRICS_PIPELINE_RETENTION_CONFIG`):
 
 ```yaml
 points: 7d
@@ -10,10 +11,17 @@ rollup_1h: 730d
 rollup_1d: 1825d
 ingestion_runs: 365d
 series_health_hourly: 730d
+landing: 14d
 ```
 A partition is dropped only when its upper bound is at or before `now - retention`, so no row
 inside the retention window is ever touched; expiry is `DROP TABLE` of a partition, not a DELETE.
 Each drop is its own short transaction (DETACH is not needed: a dropped partition is gone at once).
+
+Landing files (`landing`) are deleted only once committed (`landing_files.processed_at`: every hour
+of the file is in the warehouse) and when every hour they hold is older than the retention; files
+never committed stay, whatever their age. `landing` may not be shorter than `points`: a host hour
+re-run after its files were deleted would replace its points with nothing. Deleting ingestion logs
+is safe at any age: a re-run only touches rows of files still in the zone.
 """
 
 from __future__ import annotations
@@ -25,11 +33,13 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import psycopg
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from metrics_pipeline.lib import migrate, partitioning, settings, yaml_config
+from metrics_pipeline.lib.settings import validate_identifier
 
 CONFIG_ENV = "METRICS_PIPELINE_RETENTION_CONFIG"
+DEFAULT_LANDING = timedelta(days=14)
 def parse_duration(text) -> timedelta:
     """Retention durations: `14d`, `48h`, or a bare number of days."""
     return yaml_config.parse_duration(text, bare_number_unit="d")
@@ -43,14 +53,30 @@ class RetentionConfig(BaseModel):
     rollup_1d: timedelta = timedelta(days=1825)
     ingestion_runs: timedelta = timedelta(days=365)
     series_health_hourly: timedelta = timedelta(days=730)
+    #: None: 14 days, or `points` if that is longer
+    landing: timedelta | None = None
 
     @field_validator("*", mode="before")
     @classmethod
     def _duration(cls, value):
+        if value is None:
+            return None
         duration = parse_duration(value) if not isinstance(value, timedelta) else value
         if duration < timedelta(hours=1):
             raise ValueError("retention must be at least 1h")
         return duration
+
+    @model_validator(mode="after")
+    def _landing_outlives_points(self) -> RetentionConfig:
+        if self.landing is not None and self.landing < self.points:
+            raise ValueError(f"landing ({self.landing}) must be at least points ({self.points}): a host hour re-run "
+                             "after its files were deleted would replace its points with nothing")
+        return self
+
+    @property
+    def landing_files(self) -> timedelta:
+        """How long committed landing files are kept."""
+        return self.landing if self.landing is not None else max(DEFAULT_LANDING, self.points)
 
 
 def load_config(path: Path | str | None = None) -> RetentionConfig:
@@ -105,4 +131,50 @@ def apply(dsn: str, schema: str = "metrics", *, config: RetentionConfig | None =
             for item in expired:
                 with conn.transaction():
                     conn.execute(f'DROP TABLE IF EXISTS {schema}."{item.partition}"')
+    return expired
+
+
+@dataclasses.dataclass(frozen=True)
+class LandingFile:
+    kind: str
+    key: str
+    size: int
+    newest_hour: datetime
+
+
+def expired_landing_files(conn: psycopg.Connection, schema: str, config: RetentionConfig, now: datetime,
+                          limit: int = 100_000) -> list[LandingFile]:
+    """Committed landing files whose every hour is older than the landing retention."""
+    rows = conn.execute(
+        f"""SELECT kind, key, size, (SELECT max(h) FROM unnest(hours) h) AS newest
+            FROM {schema}.landing_files
+            WHERE processed_at IS NOT NULL AND cardinality(hours) > 0
+              AND (SELECT max(h) FROM unnest(hours) h) < %s
+            ORDER BY 4, 1, 2 LIMIT %s""",
+        (now - config.landing_files, limit),
+    ).fetchall()
+    return [LandingFile(kind, key, size, newest) for kind, key, size, newest in rows]
+
+
+def apply_landing(dsn: str, schema: str, zone, *, config: RetentionConfig | None = None,
+                  now: datetime | None = None, dry_run: bool = False) -> list[LandingFile]:
+    """Delete expired committed files from the landing zone `zone`, then their index rows.
+
+    A file goes first, its row second: a crash in between leaves a row whose file is gone, which
+    the next run deletes again (deleting a missing file is not an error)."""
+    config = config or load_config()
+    now = now or datetime.now(timezone.utc)
+    validate_identifier(schema, what="schema")
+    migrate.ensure_migrated(dsn, schema)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        expired = expired_landing_files(conn, schema, config, now)
+        if not dry_run:
+            for lo in range(0, len(expired), 1000):
+                batch = expired[lo:lo + 1000]
+                for item in batch:
+                    zone.delete(item.key)
+                conn.execute(
+                    f"DELETE FROM {schema}.landing_files WHERE (kind, key) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+                    ([i.kind for i in batch], [i.key for i in batch]),
+                )
     return expired

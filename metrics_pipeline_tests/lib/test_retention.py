@@ -51,17 +51,19 @@ def test_retention_is_configurable_and_validated(tmp_path):
     assert "points: 'forever' is not a duration like 30s, 5m, 1h or 7d" in str(exc.value) and "rollups: unknown key" in str(exc.value)
 
 
-def test_the_retention_job_reports_what_it_dropped(warehouse_dsn):
+def test_the_retention_job_reports_what_it_dropped(warehouse_dsn, tmp_path):
     from metrics_pipeline.defs.maintenance.retention import retention_job
-    from metrics_pipeline.defs.resources import WarehouseResource
+    from metrics_pipeline.defs.resources import LandingZoneResource, WarehouseResource
 
     old = datetime.now(timezone.utc) - timedelta(days=30)
     load_points(warehouse_dsn, point(old), source="host", start=old, end=old + timedelta(hours=1))
-    result = retention_job.execute_in_process(resources={"warehouse": WarehouseResource(dsn=warehouse_dsn)})
+    result = retention_job.execute_in_process(resources={
+        "warehouse": WarehouseResource(dsn=warehouse_dsn), "landing": LandingZoneResource(url=str(tmp_path / "landing"))})
     assert result.success
-    output = next(e for e in result.all_events if e.event_type_value == "STEP_OUTPUT")
-    metadata = output.event_specific_data.metadata
+    outputs = {e.step_key: e.event_specific_data.metadata for e in result.all_events if e.event_type_value == "STEP_OUTPUT"}
+    metadata = outputs["drop_expired_partitions"]
     assert metadata["dropped"].value >= 1 and "points_p" in metadata["partitions"].value
+    assert outputs["delete_expired_landing_files"]["deleted_files"].value == 0
 
 
 def test_the_cli_dry_run_lists_and_keeps(warehouse_dsn):
@@ -79,3 +81,53 @@ def test_the_cli_dry_run_lists_and_keeps(warehouse_dsn):
     again = subprocess.run([sys.executable, "-m", "metrics_pipeline.lib.cli", "retention", "--dry-run"],
                            env=env, capture_output=True, text=True, timeout=120)
     assert f"would drop points_p{old:%Y%m%d}" in again.stdout  # a dry run dropped nothing
+
+
+def test_committed_landing_files_past_retention_are_deleted_and_nothing_else(warehouse_dsn, db, tmp_path):
+    """Real loads mark files processed; retention deletes only committed files whose hours are all
+    older than the landing retention, and re-running an old ingestion hour afterwards keeps its rows."""
+    import dagster as dg
+
+    from metrics_pipeline.defs.host.assets import host_points
+    from metrics_pipeline.defs.resources import LandingZoneResource, WarehouseResource
+    from metrics_pipeline.lib import ingestion_load
+    from metrics_pipeline.lib.demo_sources import host_minute_lines
+    from metrics_pipeline.lib.host_collector import host_key
+    from metrics_pipeline.lib.ingestion_logs import ParseOptions
+    from metrics_pipeline.lib.landing import open_landing
+    from metrics_pipeline.lib.simulate_logs import simulate
+
+    now = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    old, recent = now - timedelta(days=20), now - timedelta(days=2)
+    zone = open_landing(str(tmp_path / "landing"))
+    for hour in (old, recent):
+        zone.write(host_key("web-1", hour.timestamp()), host_minute_lines("web-1", 1, int(hour.timestamp())).encode())
+        dg.materialize([host_points], partition_key=hour.strftime("%Y-%m-%d-%H:%M"), resources={
+            "warehouse": WarehouseResource(dsn=warehouse_dsn), "landing": LandingZoneResource(url=str(tmp_path / "landing"))})
+    simulate(zone, old, old + timedelta(hours=1), jobs_per_hour=20)
+    loaded = ingestion_load.load_window(warehouse_dsn, "metrics", zone, old, old + timedelta(hours=1), ParseOptions())
+    zone.write("host/never-loaded/web-9/web-9-20200101T0000.jsonl", b"{}\n")  # not committed: kept at any age
+    runs_before = db.execute("SELECT count(*) FROM metrics.ingestion_runs").fetchone()[0]
+    assert runs_before == loaded.loaded > 0
+
+    config = retention.RetentionConfig()
+    dry = retention.apply_landing(warehouse_dsn, "metrics", zone, config=config, now=now, dry_run=True)
+    old_keys = {o.key for o in zone.list() if o.key != "host/never-loaded/web-9/web-9-20200101T0000.jsonl"
+                and recent.strftime("%Y-%m-%d") not in o.key}
+    assert {f.key for f in dry} == old_keys and all(f.newest_hour < now - timedelta(days=14) for f in dry)
+    deleted = retention.apply_landing(warehouse_dsn, "metrics", zone, config=config, now=now)
+    assert {f.key for f in deleted} == old_keys
+    left = {o.key for o in zone.list()}
+    assert left and not left & old_keys and "host/never-loaded/web-9/web-9-20200101T0000.jsonl" in left
+    assert db.execute("SELECT count(*) FROM metrics.landing_files WHERE key = ANY(%s)", (list(old_keys),)).fetchone() == (0,)
+    # Re-running the old ingestion hour with its files gone touches none of its rows.
+    ingestion_load.load_window(warehouse_dsn, "metrics", zone, old, old + timedelta(hours=1), ParseOptions())
+    assert db.execute("SELECT count(*) FROM metrics.ingestion_runs").fetchone()[0] == runs_before
+    assert retention.apply_landing(warehouse_dsn, "metrics", zone, config=config, now=now) == []
+
+
+def test_landing_retention_shorter_than_points_is_refused_and_follows_a_longer_points_retention():
+    assert retention.RetentionConfig(points="30d").landing_files == timedelta(days=30)
+    assert retention.RetentionConfig().landing_files == timedelta(days=14)
+    with pytest.raises(ValueError, match="landing .* must be at least points"):
+        retention.RetentionConfig(points="30d", landing="7d")

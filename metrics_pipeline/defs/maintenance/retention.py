@@ -1,9 +1,10 @@
-"""The daily retention job: drop partitions past their tier's retention (`lib/retention.py`)."""
+"""The daily retention job: drop partitions past their tier's retention, and delete committed
+landing-zone files past theirs (`lib/retention.py`)."""
 
 import dagster as dg
 
 from metrics_pipeline.defs.partitions import SCHEDULE_STATUS
-from metrics_pipeline.defs.resources import WarehouseResource
+from metrics_pipeline.defs.resources import LandingZoneResource, WarehouseResource
 from metrics_pipeline.lib import retention
 
 
@@ -17,9 +18,28 @@ def drop_expired_partitions(context: dg.OpExecutionContext, warehouse: Warehouse
     context.log.info(f"dropped {len(dropped)} expired partition(s)")
 
 
-@dg.job(description="Drop partitions past their retention (points 7 d, 5 m 90 d, 1 h 2 y, 1 d 5 y, runs 1 y).")
+@dg.op(tags={"kind": "postgres"})
+def delete_expired_landing_files(context: dg.OpExecutionContext, warehouse: WarehouseResource,
+                                 landing: LandingZoneResource) -> None:
+    """Deletes landing files whose data is committed and whose every hour is past the retention."""
+    deleted = retention.apply_landing(warehouse.dsn, warehouse.schema, landing.zone())
+    by_kind: dict[str, int] = {}
+    for item in deleted:
+        by_kind[item.kind] = by_kind.get(item.kind, 0) + 1
+    context.add_output_metadata({
+        "deleted_files": len(deleted),
+        "deleted_bytes": sum(item.size for item in deleted),
+        "by_kind": dg.MetadataValue.json(by_kind),
+        "newest_hour_deleted": max((i.newest_hour for i in deleted), default=None).isoformat() if deleted else "none",
+    })
+    context.log.info(f"deleted {len(deleted)} landing file(s)")
+
+
+@dg.job(description="Drop partitions past their retention (points 7 d, 5 m 90 d, 1 h 2 y, 1 d 5 y, runs 1 y) "
+                    "and committed landing files past theirs (14 d).")
 def retention_job():
     drop_expired_partitions()
+    delete_expired_landing_files()
 
 
 retention_daily = dg.ScheduleDefinition(
