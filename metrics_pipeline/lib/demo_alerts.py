@@ -37,17 +37,29 @@ def busy_cpu(ts: float) -> float:
     return 35.0 + 10 * math.sin(ts / 97)
 
 
-def busy_minute_lines(minute_start: int) -> str:
-    """The agent-format lines (JSON Lines) of one minute of the busy host."""
+def demo_cpu(host_index: int, ts: float) -> float:
+    """CPU percent of demo host number `host_index` at `ts`; host 0 is the busy one."""
+    if host_index == 0:
+        return busy_cpu(ts)
+    return 30.0 + 15 * math.sin(ts / (400 + 97 * host_index)) + host_index
+
+
+def host_minute_lines(host: str, host_index: int, minute_start: int) -> str:
+    """One minute of agent lines (JSON Lines, 1 s ticks: CPU, memory, one filesystem) of a demo host."""
     lines = []
     for ts in range(minute_start, minute_start + 60):
         samples = [
-            ["host_cpu_percent", round(busy_cpu(ts), 2), "percent", {}],
-            ["host_memory_percent", round(62.0 + 2 * math.sin(ts / 300), 2), "percent", {}],
-            ["host_filesystem_used_percent", 55.0, "percent", {"mount": "/", "fstype": "ext4"}],
+            ["host_cpu_percent", round(demo_cpu(host_index, ts), 2), "percent", {}],
+            ["host_memory_percent", round(62.0 + 2 * math.sin(ts / 300) + host_index, 2), "percent", {}],
+            ["host_filesystem_used_percent", 55.0 + host_index, "percent", {"mount": "/", "fstype": "ext4"}],
         ]
-        lines.append(json.dumps({"ts": float(ts), "host": BUSY_HOST, "samples": samples}))
+        lines.append(json.dumps({"ts": float(ts), "host": host, "samples": samples}))
     return "\n".join(lines) + "\n"
+
+
+def busy_minute_lines(minute_start: int) -> str:
+    """The agent-format lines (JSON Lines) of one minute of the busy host."""
+    return host_minute_lines(BUSY_HOST, 0, minute_start)
 
 
 class BusyHost(threading.Thread):

@@ -8,8 +8,6 @@ all four, and stops the servers on exit.
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,30 +17,11 @@ from pathlib import Path
 import yaml
 
 from metrics_pipeline.lib import settings
-from metrics_pipeline.lib.demo_alerts import BUSY_HOST, busy_cpu
+from metrics_pipeline.lib.demo_alerts import BUSY_HOST, host_minute_lines
 from metrics_pipeline.lib.host_collector import host_key
 from metrics_pipeline.lib.landing import open_landing
 
 DEMO_TOKEN_ENV = "METRICS_PIPELINE_DEMO_WHATAP_TOKEN"
-
-
-def _cpu(host_index: int, ts: int) -> float:
-    if host_index == 0:
-        return busy_cpu(ts)
-    return 30.0 + 15 * math.sin(ts / (400 + 97 * host_index)) + host_index
-
-
-def host_minute_lines(host: str, host_index: int, minute_start: int) -> str:
-    """One minute of agent lines (1 s ticks, CPU, memory and one filesystem) for a demo host."""
-    lines = []
-    for ts in range(minute_start, minute_start + 60):
-        samples = [
-            ["host_cpu_percent", round(_cpu(host_index, ts), 2), "percent", {}],
-            ["host_memory_percent", round(62.0 + 2 * math.sin(ts / 300) + host_index, 2), "percent", {}],
-            ["host_filesystem_used_percent", 55.0 + host_index, "percent", {"mount": "/", "fstype": "ext4"}],
-        ]
-        lines.append(json.dumps({"ts": float(ts), "host": host, "samples": samples}))
-    return "\n".join(lines) + "\n"
 
 
 def write_host_samples(landing_url: str, hosts: Sequence[str], start: datetime, end: datetime) -> int:
@@ -53,6 +32,18 @@ def write_host_samples(landing_url: str, hosts: Sequence[str], start: datetime, 
         for minute in minutes:
             zone.write(host_key(host, minute), host_minute_lines(host, index, minute).encode())
     return len(hosts) * len(minutes) * 60 * 3
+
+
+def start_whatap_double(config_path: Path):
+    """The WhaTap double on 127.0.0.1 (deterministic data for any window), a configuration pointing at
+    it in `config_path`, and the environment that selects it: (double, url, env). Stop the double after."""
+    from metrics_pipeline.lib.whatap.double import WhatapDouble
+
+    double = WhatapDouble()
+    url = double.start()
+    config_path.write_text(yaml.safe_dump({"base_url": url, "account_token_env": DEMO_TOKEN_ENV}))
+    # the double's token, not a real account's
+    return double, url, {"METRICS_PIPELINE_WHATAP_CONFIG": str(config_path), DEMO_TOKEN_ENV: double.account_token}
 
 
 SYNTHETIC_METRICS = ("CPUUtilization", "NetworkIn", "NetworkOut", "DiskReadOps", "DiskWriteOps")
@@ -107,8 +98,6 @@ def local_sources(
     from metrics_pipeline.lib.cloudwatch import demo
     from metrics_pipeline.lib.cloudwatch.double import LocalCloudWatch
     from metrics_pipeline.lib.simulate_logs import simulate
-    from metrics_pipeline.lib.whatap.double import WhatapDouble
-
     state.mkdir(parents=True, exist_ok=True)
     landing = str(state / "landing")
     env = {settings.LANDING_ENV: landing}
@@ -133,11 +122,8 @@ def local_sources(
             env["METRICS_PIPELINE_CLOUDWATCH_CONFIG"] = str(path)
             env.update(AWS_ACCESS_KEY_ID="demo", AWS_SECRET_ACCESS_KEY="demo", AWS_DEFAULT_REGION="eu-west-1")
         if whatap:
-            double = WhatapDouble()
-            path = state / "whatap.yaml"
-            path.write_text(yaml.safe_dump({"base_url": double.start(), "account_token_env": DEMO_TOKEN_ENV}))
-            env["METRICS_PIPELINE_WHATAP_CONFIG"] = str(path)
-            env[DEMO_TOKEN_ENV] = double.account_token
+            double, _, whatap_env = start_whatap_double(state / "whatap.yaml")
+            env.update(whatap_env)
         yield LocalSources(env=env, landing_url=landing, counts=counts)
     finally:
         if double is not None:

@@ -67,7 +67,8 @@ def sqlalchemy_url(dsn: str) -> str:
     return url
 
 
-def _child_defaults() -> None:
+def default_signals() -> None:
+    """preexec_fn for children: default SIGINT/SIGTERM (a background shell's child inherits them ignored)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
@@ -176,17 +177,11 @@ class DemoCloudWatch(threading.Thread):
 
 
 def _start_demo_whatap(env: dict) -> object:
-    """The WhaTap double on 127.0.0.1 (deterministic data for any window) and a config pointing at it."""
-    import yaml
+    """The WhaTap double on 127.0.0.1 and a config pointing at it (`demo_sources.start_whatap_double`)."""
+    from metrics_pipeline.lib.demo_sources import start_whatap_double
 
-    from metrics_pipeline.lib.whatap.double import WhatapDouble
-
-    double = WhatapDouble()
-    url = double.start()
-    path = settings.state_dir() / "whatap-demo.yaml"
-    path.write_text(yaml.safe_dump({"base_url": url, "account_token_env": "METRICS_PIPELINE_DEMO_WHATAP_TOKEN"}))
-    env["METRICS_PIPELINE_WHATAP_CONFIG"] = str(path)
-    env["METRICS_PIPELINE_DEMO_WHATAP_TOKEN"] = double.account_token  # the double's, not a real account's
+    double, url, whatap_env = start_whatap_double(settings.state_dir() / "whatap-demo.yaml")
+    env.update(whatap_env)
     print(f"WhaTap: local API double at {url}", flush=True)
     return double
 
@@ -249,7 +244,7 @@ def run_dev(host: str = "127.0.0.1", port: int = 3000) -> int:
         env[settings.LANDING_ENV] = landing
         collector = subprocess.Popen(
             [sys.executable, "-m", "metrics_pipeline.lib.cli", "collect", "--landing", landing],
-            env=env, start_new_session=True, preexec_fn=_child_defaults,
+            env=env, start_new_session=True, preexec_fn=default_signals,
         )
         print(f"host collector writing to {landing}", flush=True)
         simulator = LogSimulator(landing)
@@ -284,7 +279,7 @@ def run_dev(host: str = "127.0.0.1", port: int = 3000) -> int:
         ]
         print(f"starting Dagster on http://{host}:{port} (Ctrl-C stops everything)", flush=True)
         proc = subprocess.Popen(
-            command, env=env, cwd=home, start_new_session=True, preexec_fn=_child_defaults
+            command, env=env, cwd=home, start_new_session=True, preexec_fn=default_signals
         )
         while proc.poll() is None:
             time.sleep(0.5)

@@ -21,7 +21,7 @@ from pathlib import Path
 import requests
 
 from metrics_pipeline.lib import settings
-from metrics_pipeline.lib.devserver import _child_defaults, stop_process_group
+from metrics_pipeline.lib.devserver import default_signals, stop_process_group
 
 LOCATION = "metrics_pipeline"
 
@@ -125,7 +125,7 @@ class Topology:
         out = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
         self.procs[name] = subprocess.Popen(
             list(args), env=self.env, cwd=settings.project_root(), stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=_child_defaults,
+            start_new_session=True, preexec_fn=default_signals,
         )
         out.close()
 
