@@ -101,6 +101,7 @@ class LocalLanding:
 
     def __post_init__(self) -> None:
         self.root = Path(self.root).expanduser().absolute()
+        self._real_root = self.root.resolve()  # once: every read, write and delete checks against it
 
     @property
     def url(self) -> str:
@@ -109,7 +110,7 @@ class LocalLanding:
     def path(self, key: str) -> Path:
         path = (self.root / check_key(key)).absolute()
         if (not path.is_relative_to(self.root) or path.is_symlink()
-                or not path.resolve().is_relative_to(self.root.resolve())):  # a symlinked directory on the way
+                or not path.resolve().is_relative_to(self._real_root)):  # a symlinked directory on the way
             raise RefusedObject(f"landing key {key!r} resolves outside the landing zone")
         return path
 
