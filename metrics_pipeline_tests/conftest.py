@@ -144,14 +144,20 @@ def _alertmanager_binary() -> str | None:
     return shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 
 
+def require_system_package(found, package: str):
+    """`found` (a binary or command) or stop the test: a failure where `make test` could have
+    installed `package` with apt-get (a missing install step must not pass as a skip), else a skip."""
+    if found is None:
+        if shutil.which("apt-get"):
+            pytest.fail(f"{package} is not installed: `make test` installs it with apt-get")
+        pytest.skip(f"{package} is not installed and there is no apt-get to install it")
+    return found
+
+
 @pytest.fixture
 def alertmanager(tmp_path):
     """A real Alertmanager on 127.0.0.1 with the shipped sample configuration; stopped afterwards."""
-    binary = _alertmanager_binary()
-    if binary is None:
-        if shutil.which("apt-get"):
-            pytest.fail("prometheus-alertmanager is not installed: `make test` installs it with apt-get")
-        pytest.skip("no Alertmanager binary and no apt-get to install it (install prometheus-alertmanager)")
+    binary = require_system_package(_alertmanager_binary(), "prometheus-alertmanager")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -14,10 +14,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 
 from metrics_pipeline.lib import bi
+from metrics_pipeline_tests.conftest import require_system_package
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -132,11 +132,7 @@ def _compose_command() -> list[str] | None:
 
 
 def test_docker_compose_config_accepts_the_file(tmp_path):
-    command = _compose_command()
-    if command is None:
-        if shutil.which("apt-get"):
-            pytest.fail("docker-compose is not installed: `make test` installs it with apt-get")
-        pytest.skip("neither `docker compose` nor docker-compose is installed (make test installs docker-compose)")
+    command = require_system_package(_compose_command(), "docker-compose")
     result = subprocess.run([*command, "--env-file", str(ROOT / ".env.example"), "-f", str(ROOT / "docker-compose.yml"),
                              "config", "--quiet"], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr

@@ -26,6 +26,18 @@ from metrics_pipeline_tests.lib.cloudwatch.conftest import cw_config, double, se
 _TEMPLATE = "faults_template"
 
 
+def step_failures(result) -> list[str]:
+    """Messages of a run's failed steps, causes included (for asserting what a fault looked like)."""
+    out = []
+    for event in result.all_events:
+        if event.is_step_failure:
+            error = event.step_failure_data.error
+            while error is not None:
+                out.append(error.message)
+                error = error.cause
+    return out
+
+
 @pytest.fixture(scope="session")
 def private_pg() -> Iterator[EmbeddedPostgres]:
     """An embedded PostgreSQL owned by this folder: tests may stop and restart it."""

@@ -18,6 +18,7 @@ import yaml
 from metrics_pipeline.defs.cloudwatch.assets import CloudWatchResource, cloudwatch_points
 from metrics_pipeline.defs.resources import WarehouseResource
 from metrics_pipeline.defs.whatap.assets import WhatapResource, whatap_points
+from metrics_pipeline_tests.faults.conftest import step_failures
 from metrics_pipeline_tests.faults.dump import dump_tables
 from metrics_pipeline_tests.lib.cloudwatch.conftest import HOUR as CW_HOUR
 
@@ -30,14 +31,7 @@ def window_dump(dsn: str, start: datetime) -> dict[str, bytes]:
 
 
 def failure_text(result) -> str:
-    parts = []
-    for event in result.all_events:
-        if event.is_step_failure:
-            error = event.step_failure_data.error
-            while error is not None:
-                parts.append(error.message)
-                error = error.cause
-    return "\n".join(parts)
+    return "\n".join(step_failures(result))
 
 
 def metadata(result, node: str) -> dict:

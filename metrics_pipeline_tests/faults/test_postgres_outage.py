@@ -22,6 +22,7 @@ from metrics_pipeline.defs.host.assets import host_points
 from metrics_pipeline.defs.ingestion_logs.assets import ingestion_log_records
 from metrics_pipeline.defs.resources import LandingZoneResource, WarehouseResource
 from metrics_pipeline.lib.landing import LocalLanding
+from metrics_pipeline_tests.faults.conftest import step_failures
 from metrics_pipeline_tests.faults.dump import dump_tables
 from metrics_pipeline_tests.faults.landing_data import jsonl, record, write_host_hour
 
@@ -63,16 +64,6 @@ def expected(warehouse_dsn, zone) -> dict[str, bytes]:
     return dumps(warehouse_dsn)
 
 
-def failures(result) -> list[str]:
-    """Messages of the failed steps, causes included."""
-    out = []
-    for event in result.all_events:
-        if event.is_step_failure:
-            error = event.step_failure_data.error
-            while error is not None:
-                out.append(error.message)
-                error = error.cause
-    return out
 
 
 def processed_files(dsn: str) -> int:
@@ -89,7 +80,7 @@ def test_a_run_while_postgres_is_down_fails_naming_the_warehouse_and_the_rerun_l
     result = dg.materialize([host_points, ingestion_log_records], partition_key=KEY, resources=resources(dsn, zone),
                             raise_on_error=False)
     assert not result.success
-    messages = failures(result)
+    messages = step_failures(result)
     database = psycopg.conninfo.conninfo_to_dict(private_dsn)["dbname"]
     for step in ("host_points", "ingestion_log_records"):
         assert result.is_node_failed(step)
@@ -158,7 +149,7 @@ def test_a_restart_in_the_middle_of_a_load_rolls_it_back_and_the_rerun_completes
         runner.join(60)
     result = outcome["result"]
     assert not result.success
-    messages = failures(result)
+    messages = step_failures(result)
     assert any(f'warehouse database "{database}"' in m and "was lost" in m and "rolled back" in m for m in messages), messages
 
     with psycopg.connect(private_dsn, autocommit=True) as conn:

@@ -178,18 +178,19 @@ def echo_server() -> Iterator[EchoServer]:
     server.stop()
 
 
-def base_tables(conn: psycopg.Connection, schema: str) -> list[str]:
-    """Every table of the schema from pg_catalog (plain and partitioned, partitions included)."""
+def _relations(conn: psycopg.Connection, schema: str, kinds: list[str]) -> list[str]:
     rows = conn.execute(
         "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = %s AND c.relkind IN ('r', 'p') ORDER BY 1", (schema,)
+        "WHERE n.nspname = %s AND c.relkind = ANY(%s::\"char\"[]) ORDER BY 1", (schema, kinds)
     ).fetchall()
     return [name for (name,) in rows]
+
+
+def base_tables(conn: psycopg.Connection, schema: str) -> list[str]:
+    """Every table of the schema from pg_catalog (plain and partitioned, partitions included)."""
+    return _relations(conn, schema, ["r", "p"])
 
 
 def catalog_views(conn: psycopg.Connection, schema: str) -> list[str]:
-    rows = conn.execute(
-        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = %s AND c.relkind IN ('v', 'm') ORDER BY 1", (schema,)
-    ).fetchall()
-    return [name for (name,) in rows]
+    """Every view of the schema from pg_catalog (not only the v_* the code grants)."""
+    return _relations(conn, schema, ["v", "m"])
