@@ -35,11 +35,12 @@ import psycopg
 from common import append_result, replace_section
 from psycopg.conninfo import make_conninfo
 
-from metrics_pipeline.lib import migrate, settings
-from metrics_pipeline.lib.demo_sources import local_sources
-from metrics_pipeline.lib.devserver import sqlalchemy_url
-from metrics_pipeline.lib.embedded_pg import EmbeddedPostgres
-from metrics_pipeline.lib.topology import Topology
+from metrics_pipeline.lib import settings
+from metrics_pipeline.lib.warehouse import migrate
+from metrics_pipeline.dev.demo_sources import local_sources
+from metrics_pipeline.dev.devserver import sqlalchemy_url
+from metrics_pipeline.lib.warehouse.embedded_pg import EmbeddedPostgres
+from metrics_pipeline.dev.topology import Topology
 
 HOURLY = ("host_points", "ingestion_log_records", "cloudwatch_points", "whatap_points",
           "rollup_5m", "rollup_1h", "series_health_hourly", "sla_hourly")

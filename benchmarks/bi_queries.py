@@ -37,8 +37,9 @@ import numpy as np
 import psycopg
 from common import append_result, replace_section, scratch_database
 
-from metrics_pipeline.lib import migrate, partitioning
-from metrics_pipeline.lib.simulate_logs import COMPANIES, SOURCES, ZONES
+from metrics_pipeline.lib.warehouse import migrate
+from metrics_pipeline.lib.warehouse import partitioning
+from metrics_pipeline.dev.simulate_logs import COMPANIES, SOURCES, ZONES
 
 BENCH_DB = "metrics_bench_bi"
 SCHEMA = "metrics"

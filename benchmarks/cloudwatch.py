@@ -2,7 +2,7 @@
 
     python benchmarks/cloudwatch.py [--metrics 2000] [--statistics Average]
 
-A local CloudWatch (moto's server plus the indexed double, lib/cloudwatch/double.py) is seeded
+A local CloudWatch (moto's server plus the indexed double, dev/doubles/cloudwatch.py) is seeded
 with N EC2 CPUUtilization series at 1-minute resolution for one hour. The source then discovers
 them (ListMetrics, all pages), plans, fetches and loads the hour, as `cloudwatch_points` does.
 Reported: API calls (checked: must equal ceil(queries / 500) + discovery pages), metrics requested,
@@ -25,10 +25,11 @@ from pathlib import Path
 import boto3
 from common import append_result, scratch_database
 
-from metrics_pipeline.lib import loader, migrate
+from metrics_pipeline.lib.warehouse import load as loader
+from metrics_pipeline.lib.warehouse import migrate
 from metrics_pipeline.lib.cloudwatch.collect import fetch
 from metrics_pipeline.lib.cloudwatch.config import parse_config
-from metrics_pipeline.lib.cloudwatch.double import LocalCloudWatch
+from metrics_pipeline.dev.doubles.cloudwatch import LocalCloudWatch
 
 BENCH_DB = "metrics_bench_cloudwatch"
 

@@ -76,7 +76,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         stats_file = Path(tmp) / "stats.json"
         agent = [
-            sys.executable, "-m", "metrics_pipeline.lib.cli", "collect", "--landing", str(Path(tmp) / "landing"),
+            sys.executable, "-m", "metrics_pipeline.cli", "collect", "--landing", str(Path(tmp) / "landing"),
             "--duration", str(args.seconds), "--stats-file", str(stats_file), "--host-name", "bench",
         ]
         reference = [sys.executable, "-c", REFERENCE]

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from metrics_pipeline.lib import settings  # noqa: E402
-from metrics_pipeline.lib.embedded_pg import EmbeddedPostgres  # noqa: E402
+from metrics_pipeline.lib.warehouse.embedded_pg import EmbeddedPostgres  # noqa: E402
 
 
 @contextmanager

@@ -23,10 +23,12 @@ from pathlib import Path
 import psycopg
 from common import append_result, scratch_database
 
-from metrics_pipeline.lib import ingestion_load, migrate, partitioning
-from metrics_pipeline.lib.ingestion_logs import BOM, ParseOptions, parse_file
+from metrics_pipeline.lib.ingestion_logs import load as ingestion_load
+from metrics_pipeline.lib.warehouse import migrate
+from metrics_pipeline.lib.warehouse import partitioning
+from metrics_pipeline.lib.ingestion_logs.parse import BOM, ParseOptions, parse_file
 from metrics_pipeline.lib.landing import LocalLanding
-from metrics_pipeline.lib.simulate_logs import simulate
+from metrics_pipeline.dev.simulate_logs import simulate
 
 DAY = datetime(2026, 1, 5, tzinfo=timezone.utc)
 BENCH_DB = "metrics_bench_ingestion"

@@ -27,7 +27,9 @@ import pandas as pd
 import psycopg
 from common import append_result, scratch_database
 
-from metrics_pipeline.lib import loader, migrate, partitioning
+from metrics_pipeline.lib.warehouse import load as loader
+from metrics_pipeline.lib.warehouse import migrate
+from metrics_pipeline.lib.warehouse import partitioning
 
 START = datetime(2026, 1, 5, tzinfo=timezone.utc)
 BENCH_DB = "metrics_bench"

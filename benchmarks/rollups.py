@@ -37,7 +37,10 @@ import psycopg
 from common import append_result, scratch_database
 from psycopg.conninfo import make_conninfo
 
-from metrics_pipeline.lib import loader, migrate, partitioning, rollups
+from metrics_pipeline.lib import rollups
+from metrics_pipeline.lib.warehouse import load as loader
+from metrics_pipeline.lib.warehouse import migrate
+from metrics_pipeline.lib.warehouse import partitioning
 
 DAY = datetime(2026, 1, 5, tzinfo=timezone.utc)
 END = DAY + timedelta(days=1)

@@ -26,7 +26,10 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 from psycopg.types.json import Jsonb
 
-from metrics_pipeline.lib import bi, loader, partitioning, rollups
+from metrics_pipeline.lib import rollups
+from metrics_pipeline.lib.warehouse import bi
+from metrics_pipeline.lib.warehouse import load as loader
+from metrics_pipeline.lib.warehouse import partitioning
 
 SCHEMA = "metrics"
 HOSTS = {"web-1": "akonovia", "db-1": "boreal-logistique"}

@@ -23,8 +23,8 @@ import pytest
 import requests
 from psycopg.conninfo import make_conninfo
 
-from metrics_pipeline.lib import migrate
-from metrics_pipeline.lib.embedded_pg import EmbeddedPostgres
+from metrics_pipeline.lib.warehouse import migrate
+from metrics_pipeline.lib.warehouse.embedded_pg import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -104,7 +104,7 @@ def db(warehouse_dsn: str) -> Iterator[psycopg.Connection]:
 
 @pytest.fixture(scope="session")
 def pg_dump(pg_server: PgServer) -> str:
-    from metrics_pipeline.lib.embedded_pg import find_binaries
+    from metrics_pipeline.lib.warehouse.embedded_pg import find_binaries
 
     path = shutil.which("pg_dump", path=str(find_binaries()))
     if path is None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from metrics_pipeline.lib import bi
+from metrics_pipeline.lib.warehouse import bi
 from metrics_pipeline_tests.conftest import require_system_package
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,10 +13,10 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 import pytest
 
-from metrics_pipeline.lib.demo_alerts import BUSY_HOST
-from metrics_pipeline.lib.demo_sources import local_sources
-from metrics_pipeline.lib.devserver import sqlalchemy_url
-from metrics_pipeline.lib.topology import Topology
+from metrics_pipeline.dev.demo_host import BUSY_HOST
+from metrics_pipeline.dev.demo_sources import local_sources
+from metrics_pipeline.dev.devserver import sqlalchemy_url
+from metrics_pipeline.dev.topology import Topology
 
 HOURLY = ("host_points", "ingestion_log_records", "cloudwatch_points", "whatap_points",
           "rollup_5m", "rollup_1h", "series_health_hourly", "sla_hourly")

@@ -15,7 +15,10 @@ import pandas as pd
 import psycopg
 from pydantic import Field
 
-from metrics_pipeline.lib import db, landing, loader, migrate, settings
+from metrics_pipeline.lib import landing, settings
+from metrics_pipeline.lib.warehouse import db
+from metrics_pipeline.lib.warehouse import load as loader
+from metrics_pipeline.lib.warehouse import migrate
 from metrics_pipeline.lib.settings import DEFAULT_SCHEMA, DSN_ENV, schema_name, validate_identifier
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from metrics_pipeline.lib import migrate
-from metrics_pipeline.lib.embedded_pg import EmbeddedPostgres
-from metrics_pipeline.lib.whatap.double import WhatapDouble
+from metrics_pipeline.lib.warehouse import migrate
+from metrics_pipeline.lib.warehouse.embedded_pg import EmbeddedPostgres
+from metrics_pipeline.dev.doubles.whatap import WhatapDouble
 from metrics_pipeline_tests.lib.cloudwatch.conftest import cw_config, double, seeded  # noqa: F401
 
 _TEMPLATE = "faults_template"

@@ -8,7 +8,7 @@ import os
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from metrics_pipeline.lib.host_collector import host_key
+from metrics_pipeline.lib.host.agent import host_key
 from metrics_pipeline.lib.landing import LandingZone
 from metrics_pipeline_tests.lib.test_ingestion_logs import good
 

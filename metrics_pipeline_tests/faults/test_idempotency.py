@@ -20,9 +20,10 @@ from metrics_pipeline.defs.resources import LandingZoneResource, WarehouseResour
 from metrics_pipeline.defs.rollups.assets import hourly_rollups, rollup_1d
 from metrics_pipeline.defs.sla.assets import sla_daily, sla_hourly
 from metrics_pipeline.defs.whatap.assets import WhatapResource, whatap_points
-from metrics_pipeline.lib import ingestion_load, loader
+from metrics_pipeline.lib.ingestion_logs import load as ingestion_load
+from metrics_pipeline.lib.warehouse import load as loader
 from metrics_pipeline.lib.landing import LocalLanding
-from metrics_pipeline.lib.simulate_logs import simulate
+from metrics_pipeline.dev.simulate_logs import simulate
 from metrics_pipeline_tests.faults.dump import dump_tables
 from metrics_pipeline_tests.faults.landing_data import write_host_hour
 from metrics_pipeline_tests.lib.cloudwatch.conftest import HOUR as CW_HOUR

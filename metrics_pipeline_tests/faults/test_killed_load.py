@@ -22,7 +22,8 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from metrics_pipeline.lib import loader, rollups
+from metrics_pipeline.lib import rollups
+from metrics_pipeline.lib.warehouse import load as loader
 from metrics_pipeline_tests.faults.dump import dump_tables
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,7 +46,8 @@ def frame(offset: float, series: int = SERIES) -> pd.DataFrame:
 VICTIM = """
 import sys
 from datetime import datetime, timedelta
-from metrics_pipeline.lib import loader, rollups
+from metrics_pipeline.lib import rollups
+from metrics_pipeline.lib.warehouse import load as loader
 from metrics_pipeline_tests.faults.test_killed_load import frame
 what, dsn, start, series = sys.argv[1], sys.argv[2], datetime.fromisoformat(sys.argv[3]), int(sys.argv[4])
 if what == "load":

@@ -27,8 +27,8 @@ from metrics_pipeline.defs.host.sensors import host_points_sensor
 from metrics_pipeline.defs.ingestion_logs.assets import ingestion_log_records
 from metrics_pipeline.defs.ingestion_logs.sensors import ingestion_logs_sensor
 from metrics_pipeline.defs.resources import LandingZoneResource, WarehouseResource
-from metrics_pipeline.lib.host_collector import host_key
-from metrics_pipeline.lib.host_files import hour_of_key
+from metrics_pipeline.lib.host.agent import host_key
+from metrics_pipeline.lib.host.files import hour_of_key
 from metrics_pipeline.lib.landing import LocalLanding
 from metrics_pipeline_tests.faults.dump import dump_tables
 from metrics_pipeline_tests.faults.landing_data import gz, host_minute, jsonl, record, tick
@@ -141,7 +141,7 @@ def test_damaged_ingestion_logs_are_quarantined_with_reasons_and_every_good_reco
 def test_a_collector_killed_mid_write_loses_only_its_torn_tail(warehouse_dsn, tmp_path):
     zone = LocalLanding(tmp_path)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "metrics_pipeline.lib.cli", "collect", "--landing", str(tmp_path), "--host-name", "victim",
+        [sys.executable, "-m", "metrics_pipeline.cli", "collect", "--landing", str(tmp_path), "--host-name", "victim",
          "--cpu-interval", "0.1", "--network-interval", "0.1", "--disk-io-interval", "0.2", "--disk-usage-interval", "0.5"],
         cwd=ROOT, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60

@@ -163,7 +163,7 @@ def test_a_restart_in_the_middle_of_a_load_rolls_it_back_and_the_rerun_completes
 
 
 def test_an_unreachable_server_is_named_without_the_password_of_its_dsn():
-    from metrics_pipeline.lib.db import WarehouseUnavailable, connect
+    from metrics_pipeline.lib.warehouse.db import WarehouseUnavailable, connect
 
     with pytest.raises(WarehouseUnavailable) as caught:
         with connect(f"postgresql://loader:{PASSWORD}@127.0.0.1:1/metrics?connect_timeout=3"):

@@ -19,7 +19,7 @@ import pytest
 from metrics_pipeline.defs.host.sensors import host_points_sensor
 from metrics_pipeline.defs.ingestion_logs import sensors as ingestion_sensors
 from metrics_pipeline.defs.resources import LandingZoneResource, WarehouseResource
-from metrics_pipeline.lib.host_collector import host_key
+from metrics_pipeline.lib.host.agent import host_key
 from metrics_pipeline.lib.landing import Cursor, LocalLanding
 from metrics_pipeline_tests.faults.landing_data import jsonl, record, write_plain
 

@@ -8,7 +8,10 @@ import pandas as pd
 import psycopg
 import pytest
 
-from metrics_pipeline.lib import bi, cli, loader, rollups
+from metrics_pipeline.lib import rollups
+from metrics_pipeline.lib.warehouse import bi
+from metrics_pipeline import cli
+from metrics_pipeline.lib.warehouse import load as loader
 
 T0 = datetime(2026, 5, 4, tzinfo=timezone.utc)
 

@@ -9,13 +9,13 @@ import psutil
 import psycopg
 import pytest
 
-from metrics_pipeline.lib import cli
-from metrics_pipeline.lib.devserver import sqlalchemy_url
+from metrics_pipeline import cli
+from metrics_pipeline.dev.devserver import sqlalchemy_url
 
 
 def run_cli(*args, env):
     return subprocess.run(
-        [sys.executable, "-m", "metrics_pipeline.lib.cli", *args], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "metrics_pipeline.cli", *args], env=env, capture_output=True, text=True, timeout=120
     )
 
 
@@ -77,7 +77,7 @@ def test_dev_serves_the_ui_feeds_the_landing_zone_and_ctrl_c_stops_everything(tm
     env = {k: v for k, v in os.environ.items() if not k.startswith(("METRICS_PIPELINE_", "DAGSTER_"))}
     env["METRICS_PIPELINE_HOME"] = home
     proc = subprocess.Popen(
-        [sys.executable, "-m", "metrics_pipeline.lib.cli", "dev", "--port", str(port)],
+        [sys.executable, "-m", "metrics_pipeline.cli", "dev", "--port", str(port)],
         env=env, stdout=open(tmp_path / "dev.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
@@ -101,7 +101,7 @@ def test_dev_serves_the_ui_feeds_the_landing_zone_and_ctrl_c_stops_everything(tm
         children = psutil.Process(proc.pid).children(recursive=True)
         assert any("collect" in " ".join(p.cmdline()) for p in children)
         # Dagster's own storage is PostgreSQL: its run tables exist in the `dagster` database.
-        from metrics_pipeline.lib.embedded_pg import EmbeddedPostgres
+        from metrics_pipeline.lib.warehouse.embedded_pg import EmbeddedPostgres
 
         with psycopg.connect(EmbeddedPostgres(f"{home}/pg").dsn("dagster")) as conn:
             assert conn.execute("SELECT to_regclass('public.runs')").fetchone()[0] is not None
@@ -113,7 +113,7 @@ def test_dev_serves_the_ui_feeds_the_landing_zone_and_ctrl_c_stops_everything(tm
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-        subprocess.run([sys.executable, "-m", "metrics_pipeline.lib.cli", "db", "stop", "--data-dir", f"{home}/pg"])
+        subprocess.run([sys.executable, "-m", "metrics_pipeline.cli", "db", "stop", "--data-dir", f"{home}/pg"])
         import shutil
 
         shutil.rmtree(home, ignore_errors=True)

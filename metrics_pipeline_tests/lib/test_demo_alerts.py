@@ -2,11 +2,12 @@
 
 from datetime import datetime, timedelta, timezone
 
-from metrics_pipeline.lib import host_files, loader
+from metrics_pipeline.lib.host import files as host_files
+from metrics_pipeline.lib.warehouse import load as loader
 from metrics_pipeline.lib.alerts import engine
 from metrics_pipeline.lib.alerts.rules import DEFAULT_RULES
-from metrics_pipeline.lib.demo_alerts import BUSY_HOST, busy_minute_lines
-from metrics_pipeline.lib.host_collector import host_key
+from metrics_pipeline.dev.demo_host import BUSY_HOST, busy_minute_lines
+from metrics_pipeline.lib.host.agent import host_key
 from metrics_pipeline.lib.landing import open_landing
 
 H = datetime(2026, 6, 1, 10, tzinfo=timezone.utc)

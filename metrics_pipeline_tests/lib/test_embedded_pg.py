@@ -6,8 +6,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from metrics_pipeline.lib import embedded_pg
-from metrics_pipeline.lib.embedded_pg import EmbeddedPostgres, PostgresUnavailable
+from metrics_pipeline.lib.warehouse import embedded_pg
+from metrics_pipeline.lib.warehouse.embedded_pg import EmbeddedPostgres, PostgresUnavailable
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ import sys
 import time
 
 
-from metrics_pipeline.lib.host_collector import CATALOGUE, Collector, CollectorConfig, Rates, host_key
-from metrics_pipeline.lib.host_files import HostBatch
+from metrics_pipeline.lib.host.agent import CATALOGUE, Collector, CollectorConfig, Rates, host_key
+from metrics_pipeline.lib.host.files import HostBatch
 from metrics_pipeline.lib.landing import LocalLanding, open_landing
 
 
@@ -56,7 +56,7 @@ def test_minute_files_are_keyed_by_utc_hour_host_and_minute():
 def test_sigterm_flushes_and_exits_cleanly(tmp_path):
     stats_file = tmp_path / "stats.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "metrics_pipeline.lib.cli", "collect", "--landing", str(tmp_path / "zone"),
+        [sys.executable, "-m", "metrics_pipeline.cli", "collect", "--landing", str(tmp_path / "zone"),
          "--host-name", "sig", "--cpu-interval", "0.2", "--network-interval", "0.2", "--stats-file", str(stats_file)],
         stderr=subprocess.PIPE, text=True,
     )
@@ -71,7 +71,7 @@ def test_sigterm_flushes_and_exits_cleanly(tmp_path):
 
 def test_a_crash_mid_write_leaves_at_most_a_partial_last_line(tmp_path):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "metrics_pipeline.lib.cli", "collect", "--landing", str(tmp_path),
+        [sys.executable, "-m", "metrics_pipeline.cli", "collect", "--landing", str(tmp_path),
          "--host-name", "crash", "--cpu-interval", "0.1", "--network-interval", "0.1"],
     )
     time.sleep(2.0)
@@ -109,7 +109,7 @@ def test_with_an_s3_landing_zone_finished_files_are_uploaded_and_the_spool_empti
 
 
 def test_the_agent_does_not_import_heavy_libraries():
-    code = "import sys, metrics_pipeline.lib.cli as c, metrics_pipeline.lib.host_collector; " \
+    code = "import sys, metrics_pipeline.cli as c, metrics_pipeline.lib.host.agent; " \
            "print(sorted(m for m in ('pandas','psycopg','dagster','boto3','numpy') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

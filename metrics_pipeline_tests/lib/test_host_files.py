@@ -1,7 +1,7 @@
 import json
 from datetime import datetime, timedelta, timezone
 
-from metrics_pipeline.lib.host_files import HostBatch, HostSensorState, hour_of_key, plan_host_requests
+from metrics_pipeline.lib.host.files import HostBatch, HostSensorState, hour_of_key, plan_host_requests
 from metrics_pipeline.lib.landing import LocalLanding
 
 

@@ -4,10 +4,10 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 import pytest
 
-from metrics_pipeline.lib import ingestion_load
-from metrics_pipeline.lib.ingestion_logs import ParseOptions
+from metrics_pipeline.lib.ingestion_logs import load as ingestion_load
+from metrics_pipeline.lib.ingestion_logs.parse import ParseOptions
 from metrics_pipeline.lib.landing import Cursor, LocalLanding
-from metrics_pipeline.lib.simulate_logs import simulate
+from metrics_pipeline.dev.simulate_logs import simulate
 from metrics_pipeline_tests.lib.test_ingestion_logs import good
 
 H13 = datetime(2026, 1, 5, 13, tzinfo=timezone.utc)

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from metrics_pipeline.lib.ingestion_logs import ParseOptions, parse_file, parse_timestamp
+from metrics_pipeline.lib.ingestion_logs.parse import ParseOptions, parse_file, parse_timestamp
 
 NOW = datetime(2026, 1, 6, tzinfo=timezone.utc)
 OPTIONS = ParseOptions(now=NOW, min_start=datetime(2025, 1, 1, tzinfo=timezone.utc))
@@ -177,7 +177,7 @@ def test_near_valid_records_never_crash_and_loaded_plus_quarantined_equals_read(
 @settings(max_examples=500, deadline=None)
 @given(st.dictionaries(st.sampled_from(list(good())), FIELD_VALUES, max_size=5))
 def test_the_fast_path_agrees_with_the_detailed_validator(mutation):
-    from metrics_pipeline.lib.ingestion_logs import _fast_row, validate_detailed
+    from metrics_pipeline.lib.ingestion_logs.parse import _fast_row, validate_detailed
 
     record = json.loads(json.dumps(good(**mutation), default=str))
     fast = _fast_row(record, 3, "k", OPTIONS)
@@ -186,7 +186,7 @@ def test_the_fast_path_agrees_with_the_detailed_validator(mutation):
 
 
 def test_the_fast_path_takes_ordinary_records():
-    from metrics_pipeline.lib.ingestion_logs import _fast_row
+    from metrics_pipeline.lib.ingestion_logs.parse import _fast_row
 
     assert _fast_row(good(), 0, "k", OPTIONS) is not None
     assert _fast_row(good(Debut="2026-01-05T13:05:00Z", Fin="2026-01-05T13:06:00Z"), 0, "k", OPTIONS) is not None

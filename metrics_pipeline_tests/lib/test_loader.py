@@ -6,7 +6,7 @@ import pandas as pd
 import psycopg
 import pytest
 
-from metrics_pipeline.lib.loader import load_points, points_frame
+from metrics_pipeline.lib.warehouse.load import load_points, points_frame
 
 T0 = datetime(2026, 3, 10, 12, tzinfo=timezone.utc)
 HOUR = timedelta(hours=1)

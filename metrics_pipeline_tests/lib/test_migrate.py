@@ -3,7 +3,7 @@ import subprocess
 import psycopg
 import pytest
 
-from metrics_pipeline.lib import migrate
+from metrics_pipeline.lib.warehouse import migrate
 
 
 def schema_dump(pg_dump: str, dsn: str, schema: str = "metrics") -> str:

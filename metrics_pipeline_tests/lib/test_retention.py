@@ -3,9 +3,9 @@ from datetime import datetime, timedelta, timezone
 import pandas as pd
 import pytest
 
-from metrics_pipeline.lib import retention
-from metrics_pipeline.lib.loader import load_points
-from metrics_pipeline.lib.partitioning import ensure_partitions
+from metrics_pipeline.lib.warehouse import retention
+from metrics_pipeline.lib.warehouse.load import load_points
+from metrics_pipeline.lib.warehouse.partitioning import ensure_partitions
 from metrics_pipeline.lib.yaml_config import ConfigError
 
 NOW = datetime(2026, 11, 22, 12, tzinfo=timezone.utc)
@@ -74,11 +74,11 @@ def test_the_cli_dry_run_lists_and_keeps(warehouse_dsn):
     old = datetime.now(timezone.utc) - timedelta(days=30)
     load_points(warehouse_dsn, point(old), source="host", start=old, end=old + timedelta(hours=1))
     env = {**os.environ, "METRICS_PIPELINE_DSN": warehouse_dsn}
-    run = subprocess.run([sys.executable, "-m", "metrics_pipeline.lib.cli", "retention", "--dry-run"],
+    run = subprocess.run([sys.executable, "-m", "metrics_pipeline.cli", "retention", "--dry-run"],
                          env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert f"would drop points_p{old:%Y%m%d}" in run.stdout
-    again = subprocess.run([sys.executable, "-m", "metrics_pipeline.lib.cli", "retention", "--dry-run"],
+    again = subprocess.run([sys.executable, "-m", "metrics_pipeline.cli", "retention", "--dry-run"],
                            env=env, capture_output=True, text=True, timeout=120)
     assert f"would drop points_p{old:%Y%m%d}" in again.stdout  # a dry run dropped nothing
 
@@ -90,12 +90,12 @@ def test_committed_landing_files_past_retention_are_deleted_and_nothing_else(war
 
     from metrics_pipeline.defs.host.assets import host_points
     from metrics_pipeline.defs.resources import LandingZoneResource, WarehouseResource
-    from metrics_pipeline.lib import ingestion_load
-    from metrics_pipeline.lib.demo_sources import host_minute_lines
-    from metrics_pipeline.lib.host_collector import host_key
-    from metrics_pipeline.lib.ingestion_logs import ParseOptions
+    from metrics_pipeline.lib.ingestion_logs import load as ingestion_load
+    from metrics_pipeline.dev.demo_sources import host_minute_lines
+    from metrics_pipeline.lib.host.agent import host_key
+    from metrics_pipeline.lib.ingestion_logs.parse import ParseOptions
     from metrics_pipeline.lib.landing import open_landing
-    from metrics_pipeline.lib.simulate_logs import simulate
+    from metrics_pipeline.dev.simulate_logs import simulate
 
     now = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
     old, recent = now - timedelta(days=20), now - timedelta(days=2)

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from metrics_pipeline.lib import loader, rollups
+from metrics_pipeline.lib import rollups
+from metrics_pipeline.lib.warehouse import load as loader
 
 T0 = datetime(2026, 3, 2, tzinfo=timezone.utc)
 ALPHA = rollups.RELATIVE_ACCURACY

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from metrics_pipeline.lib import loader, rollups
+from metrics_pipeline.lib import rollups
+from metrics_pipeline.lib.warehouse import load as loader
 
 T0 = datetime(2026, 4, 6, tzinfo=timezone.utc)
 THRESHOLDS = [{"metric": "host_cpu_percent", "warning": 80.0, "critical": 95.0}]

@@ -10,7 +10,8 @@ import pandas as pd
 import psycopg
 import pytest
 
-from metrics_pipeline.lib import partitioning, rollups, sla
+from metrics_pipeline.lib import rollups, sla
+from metrics_pipeline.lib.warehouse import partitioning
 from metrics_pipeline.lib.sla.config import ConfigError, SlaConfig, load_config, parse_config
 
 DAY = datetime(2026, 3, 2, tzinfo=timezone.utc)

@@ -23,9 +23,7 @@ from dagster._serdes import serialize_value
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from metrics_pipeline.lib import bi
-
-# The CloudWatch fixtures (moto seeded with a known hour, the double injecting faults), shared.
+from metrics_pipeline.lib.warehouse import bi
 from metrics_pipeline_tests.lib.cloudwatch.conftest import cw_config, double, seeded  # noqa: F401
 
 SECRETS = {

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg import errors, sql
 
-from metrics_pipeline.lib import bi
+from metrics_pipeline.lib.warehouse import bi
 from metrics_pipeline_tests import bi_sample
 from metrics_pipeline_tests.security.conftest import base_tables, catalog_views, connect_as
 

@@ -20,10 +20,15 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from metrics_pipeline.defs.resources import WarehouseResource
-from metrics_pipeline.lib import bi, ingestion_load, loader, migrate, retention, rollups, settings, sla
+from metrics_pipeline.lib import rollups, settings, sla
+from metrics_pipeline.lib.warehouse import bi
+from metrics_pipeline.lib.ingestion_logs import load as ingestion_load
+from metrics_pipeline.lib.warehouse import load as loader
+from metrics_pipeline.lib.warehouse import migrate
+from metrics_pipeline.lib.warehouse import retention
 from metrics_pipeline.lib.alerts import delivery, engine, rules
 from metrics_pipeline.lib.cloudwatch.config import parse_config as parse_cloudwatch
-from metrics_pipeline.lib.ingestion_logs import ParseOptions
+from metrics_pipeline.lib.ingestion_logs.parse import ParseOptions
 from metrics_pipeline.lib.landing import LocalLanding
 from metrics_pipeline.lib.sla.config import SlaConfig, parse_config as parse_sla
 from metrics_pipeline.lib.yaml_config import ConfigError

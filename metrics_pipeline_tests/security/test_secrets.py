@@ -22,7 +22,7 @@ from metrics_pipeline.defs.whatap.assets import WhatapResource, whatap_points
 from metrics_pipeline.lib.alerts import delivery, engine
 from metrics_pipeline.lib.alerts.rules import DEFAULT_RULES
 from metrics_pipeline.lib.whatap.client import WhatapClient, WhatapError
-from metrics_pipeline.lib.whatap.double import Agent, Project, WhatapDouble
+from metrics_pipeline.dev.doubles.whatap import Agent, Project, WhatapDouble
 from metrics_pipeline_tests.defs.alerts.test_checks import H, KEY, _checks, _host_checks, _load_cpu, _stub
 from metrics_pipeline_tests.lib.cloudwatch.conftest import HOUR as CW_HOUR
 from metrics_pipeline_tests.security.conftest import (

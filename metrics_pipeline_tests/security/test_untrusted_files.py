@@ -20,9 +20,9 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 import pytest
 
-from metrics_pipeline.lib import ingestion_load
-from metrics_pipeline.lib.host_files import HostBatch
-from metrics_pipeline.lib.ingestion_logs import ParseOptions, parse_file
+from metrics_pipeline.lib.ingestion_logs import load as ingestion_load
+from metrics_pipeline.lib.host.files import HostBatch
+from metrics_pipeline.lib.ingestion_logs.parse import ParseOptions, parse_file
 from metrics_pipeline.lib.landing import LandingError, LocalLanding, open_landing
 from metrics_pipeline_tests.lib.test_ingestion_load import at
 
@@ -124,7 +124,7 @@ def test_a_fifo_or_a_symlink_in_the_zone_is_never_opened_so_a_load_cannot_hang_o
 
 
 def test_host_files_the_zone_refuses_are_counted_and_the_other_hosts_load(tmp_path):
-    from metrics_pipeline.lib.host_files import hour_prefix, read_window
+    from metrics_pipeline.lib.host.files import hour_prefix, read_window
 
     zone = LocalLanding(tmp_path, max_object_bytes=10_000)
     prefix = hour_prefix(HOUR)
@@ -147,12 +147,12 @@ _MEASURE = textwrap.dedent("""
     started = time.monotonic()
     if kind == "ingestion":
         from datetime import datetime, timezone
-        from metrics_pipeline.lib.ingestion_logs import ParseOptions, parse_file
+        from metrics_pipeline.lib.ingestion_logs.parse import ParseOptions, parse_file
         parsed = parse_file(data, key, ParseOptions(now=datetime.now(timezone.utc)))
         outcome = {"accepted": len(parsed.accepted), "reasons": [r.reason for r in parsed.rejected],
                    "raw_sizes": [len(r.raw) for r in parsed.rejected]}
     else:
-        from metrics_pipeline.lib.host_files import HostBatch
+        from metrics_pipeline.lib.host.files import HostBatch
         batch = HostBatch()
         batch.read(data)
         outcome = {"lines": batch.lines, "problems": dict(batch.problems)}

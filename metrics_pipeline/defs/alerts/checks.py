@@ -18,9 +18,10 @@ import dagster as dg
 from metrics_pipeline.defs.partitions import hourly_partitions
 from metrics_pipeline.defs.resources import WarehouseResource
 from metrics_pipeline.lib import settings
-from metrics_pipeline.lib.alerts import checks, engine, rules
+from metrics_pipeline.lib.alerts import engine, rules
 
 #: asset -> the `source` its points carry
+from metrics_pipeline.lib.alerts import quality as checks
 POINT_SOURCES = {"host_points": "host", "cloudwatch_points": "cloudwatch", "whatap_points": "whatap"}
 
 

@@ -4,7 +4,8 @@ import dagster as dg
 
 from metrics_pipeline.defs.partitions import SOURCE_BACKFILL_POLICY, hourly_partitions
 from metrics_pipeline.defs.resources import LandingZoneResource, WarehouseResource
-from metrics_pipeline.lib import host_files, landing_index
+from metrics_pipeline.lib.host import files as host_files
+from metrics_pipeline.lib.warehouse import landing_index
 
 SOURCE = "host"
 

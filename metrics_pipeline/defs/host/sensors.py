@@ -10,7 +10,7 @@ import dagster as dg
 from metrics_pipeline.defs.host.assets import host_points
 from metrics_pipeline.defs.partitions import AUTOMATION_STATUS
 from metrics_pipeline.defs.resources import LandingZoneResource
-from metrics_pipeline.lib.host_files import HostSensorState, plan_host_requests
+from metrics_pipeline.lib.host.files import HostSensorState, plan_host_requests
 
 REFRESH_EVERY = timedelta(minutes=5)
 

@@ -6,8 +6,9 @@ import dagster as dg
 
 from metrics_pipeline.defs.partitions import SOURCE_BACKFILL_POLICY, hourly_partitions, start_date
 from metrics_pipeline.defs.resources import LandingZoneResource, WarehouseResource
-from metrics_pipeline.lib import ingestion_load, settings
-from metrics_pipeline.lib.ingestion_logs import ParseOptions
+from metrics_pipeline.lib import settings
+from metrics_pipeline.lib.ingestion_logs import load as ingestion_load
+from metrics_pipeline.lib.ingestion_logs.parse import ParseOptions
 
 
 def parse_options() -> ParseOptions:

@@ -15,7 +15,8 @@ import dagster as dg
 from metrics_pipeline.defs.ingestion_logs.assets import ingestion_log_records, parse_options
 from metrics_pipeline.defs.partitions import AUTOMATION_STATUS, hourly_partitions
 from metrics_pipeline.defs.resources import LandingZoneResource, WarehouseResource
-from metrics_pipeline.lib import ingestion_load, landing_index
+from metrics_pipeline.lib.ingestion_logs import load as ingestion_load
+from metrics_pipeline.lib.warehouse import landing_index
 from metrics_pipeline.lib.landing import Cursor
 
 BUDGET_SECONDS = 40.0

@@ -1,11 +1,11 @@
 """The daily retention job: drop partitions past their tier's retention, and delete committed
-landing-zone files past theirs (`lib/retention.py`)."""
+landing-zone files past theirs (`lib/warehouse/retention.py`)."""
 
 import dagster as dg
 
 from metrics_pipeline.defs.partitions import SCHEDULE_STATUS
 from metrics_pipeline.defs.resources import LandingZoneResource, WarehouseResource
-from metrics_pipeline.lib import retention
+from metrics_pipeline.lib.warehouse import retention
 
 
 @dg.op(tags={"kind": "postgres"})

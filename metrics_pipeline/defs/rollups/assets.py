@@ -25,9 +25,10 @@ from metrics_pipeline.defs.partitions import (
     hourly_partitions,
 )
 from metrics_pipeline.defs.resources import WarehouseResource
-from metrics_pipeline.lib import api_sources, rollups, sla
+from metrics_pipeline.lib import rollups, sla
 
 #: Every asset that writes `points`.
+from metrics_pipeline.lib import sources as api_sources
 POINT_SOURCES = ["host_points", "cloudwatch_points", "whatap_points"]
 
 

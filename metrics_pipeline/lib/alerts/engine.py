@@ -28,7 +28,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import psycopg
 
-from metrics_pipeline.lib import windows
+from metrics_pipeline.lib.warehouse import replace_window as windows
 from metrics_pipeline.lib.alerts.evaluate import Hold, holds, lookback
 from metrics_pipeline.lib.alerts.rules import Rule
 from metrics_pipeline.lib.settings import validate_identifier

@@ -9,7 +9,7 @@ Percentiles must survive merging (SPEC §3), so every row carries a sparse log-s
 0005). Coarser tiers add the bins of the finer rows, and p50/p95/p99 are read from the merged bins:
 within 1 % of the true sample quantile at every tier, never an average of percentiles.
 
-Windows are replaced the way every derived table is (`metrics_pipeline.lib.windows`): aligned,
+Windows are replaced the way every derived table is (`metrics_pipeline.lib.warehouse.replace_window`): aligned,
 locked per table, and never recomputed from input that retention has dropped.
 """
 
@@ -21,7 +21,9 @@ from datetime import datetime, timedelta, timezone
 from functools import cache
 from pathlib import Path
 
-from metrics_pipeline.lib import db, partitioning, windows
+from metrics_pipeline.lib.warehouse import db
+from metrics_pipeline.lib.warehouse import partitioning
+from metrics_pipeline.lib.warehouse import replace_window as windows
 from metrics_pipeline.lib.settings import validate_identifier
 
 _SQL = Path(__file__).parent / "sql"

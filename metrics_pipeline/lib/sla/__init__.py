@@ -27,7 +27,10 @@ from pathlib import Path
 
 from psycopg.rows import dict_row
 
-from metrics_pipeline.lib import db, migrate, settings, windows
+from metrics_pipeline.lib import settings
+from metrics_pipeline.lib.warehouse import db
+from metrics_pipeline.lib.warehouse import migrate
+from metrics_pipeline.lib.warehouse import replace_window as windows
 from metrics_pipeline.lib.sla.config import CONFIG_ENV, ConfigError, SlaConfig, load_config  # noqa: F401
 
 _SQL = Path(__file__).parent / "sql"

@@ -8,7 +8,9 @@ import psycopg
 from metrics_pipeline.defs.alerts.checks import completeness, point_checks, quarantine_ratio
 from metrics_pipeline.defs.partitions import hourly_partitions
 from metrics_pipeline.defs.resources import WarehouseResource
-from metrics_pipeline.lib import loader, partitioning, rollups
+from metrics_pipeline.lib import rollups
+from metrics_pipeline.lib.warehouse import load as loader
+from metrics_pipeline.lib.warehouse import partitioning
 
 H = datetime(2026, 6, 1, 10, tzinfo=timezone.utc)
 KEY = "2026-06-01-10:00"

@@ -115,7 +115,7 @@ def test_an_old_window_refetched_at_a_coarser_period_keeps_the_finer_stored_data
     import pandas as pd
 
     from metrics_pipeline.lib.cloudwatch.config import parse_config
-    from metrics_pipeline.lib.loader import load_points
+    from metrics_pipeline.lib.warehouse.load import load_points
 
     old = (datetime.now(timezone.utc) - timedelta(days=20)).replace(minute=0, second=0, microsecond=0)
     fine = pd.DataFrame({"metric": "aws_ec2_cpuutilization", "resource": "i-old", "labels": [{"statistic": "Average"}] * 60,

@@ -8,7 +8,7 @@ import pytest
 from metrics_pipeline.defs.host.assets import host_points
 from metrics_pipeline.defs.host.sensors import host_points_sensor
 from metrics_pipeline.defs.resources import LandingZoneResource, WarehouseResource
-from metrics_pipeline.lib.host_collector import host_key
+from metrics_pipeline.lib.host.agent import host_key
 from metrics_pipeline.lib.landing import open_landing
 
 HOUR = datetime(2026, 2, 3, 10, tzinfo=timezone.utc)

@@ -12,7 +12,7 @@ from metrics_pipeline.defs.automation import derived_condition
 from metrics_pipeline.defs.partitions import hourly_partitions
 from metrics_pipeline.defs.resources import WarehouseResource
 from metrics_pipeline.defs.rollups.assets import hourly_rollups, rollup_1d
-from metrics_pipeline.lib import loader
+from metrics_pipeline.lib.warehouse import load as loader
 
 ROOT = Path(__file__).resolve().parents[3]
 DAY = datetime(2026, 2, 3, tzinfo=timezone.utc)

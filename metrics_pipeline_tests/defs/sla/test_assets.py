@@ -8,9 +8,10 @@ from metrics_pipeline.defs.ingestion_logs.assets import parse_options
 from metrics_pipeline.defs.partitions import hourly_partitions
 from metrics_pipeline.defs.resources import WarehouseResource
 from metrics_pipeline.defs.sla.assets import sla_daily, sla_hourly
-from metrics_pipeline.lib import ingestion_load, sla
+from metrics_pipeline.lib import sla
+from metrics_pipeline.lib.ingestion_logs import load as ingestion_load
 from metrics_pipeline.lib.landing import LocalLanding
-from metrics_pipeline.lib.simulate_logs import simulate
+from metrics_pipeline.dev.simulate_logs import simulate
 
 DAY = datetime(2026, 1, 5, tzinfo=timezone.utc)
 HOUR_KEY = "%Y-%m-%d-%H:%M"

@@ -8,7 +8,7 @@ import yaml
 
 from metrics_pipeline.defs.resources import WarehouseResource
 from metrics_pipeline.defs.whatap.assets import WhatapResource, whatap_points
-from metrics_pipeline.lib.whatap.double import WhatapDouble, value
+from metrics_pipeline.dev.doubles.whatap import WhatapDouble, value
 
 HOUR = datetime(2026, 1, 5, 10, tzinfo=timezone.utc)
 KEY = HOUR.strftime("%Y-%m-%d-%H:%M")

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import requests
 
-from metrics_pipeline.lib import loader
+from metrics_pipeline.lib.warehouse import load as loader
 from metrics_pipeline.lib.alerts import delivery, engine
 from metrics_pipeline.lib.alerts.rules import DEFAULT_RULES
 

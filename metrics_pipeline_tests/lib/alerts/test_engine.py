@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from metrics_pipeline.lib import loader
+from metrics_pipeline.lib.warehouse import load as loader
 from metrics_pipeline.lib.alerts import engine
 from metrics_pipeline.lib.alerts.rules import DEFAULT_RULES
 

@@ -55,13 +55,13 @@ def cw_config(seeded):
 @pytest.fixture
 def double(moto_endpoint, monkeypatch):
     """moto's CloudWatch with percentiles, NextToken paging and injected faults."""
-    from metrics_pipeline.lib.cloudwatch.double import CloudWatchDouble
+    from metrics_pipeline.dev.doubles.cloudwatch import CloudWatchDouble
 
     return CloudWatchDouble().install(monkeypatch)
 
 
 @pytest.fixture
 def indexed_double(moto_endpoint, monkeypatch):
-    from metrics_pipeline.lib.cloudwatch.double import CloudWatchDouble
+    from metrics_pipeline.dev.doubles.cloudwatch import CloudWatchDouble
 
     return CloudWatchDouble(indexed=True).install(monkeypatch)

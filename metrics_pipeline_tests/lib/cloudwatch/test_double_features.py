@@ -90,7 +90,7 @@ def test_long_windows_are_split_so_no_call_exceeds_100800_datapoints(double, mot
 
 
 def test_the_indexed_double_answers_like_moto(moto_endpoint, busy_instance, tmp_path, monkeypatch):
-    from metrics_pipeline.lib.cloudwatch.double import CloudWatchDouble
+    from metrics_pipeline.dev.doubles.cloudwatch import CloudWatchDouble
 
     instance, _ = busy_instance
     config = config_for(moto_endpoint, instance)

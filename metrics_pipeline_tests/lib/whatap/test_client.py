@@ -5,7 +5,7 @@ import logging
 import pytest
 
 from metrics_pipeline.lib.whatap.client import WhatapAuthError, WhatapClient, WhatapError, number, ClientStats
-from metrics_pipeline.lib.whatap.double import HOUR_MS, WhatapDouble, value
+from metrics_pipeline.dev.doubles.whatap import HOUR_MS, WhatapDouble, value
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 

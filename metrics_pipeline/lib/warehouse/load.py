@@ -37,7 +37,9 @@ import numpy as np
 import pandas as pd
 import psycopg
 
-from metrics_pipeline.lib import db, migrate, partitioning
+from metrics_pipeline.lib.warehouse import db
+from metrics_pipeline.lib.warehouse import migrate
+from metrics_pipeline.lib.warehouse import partitioning
 from metrics_pipeline.lib.settings import validate_identifier
 
 #: Columns of a normalised points frame (SPEC §2). `source` is optional: it is given to load_points.

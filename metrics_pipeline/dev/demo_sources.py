@@ -17,8 +17,8 @@ from pathlib import Path
 import yaml
 
 from metrics_pipeline.lib import settings
-from metrics_pipeline.lib.demo_alerts import BUSY_HOST, host_minute_lines
-from metrics_pipeline.lib.host_collector import host_key
+from metrics_pipeline.dev.demo_host import BUSY_HOST, host_minute_lines
+from metrics_pipeline.lib.host.agent import host_key
 from metrics_pipeline.lib.landing import open_landing
 
 DEMO_TOKEN_ENV = "METRICS_PIPELINE_DEMO_WHATAP_TOKEN"
@@ -37,7 +37,7 @@ def write_host_samples(landing_url: str, hosts: Sequence[str], start: datetime, 
 def start_whatap_double(config_path: Path):
     """The WhaTap double on 127.0.0.1 (deterministic data for any window), a configuration pointing at
     it in `config_path`, and the environment that selects it: (double, url, env). Stop the double after."""
-    from metrics_pipeline.lib.whatap.double import WhatapDouble
+    from metrics_pipeline.dev.doubles.whatap import WhatapDouble
 
     double = WhatapDouble()
     url = double.start()
@@ -95,9 +95,9 @@ def local_sources(
     metrics (the double answers every minute of any window; see `double.synthetic_value`)."""
     import boto3
 
-    from metrics_pipeline.lib.cloudwatch import demo
-    from metrics_pipeline.lib.cloudwatch.double import LocalCloudWatch
-    from metrics_pipeline.lib.simulate_logs import simulate
+    from metrics_pipeline.dev import demo_cloudwatch as demo
+    from metrics_pipeline.dev.doubles.cloudwatch import LocalCloudWatch
+    from metrics_pipeline.dev.simulate_logs import simulate
     state.mkdir(parents=True, exist_ok=True)
     landing = str(state / "landing")
     env = {settings.LANDING_ENV: landing}

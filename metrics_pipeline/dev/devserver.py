@@ -28,7 +28,12 @@ from urllib.parse import quote
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from metrics_pipeline.lib import api_sources, bi, demo_alerts, embedded_pg, migrate, settings
+from metrics_pipeline.lib import settings
+from metrics_pipeline.lib import sources as api_sources
+from metrics_pipeline.lib.warehouse import bi
+from metrics_pipeline.dev import demo_host as demo_alerts
+from metrics_pipeline.lib.warehouse import embedded_pg
+from metrics_pipeline.lib.warehouse import migrate
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +130,7 @@ class LogSimulator(threading.Thread):
         from datetime import datetime, timedelta, timezone
 
         from metrics_pipeline.lib.landing import open_landing
-        from metrics_pipeline.lib.simulate_logs import simulate
+        from metrics_pipeline.dev.simulate_logs import simulate
 
         zone = open_landing(self.url, endpoint_url=os.environ.get(settings.S3_ENDPOINT_ENV))
         last = datetime.now(timezone.utc) - timedelta(hours=self.hours_back)
@@ -155,8 +160,8 @@ class DemoCloudWatch(threading.Thread):
         import boto3
         import yaml
 
-        from metrics_pipeline.lib.cloudwatch import demo
-        from metrics_pipeline.lib.cloudwatch.double import LocalCloudWatch
+        from metrics_pipeline.dev import demo_cloudwatch as demo
+        from metrics_pipeline.dev.doubles.cloudwatch import LocalCloudWatch
 
         self.local = LocalCloudWatch(indexed=True)
         client = boto3.client("cloudwatch", endpoint_url=self.local.endpoint_url, region_name="eu-west-1",
@@ -178,7 +183,7 @@ class DemoCloudWatch(threading.Thread):
 
 def _start_demo_whatap(env: dict) -> object:
     """The WhaTap double on 127.0.0.1 and a config pointing at it (`demo_sources.start_whatap_double`)."""
-    from metrics_pipeline.lib.demo_sources import start_whatap_double
+    from metrics_pipeline.dev.demo_sources import start_whatap_double
 
     double, url, whatap_env = start_whatap_double(settings.state_dir() / "whatap-demo.yaml")
     env.update(whatap_env)
@@ -243,7 +248,7 @@ def run_dev(host: str = "127.0.0.1", port: int = 3000) -> int:
         landing = settings.landing_url()
         env[settings.LANDING_ENV] = landing
         collector = subprocess.Popen(
-            [sys.executable, "-m", "metrics_pipeline.lib.cli", "collect", "--landing", landing],
+            [sys.executable, "-m", "metrics_pipeline.cli", "collect", "--landing", landing],
             env=env, start_new_session=True, preexec_fn=default_signals,
         )
         print(f"host collector writing to {landing}", flush=True)

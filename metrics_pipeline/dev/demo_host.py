@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from metrics_pipeline.lib import settings
-from metrics_pipeline.lib.host_collector import host_key
+from metrics_pipeline.lib.host.agent import host_key
 
 log = logging.getLogger(__name__)
 BUSY_HOST = "demo-busy-1"

@@ -20,7 +20,7 @@ import sys
 
 
 def _cmd_db(args: argparse.Namespace) -> int:
-    from metrics_pipeline.lib import embedded_pg
+    from metrics_pipeline.lib.warehouse import embedded_pg
 
     server = embedded_pg.EmbeddedPostgres(args.data_dir or embedded_pg.default_data_dir())
     if args.action == "start":
@@ -38,7 +38,9 @@ def _cmd_db(args: argparse.Namespace) -> int:
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
-    from metrics_pipeline.lib import embedded_pg, migrate, settings
+    from metrics_pipeline.lib import settings
+    from metrics_pipeline.lib.warehouse import embedded_pg
+    from metrics_pipeline.lib.warehouse import migrate
 
     dsn = embedded_pg.resolve_dsn()
     schema = settings.schema_name()
@@ -51,14 +53,14 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_dev(args: argparse.Namespace) -> int:
-    from metrics_pipeline.lib.devserver import run_dev
+    from metrics_pipeline.dev.devserver import run_dev
 
     return run_dev(host=args.host, port=args.port)
 
 
 def _cmd_collect(args: argparse.Namespace) -> int:
     from metrics_pipeline.lib import settings
-    from metrics_pipeline.lib.host_collector import CollectorConfig, run_collector
+    from metrics_pipeline.lib.host.agent import CollectorConfig, run_collector
 
     config = CollectorConfig(
         landing=args.landing or settings.landing_url(),
@@ -82,7 +84,7 @@ def _cmd_simulate_logs(args: argparse.Namespace) -> int:
 
     from metrics_pipeline.lib import settings
     from metrics_pipeline.lib.landing import open_landing
-    from metrics_pipeline.lib.simulate_logs import simulate
+    from metrics_pipeline.dev.simulate_logs import simulate
 
     def when(text: str) -> datetime:
         ts = datetime.fromisoformat(text)
@@ -103,7 +105,9 @@ def _cmd_simulate_logs(args: argparse.Namespace) -> int:
 
 
 def _cmd_retention(args: argparse.Namespace) -> int:
-    from metrics_pipeline.lib import embedded_pg, retention, settings
+    from metrics_pipeline.lib import settings
+    from metrics_pipeline.lib.warehouse import embedded_pg
+    from metrics_pipeline.lib.warehouse import retention
 
     from metrics_pipeline.lib.landing import open_landing
 
@@ -121,7 +125,10 @@ def _cmd_retention(args: argparse.Namespace) -> int:
 
 
 def _cmd_bi_role(args: argparse.Namespace) -> int:
-    from metrics_pipeline.lib import bi, embedded_pg, migrate, settings
+    from metrics_pipeline.lib import settings
+    from metrics_pipeline.lib.warehouse import bi
+    from metrics_pipeline.lib.warehouse import embedded_pg
+    from metrics_pipeline.lib.warehouse import migrate
 
     password = os.environ.get(bi.PASSWORD_ENV)
     if not password and not args.keep_password:

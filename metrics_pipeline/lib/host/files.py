@@ -24,7 +24,7 @@ from datetime import datetime, timedelta, timezone
 import pandas as pd
 
 from metrics_pipeline.lib.landing import LandingObject, LandingZone, RefusedObject, read_many
-from metrics_pipeline.lib.loader import MAX_NAME_BYTES, canonical_labels, text_problem
+from metrics_pipeline.lib.warehouse.load import MAX_NAME_BYTES, canonical_labels, text_problem
 
 HOST_PREFIX = "host/"
 _TS_MIN, _TS_MAX = 946_684_800.0, 4_102_444_800.0  # 2000-01-01 .. 2100-01-01: anything else is a broken clock

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import psycopg
 
-from metrics_pipeline.lib import bi, db
+from metrics_pipeline.lib.warehouse import bi
+from metrics_pipeline.lib.warehouse import db
 from metrics_pipeline.lib.settings import validate_identifier
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"

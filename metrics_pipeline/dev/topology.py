@@ -21,7 +21,7 @@ from pathlib import Path
 import requests
 
 from metrics_pipeline.lib import settings
-from metrics_pipeline.lib.devserver import default_signals, stop_process_group
+from metrics_pipeline.dev.devserver import default_signals, stop_process_group
 
 LOCATION = "metrics_pipeline"
 

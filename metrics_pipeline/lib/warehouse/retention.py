@@ -35,7 +35,9 @@ from pathlib import Path
 import psycopg
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from metrics_pipeline.lib import migrate, partitioning, settings, yaml_config
+from metrics_pipeline.lib import settings, yaml_config
+from metrics_pipeline.lib.warehouse import migrate
+from metrics_pipeline.lib.warehouse import partitioning
 from metrics_pipeline.lib.settings import validate_identifier
 
 CONFIG_ENV = "METRICS_PIPELINE_RETENTION_CONFIG"

@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg
 
-from metrics_pipeline.lib import partitioning
+from metrics_pipeline.lib.warehouse import partitioning
 
 ORIGIN = datetime(2000, 1, 1, tzinfo=timezone.utc)
 

@@ -22,8 +22,11 @@ from datetime import datetime, timezone
 
 import psycopg
 
-from metrics_pipeline.lib import db, landing_index, migrate, partitioning
-from metrics_pipeline.lib.ingestion_logs import SOURCE, ParsedFile, ParseOptions, Rejected, parse_file
+from metrics_pipeline.lib.warehouse import db
+from metrics_pipeline.lib.warehouse import landing_index
+from metrics_pipeline.lib.warehouse import migrate
+from metrics_pipeline.lib.warehouse import partitioning
+from metrics_pipeline.lib.ingestion_logs.parse import SOURCE, ParsedFile, ParseOptions, Rejected, parse_file
 from metrics_pipeline.lib.landing import Cursor, LandingObject, LandingZone, RefusedObject, read_many
 
 PREFIX = "ingestion_logs/"
