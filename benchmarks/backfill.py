@@ -35,12 +35,14 @@ import psycopg
 from common import append_result, replace_section
 from psycopg.conninfo import make_conninfo
 
-from metrics_pipeline.lib import settings
-from metrics_pipeline.lib.warehouse import migrate
+from metrics_pipeline.defs.partitions import hour_key
 from metrics_pipeline.dev.demo_sources import local_sources
 from metrics_pipeline.dev.devserver import sqlalchemy_url
-from metrics_pipeline.lib.warehouse.embedded_pg import EmbeddedPostgres
 from metrics_pipeline.dev.topology import Topology
+from metrics_pipeline.lib import settings
+from metrics_pipeline.lib.warehouse import migrate
+from metrics_pipeline.lib.warehouse.db import Warehouse
+from metrics_pipeline.lib.warehouse.embedded_pg import EmbeddedPostgres
 
 HOURLY = ("host_points", "ingestion_log_records", "cloudwatch_points", "whatap_points",
           "rollup_5m", "rollup_1h", "series_health_hourly", "sla_hourly")
@@ -59,12 +61,8 @@ query($id: ID!) {
 """
 
 
-def _hour_key(ts: datetime) -> str:
-    return ts.strftime("%Y-%m-%d-%H:%M")
-
-
 def ranges_for(start: datetime, end: datetime) -> dict[str, tuple[str, str]]:
-    ranges = {key: (_hour_key(start), _hour_key(end - timedelta(hours=1))) for key in HOURLY}
+    ranges = {key: (hour_key(start), hour_key(end - timedelta(hours=1))) for key in HOURLY}
     days = (start.strftime("%Y-%m-%d"), (end - timedelta(seconds=1)).strftime("%Y-%m-%d"))
     ranges.update({key: days for key in DAILY})
     return ranges
@@ -125,7 +123,7 @@ def backfill(server: EmbeddedPostgres, name: str, start: datetime, end: datetime
             conn.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
             conn.execute(f"CREATE DATABASE {db}")
     dsn = make_conninfo(admin, dbname=warehouse)
-    migrate.migrate(dsn, "metrics")
+    migrate.migrate(Warehouse(dsn, "metrics"))
     state = settings.state_dir() / "bench-backfill" / name
     shutil.rmtree(state, ignore_errors=True)
     try:

@@ -37,9 +37,9 @@ import numpy as np
 import psycopg
 from common import append_result, replace_section, scratch_database
 
-from metrics_pipeline.lib.warehouse import migrate
-from metrics_pipeline.lib.warehouse import partitioning
 from metrics_pipeline.dev.simulate_logs import COMPANIES, SOURCES, ZONES
+from metrics_pipeline.lib.warehouse import migrate, partitioning
+from metrics_pipeline.lib.warehouse.db import Warehouse
 
 BENCH_DB = "metrics_bench_bi"
 SCHEMA = "metrics"
@@ -422,7 +422,7 @@ def main() -> None:
 
 
 def run(dsn: str, args: argparse.Namespace) -> None:
-    migrate.migrate(dsn, SCHEMA)
+    migrate.migrate(Warehouse(dsn, SCHEMA))
     with psycopg.connect(dsn, autocommit=True) as conn:
         t0 = time.perf_counter()
         counts = build(conn, make_series())

@@ -25,11 +25,12 @@ from pathlib import Path
 import boto3
 from common import append_result, scratch_database
 
-from metrics_pipeline.lib.warehouse import load as loader
-from metrics_pipeline.lib.warehouse import migrate
+from metrics_pipeline.dev.doubles.cloudwatch import LocalCloudWatch
 from metrics_pipeline.lib.cloudwatch.collect import fetch
 from metrics_pipeline.lib.cloudwatch.config import parse_config
-from metrics_pipeline.dev.doubles.cloudwatch import LocalCloudWatch
+from metrics_pipeline.lib.warehouse import load as loader
+from metrics_pipeline.lib.warehouse import migrate
+from metrics_pipeline.lib.warehouse.db import Warehouse
 
 BENCH_DB = "metrics_bench_cloudwatch"
 
@@ -83,9 +84,9 @@ def main() -> None:
         local.stop()
 
     with scratch_database(BENCH_DB) as dsn:
-        migrate.migrate(dsn)
+        migrate.migrate(Warehouse(dsn))
         t0 = time.perf_counter()
-        result = loader.load_points(dsn, frame, source="cloudwatch", start=hour, end=hour + timedelta(hours=1))
+        result = loader.load_points(Warehouse(dsn), frame, source="cloudwatch", start=hour, end=hour + timedelta(hours=1))
         load_s = time.perf_counter() - t0
 
     n = len(frame)

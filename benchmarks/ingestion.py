@@ -23,12 +23,12 @@ from pathlib import Path
 import psycopg
 from common import append_result, scratch_database
 
+from metrics_pipeline.dev.simulate_logs import simulate
 from metrics_pipeline.lib.ingestion_logs import load as ingestion_load
-from metrics_pipeline.lib.warehouse import migrate
-from metrics_pipeline.lib.warehouse import partitioning
 from metrics_pipeline.lib.ingestion_logs.parse import BOM, ParseOptions, parse_file
 from metrics_pipeline.lib.landing import LocalLanding
-from metrics_pipeline.dev.simulate_logs import simulate
+from metrics_pipeline.lib.warehouse import migrate, partitioning
+from metrics_pipeline.lib.warehouse.db import Warehouse
 
 DAY = datetime(2026, 1, 5, tzinfo=timezone.utc)
 BENCH_DB = "metrics_bench_ingestion"
@@ -45,8 +45,8 @@ def main() -> None:
 
 
 def run(dsn: str, args: argparse.Namespace) -> None:
-    migrate.migrate(dsn, "metrics")
-    migrate.migrate(dsn, "bench_ref")
+    migrate.migrate(Warehouse(dsn, "metrics"))
+    migrate.migrate(Warehouse(dsn, "bench_ref"))
 
     with tempfile.TemporaryDirectory() as tmp:
         zone = LocalLanding(Path(tmp))
@@ -73,7 +73,7 @@ def run(dsn: str, args: argparse.Namespace) -> None:
 
         options = ParseOptions(now=DAY + timedelta(days=2))
         t0 = time.perf_counter()
-        result = ingestion_load.load_window(dsn, "metrics", zone, DAY, DAY + timedelta(days=1), options)
+        result = ingestion_load.load_window(Warehouse(dsn, "metrics"), zone, DAY, DAY + timedelta(days=1), options)
         ours = time.perf_counter() - t0
 
         t0 = time.perf_counter()

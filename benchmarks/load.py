@@ -27,9 +27,10 @@ import pandas as pd
 import psycopg
 from common import append_result, scratch_database
 
+from metrics_pipeline.lib import points
 from metrics_pipeline.lib.warehouse import load as loader
-from metrics_pipeline.lib.warehouse import migrate
-from metrics_pipeline.lib.warehouse import partitioning
+from metrics_pipeline.lib.warehouse import migrate, partitioning
+from metrics_pipeline.lib.warehouse.db import Warehouse
 
 START = datetime(2026, 1, 5, tzinfo=timezone.utc)
 BENCH_DB = "metrics_bench"
@@ -40,7 +41,7 @@ def make_frame(n_points: int, n_series: int) -> pd.DataFrame:
     step = timedelta(hours=1) / per
     ts = pd.date_range(START, periods=per, freq=pd.Timedelta(step))
     rng = np.random.default_rng(7)
-    return loader.points_frame([
+    return points.points_frame([
         {"metric": "host_cpu_percent", "resource": f"host-{i:03d}", "labels": {"host": f"host-{i:03d}", "state": "total"},
          "unit": "percent", "ts": ts, "value": rng.gamma(2.0, 10.0, per)}
         for i in range(n_series)
@@ -74,13 +75,13 @@ def main() -> None:
 
 def run(dsn: str, args: argparse.Namespace) -> None:
     end = START + timedelta(hours=1)
-    migrate.migrate(dsn, "metrics")
-    migrate.migrate(dsn, "bench_ref")  # an identical table, index and CHECK in another schema
+    migrate.migrate(Warehouse(dsn, "metrics"))
+    migrate.migrate(Warehouse(dsn, "bench_ref"))  # an identical table, index and CHECK in another schema
     frame = make_frame(args.points, args.series)
     n = len(frame)
 
     # The reference payload: same rows, series ids 1..N, built outside the timing.
-    prepared = loader.prepare(frame, source="host", start=START, end=end)
+    prepared = points.prepare(frame, source="host", start=START, end=end)
     payload = loader.copy_buffer(prepared.codes + 1, prepared.ts_us, prepared.values)
 
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -94,7 +95,7 @@ def run(dsn: str, args: argparse.Namespace) -> None:
                     copy.write(chunk)
 
         def load() -> loader.LoadResult:
-            return loader.load_points(dsn, frame, source="host", start=START, end=end)
+            return loader.load_points(Warehouse(dsn), frame, source="host", start=START, end=end)
 
         copy_times, load_times, replace_times = [], [], []
         for _ in range(args.repeat):

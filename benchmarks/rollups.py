@@ -6,7 +6,7 @@ One day of 1-second samples for 50 host series (4.32 M points: CPU, memory, file
 and disk rates, so sketches see both narrow and heavy-tailed buckets) is loaded with the COPY
 loader (timed and reported, not part of the result). Then, on the same server, both sides compute
 5-minute and 1-hour statistics for the day and commit what they wrote:
-* ours: `rollups.refresh(dsn, "metrics", ["rollup_5m", "rollup_1h"], day, day + 1)`, end to end
+* ours: `rollups.refresh(warehouse, ["rollup_5m", "rollup_1h"], day, day + 1)`, end to end
   (sketches, 5 m from the points, 1 h merged from the fresh 5 m rows, one transaction);
 * reference: the GROUP BY a person would write over the raw points, once for 5-minute and once
   for 1-hour buckets: count, sum, min, max, avg, last, percentile_cont(0.5/0.95/0.99), INSERTed into
@@ -37,10 +37,10 @@ import psycopg
 from common import append_result, scratch_database
 from psycopg.conninfo import make_conninfo
 
-from metrics_pipeline.lib import rollups
+from metrics_pipeline.lib import points, rollups
 from metrics_pipeline.lib.warehouse import load as loader
-from metrics_pipeline.lib.warehouse import migrate
-from metrics_pipeline.lib.warehouse import partitioning
+from metrics_pipeline.lib.warehouse import migrate, partitioning
+from metrics_pipeline.lib.warehouse.db import Warehouse
 
 DAY = datetime(2026, 1, 5, tzinfo=timezone.utc)
 END = DAY + timedelta(days=1)
@@ -176,7 +176,7 @@ def make_frame(n_series: int) -> pd.DataFrame:
         metric, unit, values = kinds[i % len(kinds)]
         host = f"host-{i // len(kinds):03d}"
         series.append({"metric": metric, "resource": host, "labels": {"host": host}, "unit": unit, "ts": ts, "value": values()})
-    return loader.points_frame(series)
+    return points.points_frame(series)
 
 
 def with_options(dsn: str, options: str | None) -> str:
@@ -198,7 +198,7 @@ def reference(dsn: str) -> None:
 
 
 def ours(dsn: str) -> None:
-    rollups.refresh(dsn, SCHEMA, ["rollup_5m", "rollup_1h"], DAY, END)
+    rollups.refresh(Warehouse(dsn, SCHEMA), ["rollup_5m", "rollup_1h"], DAY, END)
 
 
 def timed(fn: Callable[[], None]) -> float:
@@ -295,10 +295,10 @@ def main() -> None:
 
 
 def run(dsn: str, args: argparse.Namespace) -> None:
-    migrate.migrate(dsn, SCHEMA)
+    migrate.migrate(Warehouse(dsn, SCHEMA))
     frame = make_frame(args.series)
     n = len(frame)
-    load_s = timed(lambda: loader.load_points(dsn, frame, source="host", start=DAY, end=END, schema=SCHEMA))
+    load_s = timed(lambda: loader.load_points(Warehouse(dsn, SCHEMA), frame, source="host", start=DAY, end=END))
     print(f"loaded {n:,} points ({args.series} series, 1 s, one day) with the COPY loader in {load_s:.1f} s "
           f"({n / load_s:,.0f} points/s; not part of the result)")
 

@@ -2,7 +2,7 @@
 
     metrics-pipeline db start|stop|status|dsn   the embedded PostgreSQL
     metrics-pipeline migrate [--target N]       apply pending warehouse migrations
-    metrics-pipeline dev                        PostgreSQL + migrations + dagster dev (make dev)
+    metrics-pipeline dev                        PostgreSQL + migrations + dg dev (make dev)
     metrics-pipeline collect                    the host agent: psutil samples into the landing zone
     metrics-pipeline simulate-logs              realistic ingestion-job logs into the landing zone
     metrics-pipeline retention [--dry-run]      drop partitions past their tier's retention
@@ -16,7 +16,6 @@ import argparse
 import logging
 import os
 import sys
-
 
 
 def _cmd_db(args: argparse.Namespace) -> int:
@@ -38,21 +37,25 @@ def _cmd_db(args: argparse.Namespace) -> int:
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
-    from metrics_pipeline.lib import settings
-    from metrics_pipeline.lib.warehouse import embedded_pg
-    from metrics_pipeline.lib.warehouse import migrate
+    from metrics_pipeline.lib.warehouse import embedded_pg, migrate
 
-    dsn = embedded_pg.resolve_dsn()
-    schema = settings.schema_name()
-    applied = migrate.migrate(dsn, schema, target=args.target)
+    warehouse = embedded_pg.resolve_warehouse()
+    applied = migrate.migrate(warehouse, target=args.target)
     if applied:
-        print(f"applied migration(s) {', '.join(map(str, applied))} to schema {schema}")
+        print(f"applied migration(s) {', '.join(map(str, applied))} to schema {warehouse.schema}")
     else:
-        print(f"schema {schema} is up to date")
+        print(f"schema {warehouse.schema} is up to date")
     return 0
 
 
 def _cmd_dev(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    missing = [m for m in ("moto", "pgserver") if importlib.util.find_spec(m) is None]
+    if missing:
+        print(f"metrics-pipeline dev runs local doubles that need {', '.join(missing)}: install the development "
+              "extra with `pip install -e '.[dev]'` (or run `make dev`, which does)", file=sys.stderr)
+        return 2
     from metrics_pipeline.dev.devserver import run_dev
 
     return run_dev(host=args.host, port=args.port)
@@ -82,9 +85,9 @@ def _cmd_collect(args: argparse.Namespace) -> int:
 def _cmd_simulate_logs(args: argparse.Namespace) -> int:
     from datetime import datetime, timedelta, timezone
 
+    from metrics_pipeline.dev.simulate_logs import simulate
     from metrics_pipeline.lib import settings
     from metrics_pipeline.lib.landing import open_landing
-    from metrics_pipeline.dev.simulate_logs import simulate
 
     def when(text: str) -> datetime:
         ts = datetime.fromisoformat(text)
@@ -106,40 +109,36 @@ def _cmd_simulate_logs(args: argparse.Namespace) -> int:
 
 def _cmd_retention(args: argparse.Namespace) -> int:
     from metrics_pipeline.lib import settings
-    from metrics_pipeline.lib.warehouse import embedded_pg
-    from metrics_pipeline.lib.warehouse import retention
-
     from metrics_pipeline.lib.landing import open_landing
+    from metrics_pipeline.lib.warehouse import embedded_pg, migrate, retention
 
-    dsn, schema = embedded_pg.resolve_dsn(), settings.schema_name()
-    dropped = retention.apply(dsn, schema, dry_run=args.dry_run)
+    warehouse = embedded_pg.resolve_warehouse()
+    migrate.migrate(warehouse)
+    dropped = retention.apply(warehouse, dry_run=args.dry_run)
     verb = "would drop" if args.dry_run else "dropped"
     for item in dropped:
         print(f"{verb} {item.partition} ({item.table}, data before {item.upper.isoformat()})")
     print(f"{verb} {len(dropped)} partition(s)")
     zone = open_landing(settings.landing_url(), endpoint_url=os.environ.get(settings.S3_ENDPOINT_ENV))
-    files = retention.apply_landing(dsn, schema, zone, dry_run=args.dry_run)
+    files = retention.apply_landing(warehouse, zone, dry_run=args.dry_run)
     verb = "would delete" if args.dry_run else "deleted"
     print(f"{verb} {len(files)} committed landing file(s) ({sum(f.size for f in files):,} bytes)")
     return 0
 
 
 def _cmd_bi_role(args: argparse.Namespace) -> int:
-    from metrics_pipeline.lib import settings
-    from metrics_pipeline.lib.warehouse import bi
-    from metrics_pipeline.lib.warehouse import embedded_pg
-    from metrics_pipeline.lib.warehouse import migrate
+    from metrics_pipeline.lib.warehouse import bi, embedded_pg, migrate
 
     password = os.environ.get(bi.PASSWORD_ENV)
     if not password and not args.keep_password:
         print(f"set {bi.PASSWORD_ENV} to the password of role {args.name!r} (or pass --keep-password)", file=sys.stderr)
         return 2
-    dsn, schema = embedded_pg.resolve_dsn(), settings.schema_name()
-    migrate.ensure_migrated(dsn, schema)
+    warehouse = embedded_pg.resolve_warehouse()
+    migrate.migrate(warehouse)
     tenants = None if args.all_tenants is None and not args.tenant else ([] if args.all_tenants else args.tenant)
-    bi.ensure_role(dsn, schema, args.name, password=password or None, tenants=tenants)
+    bi.ensure_role(warehouse, args.name, password=password or None, tenants=tenants)
     scope = "all tenants" if tenants == [] else (f"tenants {', '.join(tenants)}" if tenants else "tenants unchanged")
-    print(f"role {args.name}: read-only on the {schema}.v_* views ({scope}); password from {bi.PASSWORD_ENV}")
+    print(f"role {args.name}: read-only on the {warehouse.schema}.v_* views ({scope}); password from {bi.PASSWORD_ENV}")
     return 0
 
 
@@ -157,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     mig.add_argument("--target", type=int, help="stop after this migration version")
     mig.set_defaults(func=_cmd_migrate)
 
-    dev = sub.add_parser("dev", help="run PostgreSQL, migrations and dagster dev; Ctrl-C stops all")
+    dev = sub.add_parser("dev", help="run PostgreSQL, migrations, the demo sources and dg dev; Ctrl-C stops all")
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=int(os.environ.get("METRICS_PIPELINE_DEV_PORT", "3000")))
     dev.set_defaults(func=_cmd_dev)

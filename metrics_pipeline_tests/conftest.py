@@ -23,8 +23,17 @@ import pytest
 import requests
 from psycopg.conninfo import make_conninfo
 
+# Helpers that tests import from metrics_pipeline_tests.support get pytest's assertion messages too,
+# as they did when they lived in test modules and conftests.
+pytest.register_assert_rewrite("metrics_pipeline_tests.support")
+
 from metrics_pipeline.lib.warehouse import migrate
+from metrics_pipeline.lib.warehouse.db import Warehouse
 from metrics_pipeline.lib.warehouse.embedded_pg import EmbeddedPostgres
+from metrics_pipeline_tests.support.system_packages import require_system_package
+
+#: fixtures shared by several folders, registered here once (pytest_plugins only works in this conftest)
+pytest_plugins = ["metrics_pipeline_tests.support.cloudwatch"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,7 +84,7 @@ def migrated_template(pg_server: PgServer) -> Iterator[str]:
     pg_server.drop_database(TEMPLATE_DB)
     with psycopg.connect(pg_server.admin_dsn, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{TEMPLATE_DB}"')
-    migrate.migrate(pg_server.dsn(TEMPLATE_DB), "metrics")
+    migrate.migrate(Warehouse(pg_server.dsn(TEMPLATE_DB), "metrics"))
     yield TEMPLATE_DB
     pg_server.drop_database(TEMPLATE_DB)
 
@@ -142,16 +151,6 @@ def s3_landing_url(moto_endpoint: str) -> str:
 
 def _alertmanager_binary() -> str | None:
     return shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
-
-
-def require_system_package(found, package: str):
-    """`found` (a binary or command) or stop the test: a failure where `make test` could have
-    installed `package` with apt-get (a missing install step must not pass as a skip), else a skip."""
-    if found is None:
-        if shutil.which("apt-get"):
-            pytest.fail(f"{package} is not installed: `make test` installs it with apt-get")
-        pytest.skip(f"{package} is not installed and there is no apt-get to install it")
-    return found
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """docker-compose.yml is consistent with the files it names, .env.example and the Dagster config.
 
-There is no Docker engine in CI, so the topology itself is exercised by test_topology.py; this test
+There is no Docker engine in CI, so the topology itself is exercised by dev/test_topology.py; this test
 checks what would break `docker compose up` before any container starts: missing files, variables
 without a value in .env.example (or dead ones), services that depend on nothing that exists,
 ports that disagree between the command, the mapping and workspace.yaml, and the environment
@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from metrics_pipeline.lib.warehouse import bi
-from metrics_pipeline_tests.conftest import require_system_package
+from metrics_pipeline_tests.support.system_packages import require_system_package
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

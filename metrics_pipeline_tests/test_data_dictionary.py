@@ -14,8 +14,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from metrics_pipeline_tests import bi_sample
-from metrics_pipeline_tests.grafana_sql import TimeRange, interpolate
+from metrics_pipeline_tests.support import bi_sample
+from metrics_pipeline_tests.support.grafana_sql import TimeRange, interpolate
 
 DOC_PATH = Path(__file__).resolve().parents[1] / "docs" / "data-dictionary.md"
 DOC = DOC_PATH.read_text()

@@ -20,8 +20,14 @@ import psycopg
 import pytest
 import yaml
 
-from metrics_pipeline_tests import bi_sample
-from metrics_pipeline_tests.grafana_sql import TimeRange, Variable, interpolate, parse_duration, replace_variables
+from metrics_pipeline_tests.support import bi_sample
+from metrics_pipeline_tests.support.grafana_sql import (
+    TimeRange,
+    Variable,
+    interpolate,
+    parse_duration,
+    replace_variables,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAFANA = ROOT / "grafana"

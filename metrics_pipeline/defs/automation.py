@@ -9,15 +9,25 @@ For an hourly API asset, `api_source_automation` returns:
 * `<name>_catchup_sensor`: closed hours of the last `catchup_hours` never materialised (the daemon
   was down, a deploy, a fresh install) are requested once, consecutive hours as one range run.
 All start stopped unless in the demo (SPEC §4: off-by-default-safe).
+
+The timings come from the source's configuration, read when the code location loads. A broken
+configuration does not stop the code location (every other source keeps running): the cron
+expressions then use the documented default timings, and every tick of this source's schedules and
+sensor reads the configuration again and fails with the error naming the file and the key, as its
+runs do. An absent configuration is the documented default: the source is "not configured".
 """
 
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
-from metrics_pipeline.defs.partitions import AUTOMATION_STATUS, SCHEDULE_STATUS
+from metrics_pipeline.defs.partitions import HOUR_KEY_FORMAT as KEY_FORMAT
+from metrics_pipeline.lib.settings import demo_mode
 
-KEY_FORMAT = "%Y-%m-%d-%H:%M"
+#: Sensors and schedules are off by default-safe (SPEC §4); the demo (`make dev`) starts them.
+AUTOMATION_STATUS = dg.DefaultSensorStatus.RUNNING if demo_mode() else dg.DefaultSensorStatus.STOPPED
+SCHEDULE_STATUS = dg.DefaultScheduleStatus.RUNNING if demo_mode() else dg.DefaultScheduleStatus.STOPPED
 
 
 def closed_hour_requests(scheduled: datetime, late_rerun_hours: int) -> list[dg.RunRequest]:
@@ -58,12 +68,17 @@ def range_request(first: str, last: str, reason: str) -> dg.RunRequest:
 
 
 def api_source_automation(
-    asset: dg.AssetsDefinition, name: str, timing
+    asset: dg.AssetsDefinition, name: str, load_config: Callable, defaults
 ) -> tuple[dg.ScheduleDefinition, dg.ScheduleDefinition, dg.SensorDefinition]:
-    """`timing`: a source configuration with fetch_delay_minutes, late_rerun_hours,
-    refresh_current_hour_minutes and catchup_hours (CloudWatchConfig, WhatapConfig)."""
-    fetch_delay_minutes, late_rerun_hours = timing.fetch_delay_minutes, timing.late_rerun_hours
-    refresh_minutes, catchup_hours = timing.refresh_current_hour_minutes, timing.catchup_hours
+    """`load_config()` reads the source's configuration (CloudWatchConfig, WhatapConfig: with
+    fetch_delay_minutes, late_rerun_hours, refresh_current_hour_minutes and catchup_hours);
+    `defaults` is the configuration with its documented defaults."""
+    try:
+        timing = load_config()
+    except (ValueError, OSError):
+        timing = defaults  # the ticks below raise the error, naming the file and key
+    fetch_delay_minutes = timing.fetch_delay_minutes
+    refresh_minutes = timing.refresh_current_hour_minutes
 
     @dg.schedule(
         name=f"{name}_hourly",
@@ -74,7 +89,7 @@ def api_source_automation(
         description="Each hour: the hour that just closed, and a late-data re-run of an earlier hour.",
     )
     def hourly(context: dg.ScheduleEvaluationContext):
-        return closed_hour_requests(context.scheduled_execution_time, late_rerun_hours)
+        return closed_hour_requests(context.scheduled_execution_time, load_config().late_rerun_hours)
 
     every = refresh_minutes or 60
 
@@ -87,6 +102,7 @@ def api_source_automation(
         description="The in-progress hour, every few minutes, for fresh dashboards.",
     )
     def current_hour(context: dg.ScheduleEvaluationContext):
+        load_config()  # a broken configuration fails the tick, naming the file and key
         scheduled = context.scheduled_execution_time
         key = scheduled.replace(minute=0, second=0, microsecond=0).strftime(KEY_FORMAT)
         return dg.RunRequest(run_key=f"{key}:refresh:{scheduled.minute}", partition_key=key,
@@ -100,6 +116,7 @@ def api_source_automation(
         description="Requests recent closed hours that were never materialised.",
     )
     def catchup(context: dg.SensorEvaluationContext):
+        catchup_hours = load_config().catchup_hours
         if not catchup_hours:
             return dg.SkipReason("catchup_hours is 0")
         materialized = context.instance.get_materialized_partitions(asset.key)

@@ -9,11 +9,9 @@ back to backfill older history (CloudWatch keeps at most 455 days).
 """
 
 import os
-from datetime import date
+from datetime import date, datetime, timezone
 
 import dagster as dg
-
-from metrics_pipeline.lib.settings import demo_mode
 
 START_DATE_ENV = "METRICS_PIPELINE_START_DATE"
 DEFAULT_START_DATE = "2025-01-01"
@@ -32,9 +30,18 @@ hourly_partitions = dg.HourlyPartitionsDefinition(
 )
 daily_partitions = dg.DailyPartitionsDefinition(start_date=start_date(), timezone="UTC", end_offset=1)
 
-#: Sensors and schedules are off by default-safe (SPEC §4); the demo (`make dev`) starts them.
-AUTOMATION_STATUS = dg.DefaultSensorStatus.RUNNING if demo_mode() else dg.DefaultSensorStatus.STOPPED
-SCHEDULE_STATUS = dg.DefaultScheduleStatus.RUNNING if demo_mode() else dg.DefaultScheduleStatus.STOPPED
+#: How an hourly partition key is written (Dagster's format for hourly partitions).
+HOUR_KEY_FORMAT = "%Y-%m-%d-%H:%M"
+
+
+def hour_key(hour: datetime) -> str:
+    """The partition key of the hour starting at `hour`."""
+    return hour.strftime(HOUR_KEY_FORMAT)
+
+
+def key_hour(key: str) -> datetime:
+    """The (UTC) start of the hour of partition key `key`."""
+    return datetime.strptime(key, HOUR_KEY_FORMAT).replace(tzinfo=timezone.utc)
 
 
 MAX_PARTITIONS_PER_RUN_ENV = "METRICS_PIPELINE_MAX_PARTITIONS_PER_RUN"

@@ -2,24 +2,20 @@
 
 The warehouse DSN is a secret (it may carry a password), so it only ever comes from the environment
 through `EnvVar`; `make dev` and the CLI export it after starting the embedded PostgreSQL. The
-resource is a thin wrapper: loading and migrations are plain Python in `metrics_pipeline.lib`.
+resource hands out one thing, a `lib.warehouse.db.Warehouse`, which every library entry point takes:
+assets, checks and sensors never hold a DSN or write SQL themselves. Migrations (and the BI grants
+they refresh) run when the resource is set up for a run or a sensor tick, never from a write path.
 """
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import datetime
 
 import dagster as dg
-import pandas as pd
-import psycopg
 from pydantic import Field
 
 from metrics_pipeline.lib import landing, settings
-from metrics_pipeline.lib.warehouse import db
-from metrics_pipeline.lib.warehouse import load as loader
-from metrics_pipeline.lib.warehouse import migrate
 from metrics_pipeline.lib.settings import DEFAULT_SCHEMA, DSN_ENV, schema_name, validate_identifier
+from metrics_pipeline.lib.warehouse import migrate
+from metrics_pipeline.lib.warehouse.db import Warehouse
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -28,24 +24,15 @@ class WarehouseResource(dg.ConfigurableResource):
     dsn: str = Field(description="libpq DSN of the warehouse database (from METRICS_PIPELINE_DSN).")
     schema_name: str = Field(default=DEFAULT_SCHEMA, description="Schema holding every project table.")
 
-    @property
-    def schema(self) -> str:
-        return validate_identifier(self.schema_name, what="schema_name")
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # Cheap when there is nothing to apply (one advisory lock and one SELECT).
+        applied = migrate.migrate(self.get())
+        if applied and context.log:
+            context.log.info(f"applied warehouse migrations {applied}")
 
-    def migrate(self) -> list[int]:
-        """Apply pending migrations; returns the versions applied."""
-        return migrate.migrate(self.dsn, self.schema)
-
-    @contextmanager
-    def connect(self) -> Iterator[psycopg.Connection]:
-        """An autocommit connection to a migrated warehouse; use `conn.transaction()` for atomic work."""
-        migrate.ensure_migrated(self.dsn, self.schema)
-        with db.connect(self.dsn, autocommit=True) as conn:
-            yield conn
-
-    def load_points(self, frame: pd.DataFrame, *, source: str, start: datetime, end: datetime, **kwargs) -> loader.LoadResult:
-        """Replace `source`'s points in [start, end) with `frame` (see `lib.loader.load_points`)."""
-        return loader.load_points(self.dsn, frame, source=source, start=start, end=end, schema=self.schema, **kwargs)
+    def get(self) -> Warehouse:
+        """The warehouse, for the `lib` functions."""
+        return Warehouse(self.dsn, validate_identifier(self.schema_name, what="schema_name"))
 
 
 class LandingZoneResource(dg.ConfigurableResource):
@@ -57,7 +44,6 @@ class LandingZoneResource(dg.ConfigurableResource):
 
     def zone(self) -> landing.LandingZone:
         return landing.open_landing(self.url, endpoint_url=self.endpoint_url or None, region_name=self.region_name)
-
 
 
 @dg.definitions

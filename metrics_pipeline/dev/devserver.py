@@ -1,10 +1,11 @@
 """`metrics-pipeline dev`: the whole pipeline on one machine, started and stopped together.
 
 It starts the embedded PostgreSQL (unless a DSN is configured), migrates, starts a host collector
-and a simulator of ingestion-job logs writing into the landing zone, and runs `dagster dev` with the
+and a simulator of ingestion-job logs writing into the landing zone, local CloudWatch and WhaTap
+doubles for the sources not configured, and runs `dg dev` (Dagster's webserver and daemon) with the
 demo flag so that sensors and schedules start on.
 
-`dagster dev` runs in its own session (process group) so that we decide how it stops: on Ctrl-C or
+`dg dev` runs in its own session (process group) so that we decide how it stops: on Ctrl-C or
 SIGTERM we send SIGINT to the whole group, wait, and SIGKILL what is left, then stop the PostgreSQL
 server if this command started it. A process started in the background by a shell inherits SIGINT
 as ignored, so both our handlers and the child's default signal dispositions are set explicitly.
@@ -13,9 +14,9 @@ as ignored, so both our handlers and the child's default signal dispositions are
 from __future__ import annotations
 
 import json
-import secrets
 import logging
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -28,12 +29,10 @@ from urllib.parse import quote
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from metrics_pipeline.lib import settings
-from metrics_pipeline.lib import sources as api_sources
-from metrics_pipeline.lib.warehouse import bi
-from metrics_pipeline.dev import demo_host as demo_alerts
-from metrics_pipeline.lib.warehouse import embedded_pg
-from metrics_pipeline.lib.warehouse import migrate
+from metrics_pipeline.dev import demo_host
+from metrics_pipeline.lib import settings, sources
+from metrics_pipeline.lib.warehouse import bi, embedded_pg, migrate
+from metrics_pipeline.lib.warehouse.db import Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +84,7 @@ def _raise_stop(signum, frame) -> None:  # noqa: ARG001 - signal handler signatu
 def stop_process_group(proc: subprocess.Popen, timeout: float = 30.0) -> None:
     """SIGINT the child's process group, then SIGKILL whatever is still alive after `timeout`.
 
-    The host collector flushes its file and exits on SIGINT; dagster dev shuts its services down."""
+    The host collector flushes its file and exits on SIGINT; dg dev shuts its services down."""
     if proc.poll() is not None:
         return
     try:
@@ -95,7 +94,8 @@ def stop_process_group(proc: subprocess.Popen, timeout: float = 30.0) -> None:
     try:
         proc.wait(timeout)
     except subprocess.TimeoutExpired:
-        log.warning("dagster dev did not stop in %.0f s; killing it", timeout)
+        command = proc.args if isinstance(proc.args, str) else " ".join(map(str, proc.args))
+        log.warning("%s did not stop in %.0f s; killing it", command, timeout)
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -118,6 +118,22 @@ def prepare_dagster_home(home: Path) -> Path:
     return home
 
 
+def dagster_command(home: Path, host: str, port: int) -> list[str]:
+    """`dg dev` (Dagster's webserver and daemon, what Dagster recommends over `dagster dev`) on the
+    workspace file `prepare_dagster_home` wrote.
+
+    The workspace is named explicitly (`-w`), so dg dev starts exactly what `dagster dev -w` did.
+    Without it, dg dev would build the same workspace entry from `[tool.dg]` in pyproject.toml, but it
+    would also load the repository's `.env` (docker-compose's secrets, see .env.example) into the code
+    location over the environment set here (its empty AWS keys over the local CloudWatch's), and run
+    from the repository root, whose dagster.yaml is not this DAGSTER_HOME's (a warning every start)."""
+    return [
+        sys.executable, "-m", "dagster_dg_cli.cli", "dev",
+        "-w", str(home / "workspace.yaml"),
+        "--host", host, "--port", str(port),
+    ]
+
+
 class LogSimulator(threading.Thread):
     """Writes simulated ingestion logs: the last hours at start, then what happened since, every few minutes."""
 
@@ -129,8 +145,8 @@ class LogSimulator(threading.Thread):
     def run(self) -> None:
         from datetime import datetime, timedelta, timezone
 
-        from metrics_pipeline.lib.landing import open_landing
         from metrics_pipeline.dev.simulate_logs import simulate
+        from metrics_pipeline.lib.landing import open_landing
 
         zone = open_landing(self.url, endpoint_url=os.environ.get(settings.S3_ENDPOINT_ENV))
         last = datetime.now(timezone.utc) - timedelta(hours=self.hours_back)
@@ -144,41 +160,46 @@ class LogSimulator(threading.Thread):
             self.stopped.wait(self.every)
 
 
-class DemoCloudWatch(threading.Thread):
-    """A local CloudWatch (moto + double) seeded with the last day, fed every minute while the demo runs."""
+class CloudWatchFeed(threading.Thread):
+    """Publishes the demo CloudWatch's new minutes (`CloudWatchDemo.publish`) every minute while the demo runs."""
 
-    def __init__(self, config_path: Path):
+    def __init__(self, cloudwatch, since):
         super().__init__(name="demo-cloudwatch", daemon=True)
-        self.config_path = config_path
+        self.cloudwatch, self.since = cloudwatch, since
         self.stopped = threading.Event()
-        self.ready = threading.Event()
-        self.local = None
 
     def run(self) -> None:
-        from datetime import timedelta
-
-        import boto3
-        import yaml
-
         from metrics_pipeline.dev import demo_cloudwatch as demo
-        from metrics_pipeline.dev.doubles.cloudwatch import LocalCloudWatch
 
-        self.local = LocalCloudWatch(indexed=True)
-        client = boto3.client("cloudwatch", endpoint_url=self.local.endpoint_url, region_name="eu-west-1",
-                              aws_access_key_id="demo", aws_secret_access_key="demo")
-        end = demo.now().replace(second=0, microsecond=0)
-        demo.publish(client, end - timedelta(days=1), end)
-        self.config_path.write_text(yaml.safe_dump(demo.demo_config(self.local.endpoint_url)))
-        self.ready.set()
+        end = self.since
         while not self.stopped.wait(60):
             now = demo.now().replace(second=0, microsecond=0)
-            demo.publish(client, end, now, seed=int(now.timestamp()))
-            end = now
+            try:
+                self.cloudwatch.publish(end, now, seed=int(now.timestamp()))
+                end = now
+            except Exception as exc:  # noqa: BLE001 - the demo goes on; the next round retries
+                if not self.stopped.is_set():
+                    log.warning("the demo CloudWatch could not be fed: %s", exc)
 
-    def stop(self) -> None:
-        self.stopped.set()
-        if self.local is not None:
-            self.local.stop()
+
+def _start_demo_cloudwatch(env: dict):
+    """The local CloudWatch seeded with the last day, a config pointing at it, fed every minute after
+    (`demo_sources.start_cloudwatch_double`): (server, feed). Stop the feed, then the server."""
+    from datetime import timedelta
+
+    from metrics_pipeline.dev import demo_cloudwatch as demo
+    from metrics_pipeline.dev.demo_sources import start_cloudwatch_double
+
+    end = demo.now().replace(second=0, microsecond=0)
+    cloudwatch = start_cloudwatch_double(settings.state_dir() / "cloudwatch-demo.yaml", end - timedelta(days=1), end)
+    feed = CloudWatchFeed(cloudwatch, since=end)
+    feed.start()
+    region = env.get("AWS_DEFAULT_REGION")
+    env.update(cloudwatch.env)  # the config, and the local server's credentials (not AWS's)
+    if region is not None:
+        env["AWS_DEFAULT_REGION"] = region  # yours stays (an S3 landing zone may use it); the config names its own
+    print(f"CloudWatch: local demo server at {cloudwatch.endpoint_url}, seeded with the last day", flush=True)
+    return cloudwatch, feed
 
 
 def _start_demo_whatap(env: dict) -> object:
@@ -191,7 +212,7 @@ def _start_demo_whatap(env: dict) -> object:
     return double
 
 
-def _ensure_bi_role(dsn: str) -> None:
+def _ensure_bi_role(warehouse: Warehouse) -> None:
     """The read-only BI role for local dashboards: password from the environment, else a random
     one kept in `.metrics_pipeline/bi_password` (mode 0600); never printed."""
     password = os.environ.get(bi.PASSWORD_ENV)
@@ -205,15 +226,15 @@ def _ensure_bi_role(dsn: str) -> None:
                 handle.write(secrets.token_urlsafe(24))
         password, where = path.read_text().strip(), str(path)
     try:
-        bi.ensure_role(dsn, settings.schema_name(), bi.DEFAULT_ROLE, password=password)
+        bi.ensure_role(warehouse, bi.DEFAULT_ROLE, password=password)
     except (PermissionError, psycopg.Error) as exc:
         print(f"BI role not created ({type(exc).__name__}); see `metrics-pipeline bi-role`", flush=True)
         return
-    print(f"BI tools: user {bi.DEFAULT_ROLE} (read-only views {settings.schema_name()}.v_*), password in {where}", flush=True)
+    print(f"BI tools: user {bi.DEFAULT_ROLE} (read-only views {warehouse.schema}.v_*), password in {where}", flush=True)
 
 
 def run_dev(host: str = "127.0.0.1", port: int = 3000) -> int:
-    """Start everything `make dev` needs in the foreground; returns dagster dev's exit code."""
+    """Start everything `make dev` needs in the foreground; returns dg dev's exit code."""
     signal.signal(signal.SIGINT, _raise_stop)
     signal.signal(signal.SIGTERM, _raise_stop)
     server = None
@@ -223,6 +244,7 @@ def run_dev(host: str = "127.0.0.1", port: int = 3000) -> int:
     busy = None
     alertmanager = None
     cloudwatch = None
+    cloudwatch_feed = None
     whatap = None
     try:
         dsn = os.environ.get(settings.DSN_ENV)
@@ -239,9 +261,10 @@ def run_dev(host: str = "127.0.0.1", port: int = 3000) -> int:
             env[settings.DSN_ENV] = dsn
             env.setdefault(DAGSTER_PG_URL_ENV, embedded.sqlalchemy_url(embedded_pg.DAGSTER_DB))
             print(f"embedded PostgreSQL in {embedded_pg.default_data_dir()}", flush=True)
-        applied = migrate.migrate(dsn, settings.schema_name())
+        warehouse = Warehouse(dsn, settings.schema_name())
+        applied = migrate.migrate(warehouse)
         print(f"warehouse migrated ({len(applied)} new migration(s))", flush=True)
-        _ensure_bi_role(dsn)
+        _ensure_bi_role(warehouse)
         home = prepare_dagster_home(settings.state_dir() / "dagster_home")
         env["DAGSTER_HOME"] = str(home)
         env[settings.DEMO_ENV] = "1"
@@ -254,37 +277,25 @@ def run_dev(host: str = "127.0.0.1", port: int = 3000) -> int:
         print(f"host collector writing to {landing}", flush=True)
         simulator = LogSimulator(landing)
         simulator.start()
-        busy = demo_alerts.BusyHost(landing)
+        busy = demo_host.BusyHost(landing)
         busy.start()
-        print(f"demo host {demo_alerts.BUSY_HOST}: CPU > 80 % at :10-:23 and > 95 % at :16-:18 every hour", flush=True)
+        print(f"demo host {demo_host.BUSY_HOST}: CPU > 80 % at :10-:23 and > 95 % at :16-:18 every hour", flush=True)
         if not os.environ.get("METRICS_PIPELINE_ALERTMANAGER_URL"):
-            alertmanager = demo_alerts.start_alertmanager(settings.state_dir())
+            alertmanager = demo_host.start_alertmanager(settings.state_dir())
             if alertmanager is not None:
                 env["METRICS_PIPELINE_ALERTMANAGER_URL"] = "http://127.0.0.1:9093"
                 print("Alertmanager: http://127.0.0.1:9093 (alerts are delivered there)", flush=True)
-        if api_sources.configured("cloudwatch"):
+        if sources.configured("cloudwatch"):
             print("CloudWatch: using the configured accounts", flush=True)
         else:
-            cloudwatch = DemoCloudWatch(settings.state_dir() / "cloudwatch-demo.yaml")
-            cloudwatch.start()
-            if not cloudwatch.ready.wait(120):
-                raise RuntimeError("the demo CloudWatch did not start within 120 s")
-            env["METRICS_PIPELINE_CLOUDWATCH_CONFIG"] = str(cloudwatch.config_path)
-            env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"] = "demo", "demo"  # the local server's, not AWS's
-            env.setdefault("AWS_DEFAULT_REGION", "eu-west-1")
-            print(f"CloudWatch: local demo server at {cloudwatch.local.endpoint_url}, seeded with the last day", flush=True)
-        if api_sources.configured("whatap"):
+            cloudwatch, cloudwatch_feed = _start_demo_cloudwatch(env)
+        if sources.configured("whatap"):
             print("WhaTap: using the configured projects", flush=True)
         else:
             whatap = _start_demo_whatap(env)
-        command = [
-            sys.executable, "-m", "dagster", "dev",
-            "-w", str(home / "workspace.yaml"),
-            "-h", host, "-p", str(port),
-        ]
         print(f"starting Dagster on http://{host}:{port} (Ctrl-C stops everything)", flush=True)
         proc = subprocess.Popen(
-            command, env=env, cwd=home, start_new_session=True, preexec_fn=default_signals
+            dagster_command(home, host, port), env=env, cwd=home, start_new_session=True, preexec_fn=default_signals
         )
         while proc.poll() is None:
             time.sleep(0.5)
@@ -299,6 +310,8 @@ def run_dev(host: str = "127.0.0.1", port: int = 3000) -> int:
             simulator.stopped.set()
         if busy is not None:
             busy.stopped.set()
+        if cloudwatch_feed is not None:
+            cloudwatch_feed.stopped.set()
         if cloudwatch is not None:
             cloudwatch.stop()
         if whatap is not None:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import requests
 
-from metrics_pipeline.lib import settings
 from metrics_pipeline.dev.devserver import default_signals, stop_process_group
+from metrics_pipeline.lib import settings
 
 LOCATION = "metrics_pipeline"
 

@@ -58,20 +58,21 @@ def test_the_start_date_comes_from_configuration(monkeypatch):
         partitions.start_date()
 
 
-def test_the_warehouse_resource_loads_through_the_loader(warehouse_dsn):
-    from datetime import datetime, timedelta, timezone
+def test_the_warehouse_resource_migrates_at_set_up_and_hands_out_the_warehouse(empty_dsn):
+    """Migrations run when a run sets the resource up, not from the write paths."""
+    from metrics_pipeline.lib.warehouse import migrate
 
-    import pandas as pd
+    seen = {}
 
-    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    frame = pd.DataFrame({
-        "metric": ["host_cpu_percent"], "resource": ["a"], "labels": [{"host": "a"}], "unit": ["percent"],
-        "ts": [pd.Timestamp(start)], "value": [12.5],
-    })
-    result = WarehouseResource(dsn=warehouse_dsn).load_points(frame, source="host", start=start, end=start + timedelta(hours=1))
-    assert result.points == 1
-    with WarehouseResource(dsn=warehouse_dsn).connect() as conn:
-        assert conn.execute("SELECT value FROM metrics.points").fetchone() == (12.5,)
+    @dg.asset
+    def probe(warehouse: WarehouseResource) -> None:
+        with warehouse.get().connect() as conn:
+            seen["versions"] = conn.execute("SELECT count(*) FROM metrics.schema_migrations").fetchone()[0]
+
+    assert dg.materialize([probe], resources={"warehouse": WarehouseResource(dsn=empty_dsn)}).success
+    assert seen["versions"] == len(migrate.available())
+    # Set up again: nothing left to apply, and nothing fails.
+    assert dg.materialize([probe], resources={"warehouse": WarehouseResource(dsn=empty_dsn)}).success
 
 
 def test_sensors_are_off_by_default_and_on_in_the_demo():

@@ -18,24 +18,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from metrics_pipeline.lib.warehouse import migrate
-from metrics_pipeline.lib.warehouse.embedded_pg import EmbeddedPostgres
 from metrics_pipeline.dev.doubles.whatap import WhatapDouble
-from metrics_pipeline_tests.lib.cloudwatch.conftest import cw_config, double, seeded  # noqa: F401
+from metrics_pipeline.lib.warehouse import migrate
+from metrics_pipeline.lib.warehouse.db import Warehouse
+from metrics_pipeline.lib.warehouse.embedded_pg import EmbeddedPostgres
 
 _TEMPLATE = "faults_template"
-
-
-def step_failures(result) -> list[str]:
-    """Messages of a run's failed steps, causes included (for asserting what a fault looked like)."""
-    out = []
-    for event in result.all_events:
-        if event.is_step_failure:
-            error = event.step_failure_data.error
-            while error is not None:
-                out.append(error.message)
-                error = error.cause
-    return out
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +33,7 @@ def private_pg() -> Iterator[EmbeddedPostgres]:
     server = EmbeddedPostgres(root / "pg", durable=False).start()
     with psycopg.connect(server.dsn("postgres"), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{_TEMPLATE}"')
-    migrate.migrate(server.dsn(_TEMPLATE), "metrics")
+    migrate.migrate(Warehouse(server.dsn(_TEMPLATE), "metrics"))
     try:
         yield server
     finally:

@@ -18,9 +18,9 @@ import yaml
 from metrics_pipeline.defs.cloudwatch.assets import CloudWatchResource, cloudwatch_points
 from metrics_pipeline.defs.resources import WarehouseResource
 from metrics_pipeline.defs.whatap.assets import WhatapResource, whatap_points
-from metrics_pipeline_tests.faults.conftest import step_failures
-from metrics_pipeline_tests.faults.dump import dump_tables
-from metrics_pipeline_tests.lib.cloudwatch.conftest import HOUR as CW_HOUR
+from metrics_pipeline_tests.support.cloudwatch import HOUR as CW_HOUR
+from metrics_pipeline_tests.support.faults.dump import dump_tables
+from metrics_pipeline_tests.support.runs import failure_messages
 
 WH_HOUR = datetime(2026, 1, 5, 10, tzinfo=timezone.utc)
 
@@ -31,7 +31,7 @@ def window_dump(dsn: str, start: datetime) -> dict[str, bytes]:
 
 
 def failure_text(result) -> str:
-    return "\n".join(step_failures(result))
+    return "\n".join(failure_messages(result))
 
 
 def metadata(result, node: str) -> dict:

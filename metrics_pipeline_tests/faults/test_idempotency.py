@@ -20,13 +20,15 @@ from metrics_pipeline.defs.resources import LandingZoneResource, WarehouseResour
 from metrics_pipeline.defs.rollups.assets import hourly_rollups, rollup_1d
 from metrics_pipeline.defs.sla.assets import sla_daily, sla_hourly
 from metrics_pipeline.defs.whatap.assets import WhatapResource, whatap_points
-from metrics_pipeline.lib.ingestion_logs import load as ingestion_load
-from metrics_pipeline.lib.warehouse import load as loader
-from metrics_pipeline.lib.landing import LocalLanding
 from metrics_pipeline.dev.simulate_logs import simulate
-from metrics_pipeline_tests.faults.dump import dump_tables
-from metrics_pipeline_tests.faults.landing_data import write_host_hour
-from metrics_pipeline_tests.lib.cloudwatch.conftest import HOUR as CW_HOUR
+from metrics_pipeline.lib.ingestion_logs import load as ingestion_load
+from metrics_pipeline.lib.landing import LocalLanding
+from metrics_pipeline.lib.points import points_frame
+from metrics_pipeline.lib.warehouse import load as loader
+from metrics_pipeline.lib.warehouse.db import Warehouse
+from metrics_pipeline_tests.support.cloudwatch import HOUR as CW_HOUR
+from metrics_pipeline_tests.support.faults.dump import dump_tables
+from metrics_pipeline_tests.support.faults.landing_data import write_host_hour
 
 H = datetime(2026, 1, 5, 13, tzinfo=timezone.utc)  # a closed hour: nothing depends on "now"
 DAY = H.replace(hour=0)
@@ -115,7 +117,7 @@ def two_hours_of_points(warehouse_dsn):
     early = ts[ts < H - timedelta(minutes=30)]
     series.append({"metric": "host_memory_percent", "resource": "gone", "labels": {"host": "gone"}, "unit": "percent",
                    "ts": early, "value": np.full(len(early), 97.0)})
-    loader.load_points(warehouse_dsn, loader.points_frame(series), source="host",
+    loader.load_points(Warehouse(warehouse_dsn), points_frame(series), source="host",
                        start=H - timedelta(hours=1), end=H + timedelta(hours=1))
 
 
@@ -134,7 +136,7 @@ def test_rollups_series_health_and_rollup_1d_twice_are_byte_identical(warehouse_
 def a_day_of_runs(warehouse_dsn, tmp_path):
     zone = LocalLanding(tmp_path)
     simulate(zone, DAY, DAY + timedelta(days=1), jobs_per_hour=12, seed=9, bad_rate=0.05)
-    ingestion_load.load_window(warehouse_dsn, "metrics", zone, DAY, DAY + timedelta(days=1), parse_options())
+    ingestion_load.load_window(Warehouse(warehouse_dsn, "metrics"), zone, DAY, DAY + timedelta(days=1), parse_options())
 
 
 def test_sla_hourly_and_sla_daily_twice_are_byte_identical(warehouse_dsn, a_day_of_runs):

@@ -13,47 +13,33 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
 from metrics_pipeline.lib import rollups
 from metrics_pipeline.lib.warehouse import load as loader
-from metrics_pipeline_tests.faults.dump import dump_tables
+from metrics_pipeline.lib.warehouse.db import Warehouse
+from metrics_pipeline_tests.support.faults.dump import dump_tables
+from metrics_pipeline_tests.support.killed_load import END, SERIES, T, frame
 
 ROOT = Path(__file__).resolve().parents[2]
-T = datetime(2026, 3, 2, 9, tzinfo=timezone.utc)
-END = T + timedelta(hours=1)
-SERIES = 50  # x 3,600 one-second samples: 180,000 points, a COPY that lasts long enough to be caught
 APP = "faults-victim"
-
-
-def frame(offset: float, series: int = SERIES) -> pd.DataFrame:
-    """An hour of 1-second samples; `offset` shifts every value (a re-fetch that changed everything)."""
-    ts = pd.date_range(T, END, freq="1s", inclusive="left")
-    return loader.points_frame([
-        {"metric": "host_cpu_percent", "resource": f"host-{i:03d}", "labels": {"host": f"host-{i:03d}"},
-         "unit": "percent", "ts": ts, "value": (np.arange(len(ts)) % 100) + i + offset}
-        for i in range(series)
-    ])
-
 
 VICTIM = """
 import sys
 from datetime import datetime, timedelta
 from metrics_pipeline.lib import rollups
 from metrics_pipeline.lib.warehouse import load as loader
-from metrics_pipeline_tests.faults.test_killed_load import frame
+from metrics_pipeline.lib.warehouse.db import Warehouse
+from metrics_pipeline_tests.support.killed_load import frame
 what, dsn, start, series = sys.argv[1], sys.argv[2], datetime.fromisoformat(sys.argv[3]), int(sys.argv[4])
 if what == "load":
-    loader.load_points(dsn, frame(1.0, series), source="host", start=start, end=start + timedelta(hours=1))
+    loader.load_points(Warehouse(dsn), frame(1.0, series), source="host", start=start, end=start + timedelta(hours=1))
 else:
-    rollups.refresh(dsn, "metrics", ["rollup_5m", "rollup_1h"], start, start + timedelta(hours=1))
+    rollups.refresh(Warehouse(dsn, "metrics"), ["rollup_5m", "rollup_1h"], start, start + timedelta(hours=1))
 """
 
 
@@ -102,7 +88,7 @@ def dumps(conn, tables) -> dict[str, bytes]:
 
 
 def test_sigkill_during_the_copy_of_a_reload_leaves_the_window_byte_identical(warehouse_dsn, db):
-    loader.load_points(warehouse_dsn, frame(0.0, 10), source="host", start=T, end=END)
+    loader.load_points(Warehouse(warehouse_dsn), frame(0.0, 10), source="host", start=T, end=END)
     before = dumps(db, ["points", "series"])
 
     proc = start_victim("load", warehouse_dsn)
@@ -112,7 +98,7 @@ def test_sigkill_during_the_copy_of_a_reload_leaves_the_window_byte_identical(wa
     wait_gone(db)
     assert dumps(db, ["points", "series"]) == before
 
-    result = loader.load_points(warehouse_dsn, frame(1.0), source="host", start=T, end=END)
+    result = loader.load_points(Warehouse(warehouse_dsn), frame(1.0), source="host", start=T, end=END)
     assert (result.points, result.updated, result.inserted, result.deleted) == (
         SERIES * 3600, 10 * 3600, (SERIES - 10) * 3600, 0)
     assert db.execute("SELECT count(*), sum(value) FROM metrics.points").fetchone() == (
@@ -145,13 +131,13 @@ GATE_KEY = 4242
 def test_sigkill_while_the_window_is_being_rewritten_leaves_it_byte_identical(
         warehouse_dsn, db, what, table, tables, statement):
     small = 10  # the gate makes timing irrelevant: a small window is enough
-    loader.load_points(warehouse_dsn, frame(0.0, small), source="host", start=T, end=END)
-    rollups.refresh(warehouse_dsn, "metrics", ["rollup_5m", "rollup_1h"], T, END)
+    loader.load_points(Warehouse(warehouse_dsn), frame(0.0, small), source="host", start=T, end=END)
+    rollups.refresh(Warehouse(warehouse_dsn, "metrics"), ["rollup_5m", "rollup_1h"], T, END)
     if what == "load":
         # One vanished series, so the merge has deleted rows before it is stopped.
-        loader.load_points(warehouse_dsn, frame(0.0, small + 1), source="host", start=T, end=END)
+        loader.load_points(Warehouse(warehouse_dsn), frame(0.0, small + 1), source="host", start=T, end=END)
     else:
-        loader.load_points(warehouse_dsn, frame(1.0, small), source="host", start=T, end=END)  # rollups now stale
+        loader.load_points(Warehouse(warehouse_dsn), frame(1.0, small), source="host", start=T, end=END)  # rollups now stale
     before = dumps(db, tables)
     db.execute(_GATE.format(table=table, nth=50, key=GATE_KEY))
     db.execute("SELECT pg_advisory_lock(%s)", (GATE_KEY,))
@@ -170,10 +156,10 @@ def test_sigkill_while_the_window_is_being_rewritten_leaves_it_byte_identical(
     db.execute(f"DROP TRIGGER faults_gate ON metrics.{table}")
 
     if what == "load":
-        assert loader.load_points(warehouse_dsn, frame(1.0, small), source="host", start=T, end=END).points == small * 3600
+        assert loader.load_points(Warehouse(warehouse_dsn), frame(1.0, small), source="host", start=T, end=END).points == small * 3600
         assert db.execute("SELECT count(*) FROM metrics.points").fetchone()[0] == small * 3600
     else:
-        (five, hour) = rollups.refresh(warehouse_dsn, "metrics", ["rollup_5m", "rollup_1h"], T, END)
+        (five, hour) = rollups.refresh(Warehouse(warehouse_dsn, "metrics"), ["rollup_5m", "rollup_1h"], T, END)
         assert (five.rows, five.deleted, hour.rows) == (small * 12, small * 12, small)
         # The rollups now follow the re-loaded points (every value +1).
         assert db.execute("SELECT sum(sum) FROM metrics.rollup_1h").fetchone()[0] == pytest.approx(

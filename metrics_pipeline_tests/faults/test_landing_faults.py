@@ -30,8 +30,8 @@ from metrics_pipeline.defs.resources import LandingZoneResource, WarehouseResour
 from metrics_pipeline.lib.host.agent import host_key
 from metrics_pipeline.lib.host.files import hour_of_key
 from metrics_pipeline.lib.landing import LocalLanding
-from metrics_pipeline_tests.faults.dump import dump_tables
-from metrics_pipeline_tests.faults.landing_data import gz, host_minute, jsonl, record, tick
+from metrics_pipeline_tests.support.faults.dump import dump_tables
+from metrics_pipeline_tests.support.faults.landing_data import gz, host_minute, jsonl, record, tick
 
 ROOT = Path(__file__).resolve().parents[2]
 H = datetime(2026, 1, 5, 13, tzinfo=timezone.utc)

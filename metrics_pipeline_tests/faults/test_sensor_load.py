@@ -21,7 +21,7 @@ from metrics_pipeline.defs.ingestion_logs import sensors as ingestion_sensors
 from metrics_pipeline.defs.resources import LandingZoneResource, WarehouseResource
 from metrics_pipeline.lib.host.agent import host_key
 from metrics_pipeline.lib.landing import Cursor, LocalLanding
-from metrics_pipeline_tests.faults.landing_data import jsonl, record, write_plain
+from metrics_pipeline_tests.support.faults.landing_data import jsonl, record, write_plain
 
 FILES = 20_000
 #: Dagster abandons a sensor evaluation after 60 s (DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS default).

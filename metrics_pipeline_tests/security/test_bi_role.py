@@ -16,8 +16,9 @@ import pytest
 from psycopg import errors, sql
 
 from metrics_pipeline.lib.warehouse import bi
-from metrics_pipeline_tests import bi_sample
-from metrics_pipeline_tests.security.conftest import base_tables, catalog_views, connect_as
+from metrics_pipeline.lib.warehouse.db import Warehouse
+from metrics_pipeline_tests.support import bi_sample
+from metrics_pipeline_tests.support.security import base_tables, catalog_views, connect_as
 
 SCHEMA = "metrics"
 OWN, OTHER = bi_sample.COMPANIES  # "akonovia", "boreal-logistique"
@@ -35,9 +36,9 @@ class Logins:
         self.dsn = dsn
         self.all, self.own, self.other = f"sec_bi_all_{suffix}", f"sec_bi_own_{suffix}", f"sec_bi_other_{suffix}"
         self.passwords = {name: uuid.uuid4().hex for name in (self.all, self.own, self.other)}
-        bi.ensure_role(dsn, SCHEMA, self.all, password=self.passwords[self.all])
-        bi.ensure_role(dsn, SCHEMA, self.own, password=self.passwords[self.own], tenants=[OWN])
-        bi.ensure_role(dsn, SCHEMA, self.other, password=self.passwords[self.other], tenants=[OTHER])
+        bi.ensure_role(Warehouse(dsn, SCHEMA), self.all, password=self.passwords[self.all])
+        bi.ensure_role(Warehouse(dsn, SCHEMA), self.own, password=self.passwords[self.own], tenants=[OWN])
+        bi.ensure_role(Warehouse(dsn, SCHEMA), self.other, password=self.passwords[self.other], tenants=[OTHER])
 
     def connect(self, role: str) -> psycopg.Connection:
         return connect_as(self.dsn, role, self.passwords[role])

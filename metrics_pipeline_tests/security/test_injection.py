@@ -21,19 +21,20 @@ from psycopg.types.json import Jsonb
 
 from metrics_pipeline.defs.resources import WarehouseResource
 from metrics_pipeline.lib import rollups, settings, sla
-from metrics_pipeline.lib.warehouse import bi
-from metrics_pipeline.lib.ingestion_logs import load as ingestion_load
-from metrics_pipeline.lib.warehouse import load as loader
-from metrics_pipeline.lib.warehouse import migrate
-from metrics_pipeline.lib.warehouse import retention
 from metrics_pipeline.lib.alerts import delivery, engine, rules
 from metrics_pipeline.lib.cloudwatch.config import parse_config as parse_cloudwatch
+from metrics_pipeline.lib.ingestion_logs import load as ingestion_load
 from metrics_pipeline.lib.ingestion_logs.parse import ParseOptions
 from metrics_pipeline.lib.landing import LocalLanding
-from metrics_pipeline.lib.sla.config import SlaConfig, parse_config as parse_sla
+from metrics_pipeline.lib.points import points_frame
+from metrics_pipeline.lib.sla.config import SlaConfig
+from metrics_pipeline.lib.sla.config import parse_config as parse_sla
+from metrics_pipeline.lib.warehouse import bi, migrate, retention
+from metrics_pipeline.lib.warehouse import load as loader
+from metrics_pipeline.lib.warehouse.db import Warehouse
 from metrics_pipeline.lib.yaml_config import ConfigError
-from metrics_pipeline_tests.lib.test_ingestion_load import at
-from metrics_pipeline_tests.security.conftest import base_tables
+from metrics_pipeline_tests.support.ingestion_logs import at
+from metrics_pipeline_tests.support.security import base_tables
 
 T0 = datetime(2026, 5, 4, 10, tzinfo=timezone.utc)
 HOUR = timedelta(hours=1)
@@ -52,7 +53,7 @@ LONG = "".join(chr(random.Random(9).randint(0x21, 0x2FFF)) for _ in range(10_000
 
 def _frame(series: list[tuple[str, str, dict, str]]) -> pd.DataFrame:
     ts = pd.date_range(T0, periods=3, freq="1min")
-    return loader.points_frame([{"metric": m, "resource": r, "labels": lab, "unit": u, "ts": ts, "value": np.arange(3.0)}
+    return points_frame([{"metric": m, "resource": r, "labels": lab, "unit": u, "ts": ts, "value": np.arange(3.0)}
                                 for m, r, lab, u in series])
 
 
@@ -67,9 +68,9 @@ def test_hostile_names_labels_and_units_round_trip_byte_for_byte_through_the_loa
     series = [(f"sec_{name}_{text}", text, {text: text, "tenant": text, "k": name}, text)
               for name, text in HOSTILE.items()]
     series.append(("sec_long", LONG, {LONG: LONG, "tenant": "long", "k": "long"}, LONG))
-    loaded = loader.load_points(warehouse_dsn, _frame(series), source="test", start=T0, end=T0 + HOUR)
+    loaded = loader.load_points(Warehouse(warehouse_dsn), _frame(series), source="test", start=T0, end=T0 + HOUR)
     assert (loaded.series, loaded.points) == (len(series), 3 * len(series))
-    rollups.refresh(warehouse_dsn, "metrics", ["rollup_5m"], T0, T0 + HOUR)
+    rollups.refresh(Warehouse(warehouse_dsn, "metrics"), ["rollup_5m"], T0, T0 + HOUR)
     assert tables <= _tables(warehouse_dsn)  # every table still there (the load added day partitions)
     assert db.execute("SELECT count(*) FROM metrics.points").fetchone() == (3 * len(series),)
 
@@ -87,7 +88,7 @@ def test_hostile_names_labels_and_units_round_trip_byte_for_byte_through_the_loa
 
 def test_a_tenant_with_metacharacters_restricts_a_bi_role_to_exactly_that_tenant(warehouse_dsn, bi_login):
     series = [(f"sec_{name}", "r", {"tenant": text}, "count") for name, text in HOSTILE.items()]
-    loader.load_points(warehouse_dsn, _frame(series), source="test", start=T0, end=T0 + HOUR)
+    loader.load_points(Warehouse(warehouse_dsn), _frame(series), source="test", start=T0, end=T0 + HOUR)
     with bi_login(tenants=[DROP]) as conn:
         assert conn.execute("SELECT DISTINCT tenant FROM metrics.v_points").fetchall() == [(DROP,)]
 
@@ -107,7 +108,7 @@ def test_text_postgres_cannot_store_is_refused_naming_the_column_before_anything
                                                                                            series, message):
     good = ("host_load1", "ok", {}, "count")
     with pytest.raises(ValueError, match=message) as refused:
-        loader.load_points(warehouse_dsn, _frame([good, series]), source="test", start=T0, end=T0 + HOUR)
+        loader.load_points(Warehouse(warehouse_dsn), _frame([good, series]), source="test", start=T0, end=T0 + HOUR)
     assert len(str(refused.value)) < 2000  # an example row is shown, clipped, not the 10k characters
     assert db.execute("SELECT (SELECT count(*) FROM metrics.series), (SELECT count(*) FROM metrics.points)"
                       ).fetchone() == (0, 0)
@@ -116,7 +117,7 @@ def test_text_postgres_cannot_store_is_refused_naming_the_column_before_anything
 @pytest.mark.parametrize("source", ["te\x00st", "s" * 1001, ""])
 def test_a_source_postgres_cannot_store_is_refused_clearly(warehouse_dsn, source):
     with pytest.raises(ValueError, match="source must be a non-empty string without NUL"):
-        loader.load_points(warehouse_dsn, _frame([("m", "r", {}, "count")]), source=source, start=T0, end=T0 + HOUR)
+        loader.load_points(Warehouse(warehouse_dsn), _frame([("m", "r", {}, "count")]), source=source, start=T0, end=T0 + HOUR)
 
 
 def test_hostile_ingestion_log_fields_are_stored_verbatim_and_sla_targets_match_them(warehouse_dsn, tmp_path, db):
@@ -128,7 +129,7 @@ def test_hostile_ingestion_log_fields_are_stored_verbatim_and_sla_targets_match_
     zone.write("ingestion_logs/" + HOSTILE["sql"].replace("/", "_").replace(" ", "_") + ".json",
                json.dumps(records).encode())
     options = ParseOptions(now=start + timedelta(days=1))
-    result = ingestion_load.load_window(warehouse_dsn, "metrics", zone, start, start + HOUR, options)
+    result = ingestion_load.load_window(Warehouse(warehouse_dsn, "metrics"), zone, start, start + HOUR, options)
     assert (result.loaded, result.quarantined) == (len(records), 0)
     stored = db.execute("SELECT company, object, description, object_id FROM metrics.v_ingestion_runs "
                         "WHERE company <> 'plain' ORDER BY object_id").fetchall()
@@ -136,7 +137,7 @@ def test_hostile_ingestion_log_fields_are_stored_verbatim_and_sla_targets_match_
                             key=lambda row: row[3])
     # An SLA target keyed on the hostile company applies to it, and only to it (60 s runs, 30 s target).
     config = parse_sla({"targets": [{"company": DROP, "max_duration_s": 30}]})
-    sla.refresh(warehouse_dsn, "metrics", "hour", start, start + HOUR, config, now=start + timedelta(days=1))
+    sla.refresh(Warehouse(warehouse_dsn, "metrics"), "hour", start, start + HOUR, config, now=start + timedelta(days=1))
     breaches = dict(db.execute("SELECT company, sum(sla_breaches) FROM metrics.v_sla_hourly GROUP BY 1").fetchall())
     assert breaches[DROP] == 1 and breaches["plain"] == 0
     assert {"points", "series", "ingestion_runs", "sla_hourly", "quarantine"} <= _tables(warehouse_dsn)
@@ -145,15 +146,15 @@ def test_hostile_ingestion_log_fields_are_stored_verbatim_and_sla_targets_match_
 def test_alert_labels_and_series_labels_with_metacharacters_are_recorded_verbatim_and_never_templated(warehouse_dsn, db):
     resource = "{labels.__class__} " + DROP
     ts = pd.date_range(T0, periods=600, freq="1s")
-    frame = loader.points_frame([{"metric": "host_cpu_percent", "resource": resource, "unit": "percent",
+    frame = points_frame([{"metric": "host_cpu_percent", "resource": resource, "unit": "percent",
                                   "labels": {"host": resource, "tenant": HOSTILE["quotes"]}, "ts": ts,
                                   "value": np.full(len(ts), 97.0)}])
-    loader.load_points(warehouse_dsn, frame, source="host", start=T0, end=T0 + HOUR)
+    loader.load_points(Warehouse(warehouse_dsn), frame, source="host", start=T0, end=T0 + HOUR)
     config = rules.parse_config({"rules": [{
         "name": "CpuHigh", "metrics": ["host_cpu_percent"], "match": {"host": ".*DROP TABLE.*"}, "threshold": 90,
         "severity": "critical", "labels": {"team": HOSTILE["placeholders"]},
         "annotations": {"summary": "CPU on {resource} ({labels[tenant]})"}}]})
-    result = engine.run(warehouse_dsn, "metrics", config.rules, T0, T0 + HOUR, now=T0 + HOUR, source="host")
+    result = engine.evaluate_and_record(Warehouse(warehouse_dsn, "metrics"), config.rules, T0, T0 + HOUR, now=T0 + HOUR, source="host")
     assert len(result.firing) == 1
     row = db.execute("SELECT labels, summary, tenant FROM metrics.v_alerts").fetchone()
     assert row[0]["team"] == HOSTILE["placeholders"] and row[0]["resource"] == resource
@@ -169,24 +170,23 @@ def test_the_schema_setting_with_metacharacters_is_refused_naming_the_variable(m
     with pytest.raises(ValueError, match="METRICS_PIPELINE_SCHEMA must be a lower-case SQL identifier"):
         settings.schema_name()
     with pytest.raises(ValueError, match="schema_name must be a lower-case SQL identifier"):
-        WarehouseResource(dsn="host=unused", schema_name=BAD_SCHEMA).schema
+        WarehouseResource(dsn="host=unused", schema_name=BAD_SCHEMA).get()
     monkeypatch.setenv(settings.SCHEMA_ENV, 'Metrics"')
     with pytest.raises(ValueError, match="METRICS_PIPELINE_SCHEMA"):
         settings.schema_name()
 
 
 @pytest.mark.parametrize("call", [
-    lambda dsn: migrate.migrate(dsn, BAD_SCHEMA),
-    lambda dsn: loader.load_points(dsn, _frame([("m", "r", {}, "count")]), source="t", start=T0, end=T0 + HOUR,
-                                   schema=BAD_SCHEMA),
-    lambda dsn: rollups.refresh(dsn, BAD_SCHEMA, ["rollup_5m"], T0, T0 + HOUR),
-    lambda dsn: rollups.refresh_health(dsn, BAD_SCHEMA, T0, T0 + HOUR),
-    lambda dsn: sla.refresh(dsn, BAD_SCHEMA, "hour", T0, T0 + HOUR, SlaConfig()),
-    lambda dsn: engine.run(dsn, BAD_SCHEMA, list(rules.DEFAULT_RULES), T0, T0 + HOUR),
-    lambda dsn: delivery.deliver(dsn, BAD_SCHEMA, webhook_url="http://127.0.0.1:9/hook"),
-    lambda dsn: retention.apply(dsn, BAD_SCHEMA),
-    lambda dsn: ingestion_load.load_window(dsn, BAD_SCHEMA, LocalLanding("/nonexistent"), T0, T0 + HOUR, ParseOptions()),
-    lambda dsn: bi.ensure_role(dsn, BAD_SCHEMA, "sec_reader", password="pw"),
+    lambda dsn: migrate.migrate(Warehouse(dsn, BAD_SCHEMA)),
+    lambda dsn: loader.load_points(Warehouse(dsn, BAD_SCHEMA), _frame([("m", "r", {}, "count")]), source="t", start=T0, end=T0 + HOUR),
+    lambda dsn: rollups.refresh(Warehouse(dsn, BAD_SCHEMA), ["rollup_5m"], T0, T0 + HOUR),
+    lambda dsn: rollups.refresh_health(Warehouse(dsn, BAD_SCHEMA), T0, T0 + HOUR),
+    lambda dsn: sla.refresh(Warehouse(dsn, BAD_SCHEMA), "hour", T0, T0 + HOUR, SlaConfig()),
+    lambda dsn: engine.evaluate_and_record(Warehouse(dsn, BAD_SCHEMA), list(rules.DEFAULT_RULES), T0, T0 + HOUR),
+    lambda dsn: delivery.deliver(Warehouse(dsn, BAD_SCHEMA), webhook_url="http://127.0.0.1:9/hook"),
+    lambda dsn: retention.apply(Warehouse(dsn, BAD_SCHEMA)),
+    lambda dsn: ingestion_load.load_window(Warehouse(dsn, BAD_SCHEMA), LocalLanding("/nonexistent"), T0, T0 + HOUR, ParseOptions()),
+    lambda dsn: bi.ensure_role(Warehouse(dsn, BAD_SCHEMA), "sec_reader", password="pw"),
 ], ids=["migrate", "load_points", "rollups", "health", "sla", "alerts", "delivery", "retention", "ingestion", "bi_role"])
 def test_every_entry_point_refuses_a_schema_that_is_not_an_identifier_before_any_sql(warehouse_dsn, db, call):
     tables = base_tables(db, "metrics")

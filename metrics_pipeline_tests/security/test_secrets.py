@@ -15,18 +15,25 @@ import dagster as dg
 import pytest
 import yaml
 
-from metrics_pipeline.defs.alerts.sensors import WEBHOOK_URL_ENV, alert_delivery
+from metrics_pipeline.defs.alerts.resources import WEBHOOK_URL_ENV, AlertTargetsResource
+from metrics_pipeline.defs.alerts.sensors import alert_delivery
 from metrics_pipeline.defs.cloudwatch.assets import CloudWatchResource, cloudwatch_points
 from metrics_pipeline.defs.resources import WarehouseResource
 from metrics_pipeline.defs.whatap.assets import WhatapResource, whatap_points
+from metrics_pipeline.dev.doubles.whatap import Agent, Project, WhatapDouble
 from metrics_pipeline.lib.alerts import delivery, engine
 from metrics_pipeline.lib.alerts.rules import DEFAULT_RULES
+from metrics_pipeline.lib.warehouse.db import Warehouse
 from metrics_pipeline.lib.whatap.client import WhatapClient, WhatapError
-from metrics_pipeline.dev.doubles.whatap import Agent, Project, WhatapDouble
-from metrics_pipeline_tests.defs.alerts.test_checks import H, KEY, _checks, _host_checks, _load_cpu, _stub
-from metrics_pipeline_tests.lib.cloudwatch.conftest import HOUR as CW_HOUR
-from metrics_pipeline_tests.security.conftest import (
-    SECRETS, EchoServer, assert_no_secret, exception_text, failure_messages, run_text,
+from metrics_pipeline_tests.support.alerts import KEY, H, check_results, host_checks, load_cpu, source_stub
+from metrics_pipeline_tests.support.cloudwatch import HOUR as CW_HOUR
+from metrics_pipeline_tests.support.runs import failure_messages
+from metrics_pipeline_tests.support.security import (
+    SECRETS,
+    EchoServer,
+    assert_no_secret,
+    exception_text,
+    run_text,
 )
 
 WHATAP_KEY = "2026-01-05-10:00"
@@ -123,12 +130,12 @@ def test_aws_keys_and_the_db_password_never_reach_the_event_log_of_a_good_or_a_r
 def test_the_db_password_never_reaches_the_event_log_of_an_alert_check_or_of_one_that_cannot_connect(
         secret_dsn, unreachable_dsn, instance, caplog, capfd):
     caplog.set_level(logging.DEBUG)
-    _load_cpu(secret_dsn, [97.0] * 600)  # ten minutes above both CPU thresholds: the check fails, alerts recorded
-    assets = [_stub("host_points"), *_host_checks()]
+    load_cpu(secret_dsn, [97.0] * 600)  # ten minutes above both CPU thresholds: the check fails, alerts recorded
+    assets = [source_stub("host_points"), *host_checks()]
 
     fired = dg.materialize(assets, partition_key=KEY, instance=instance,
                            resources={"warehouse": WarehouseResource(dsn=dg.EnvVar("SEC_TEST_DSN"))})
-    threshold = _checks(fired)["threshold_alerts"]
+    threshold = check_results(fired)["threshold_alerts"]
     assert not threshold.passed and threshold.metadata["firing"].value == 2
 
     dead = dg.materialize(assets, partition_key=KEY, instance=instance, raise_on_error=False,
@@ -144,19 +151,20 @@ def test_the_db_password_never_reaches_the_event_log_of_an_alert_check_or_of_one
 def test_the_webhook_url_never_reaches_errors_alert_rows_or_sensor_logs_even_when_the_receiver_echoes_it(
         secret_dsn, db, instance, monkeypatch, caplog, capfd):
     caplog.set_level(logging.DEBUG)
-    _load_cpu(secret_dsn, [97.0] * 600)
-    engine.run(secret_dsn, "metrics", [r for r in DEFAULT_RULES if r.name == "CpuHigh"], H, H + timedelta(hours=1),
+    load_cpu(secret_dsn, [97.0] * 600)
+    engine.evaluate_and_record(Warehouse(secret_dsn, "metrics"), [r for r in DEFAULT_RULES if r.name == "CpuHigh"], H, H + timedelta(hours=1),
                now=H + timedelta(hours=1), source="host")
     receiver = EchoServer(status=404)  # answers "Cannot POST <path>" and the headers, as many servers do
     try:
         url = receiver.url + SECRETS["webhook_path"]
         monkeypatch.setenv(WEBHOOK_URL_ENV, url)
-        monkeypatch.delenv("METRICS_PIPELINE_ALERTMANAGER_URL", raising=False)
-        context = dg.build_sensor_context(instance=instance,
-                                          resources={"warehouse": WarehouseResource(dsn=dg.EnvVar("SEC_TEST_DSN"))})
+        context = dg.build_sensor_context(instance=instance, resources={
+            "warehouse": WarehouseResource(dsn=dg.EnvVar("SEC_TEST_DSN")),
+            "alert_targets": AlertTargetsResource(webhook_url=dg.EnvVar(WEBHOOK_URL_ENV)),
+        })
         tick = alert_delivery(context)
         assert receiver.requests and receiver.requests[0][1] == SECRETS["webhook_path"]  # it really was called
-        direct = delivery.deliver(secret_dsn, "metrics", webhook_url=url)
+        direct = delivery.deliver(Warehouse(secret_dsn, "metrics"), webhook_url=url)
     finally:
         receiver.stop()
     assert "2 failed" in tick.skip_message and direct.failed == 2 and "HTTP 404" in direct.errors[0]

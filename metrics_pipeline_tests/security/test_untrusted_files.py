@@ -20,11 +20,12 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 import pytest
 
-from metrics_pipeline.lib.ingestion_logs import load as ingestion_load
 from metrics_pipeline.lib.host.files import HostBatch
+from metrics_pipeline.lib.ingestion_logs import load as ingestion_load
 from metrics_pipeline.lib.ingestion_logs.parse import ParseOptions, parse_file
 from metrics_pipeline.lib.landing import LandingError, LocalLanding, open_landing
-from metrics_pipeline_tests.lib.test_ingestion_load import at
+from metrics_pipeline.lib.warehouse.db import Warehouse
+from metrics_pipeline_tests.support.ingestion_logs import at
 
 HUGE = 200 * 1024 * 1024  # one line of 200 MB, under the landing zone's 256 MB object limit
 MB = 1024 * 1024
@@ -98,7 +99,7 @@ def test_file_names_leaving_the_zone_and_oversized_files_are_quarantined_and_goo
         _plant(zone, key, b"[" + _record_line(7) + b"]")
     zone.write("ingestion_logs/huge.json", b"[" + _record_line(9) + b"]" + b" " * 20_000)
 
-    result = ingestion_load.load_window(warehouse_dsn, "metrics", zone, HOUR, NOW + timedelta(hours=1), OPTIONS)
+    result = ingestion_load.load_window(Warehouse(warehouse_dsn, "metrics"), zone, HOUR, NOW + timedelta(hours=1), OPTIONS)
     assert result.loaded == 1 and _runs(warehouse_dsn) == 1
     quarantined = {key: reason for key, _, reason in _quarantine(warehouse_dsn)}
     assert result.quarantined == len(planted) + 1 == len(quarantined)
@@ -106,7 +107,7 @@ def test_file_names_leaving_the_zone_and_oversized_files_are_quarantined_and_goo
     for key in planted:
         assert "not a relative path inside the landing zone" in quarantined[key]
     # Re-running is idempotent: the refusals stay one row each.
-    ingestion_load.load_window(warehouse_dsn, "metrics", zone, HOUR, NOW + timedelta(hours=1), OPTIONS)
+    ingestion_load.load_window(Warehouse(warehouse_dsn, "metrics"), zone, HOUR, NOW + timedelta(hours=1), OPTIONS)
     assert len(_quarantine(warehouse_dsn)) == len(planted) + 1 and _runs(warehouse_dsn) == 1
 
 
@@ -119,7 +120,7 @@ def test_a_fifo_or_a_symlink_in_the_zone_is_never_opened_so_a_load_cannot_hang_o
     os.mkfifo(zone.root / "ingestion_logs" / "pipe.json")  # opening it for reading would block forever
     (tmp_path / "secret.json").write_bytes(b"[" + _record_line(7) + b"]")
     (zone.root / "ingestion_logs" / "link.json").symlink_to(tmp_path / "secret.json")
-    result = ingestion_load.load_window(warehouse_dsn, "metrics", zone, HOUR, NOW + timedelta(hours=1), OPTIONS)
+    result = ingestion_load.load_window(Warehouse(warehouse_dsn, "metrics"), zone, HOUR, NOW + timedelta(hours=1), OPTIONS)
     assert (result.files, result.loaded, result.quarantined) == (1, 1, 0) and _runs(warehouse_dsn) == 1
 
 

@@ -17,13 +17,8 @@ import dagster as dg
 
 from metrics_pipeline.defs.partitions import hourly_partitions
 from metrics_pipeline.defs.resources import WarehouseResource
-from metrics_pipeline.lib import settings
-from metrics_pipeline.lib.alerts import engine, rules
-
-#: asset -> the `source` its points carry
-from metrics_pipeline.lib.alerts import quality as checks
-POINT_SOURCES = {"host_points": "host", "cloudwatch_points": "cloudwatch", "whatap_points": "whatap"}
-
+from metrics_pipeline.lib import markdown, settings, sources
+from metrics_pipeline.lib.alerts import engine, quality, rules
 
 Hour = Callable[[str, datetime, datetime], dg.AssetCheckResult]
 
@@ -48,9 +43,10 @@ def _alert_check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseRes
     """Evaluate the `kind` rules over the hour, record the alerts, and report them: the check
     fails while anything fires in the hour, as ERROR when a critical does."""
     selected = [r for r in rules.load_config().effective_rules if r.kind == kind]
-    result = engine.run(warehouse.dsn, warehouse.schema, selected, start, end, now=datetime.now(timezone.utc),
-                        source=source, run_id=context.run.run_id, asset_key=asset, partition_key=key,
-                        generator_url=f"{settings.dagster_url()}/runs/{context.run.run_id}")
+    result = engine.evaluate_and_record(
+        warehouse.get(), selected, start, end, now=datetime.now(timezone.utc), source=source,
+        run_id=context.run.run_id, asset_key=asset, partition_key=key,
+        generator_url=f"{settings.dagster_url()}/runs/{context.run.run_id}")
     critical = any(o.rule.severity == "critical" for o in result.firing)
     return dg.AssetCheckResult(
         passed=not result.firing,
@@ -61,7 +57,7 @@ def _alert_check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseRes
             "series_evaluated": result.series,
             "samples_evaluated": result.samples,
             **(extra or {}),
-            "alerts": dg.MetadataValue.md(checks.occurrence_table(result.firing + result.pending)),
+            "alerts": dg.MetadataValue.md(quality.occurrence_table(result.firing + result.pending)),
         },
     )
 
@@ -82,12 +78,11 @@ def _range_check(asset: str, source: str) -> dg.AssetChecksDefinition:
                     description="Percentages within 0-100 and counts, bytes and rates never negative.")
     def values_in_range(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> Iterator:
         def hour(key: str, start: datetime, end: datetime) -> dg.AssetCheckResult:
-            with warehouse.connect() as conn:
-                bad = checks.out_of_range(conn, warehouse.schema, source, start, end)
+            bad = quality.out_of_range(warehouse.get(), source, start, end)
             return dg.AssetCheckResult(
                 passed=not bad,
                 metadata={"bad_series": len(bad), "bad_samples": sum(b["samples"] for b in bad),
-                          "offenders": dg.MetadataValue.md(checks.rows_table(bad))},
+                          "offenders": dg.MetadataValue.md(markdown.records_table(bad))},
             )
 
         yield from per_partition(context, hour)
@@ -116,7 +111,7 @@ def _duplicates_check(asset: str, source: str) -> dg.AssetChecksDefinition:
 
 
 point_checks = [
-    factory(asset, source) for asset, source in POINT_SOURCES.items()
+    factory(source.asset, source.name) for source in sources.POINT_SOURCES
     for factory in (_threshold_check, _range_check, _duplicates_check)
 ]
 
@@ -125,13 +120,12 @@ point_checks = [
                 description="Share of the hour's records refused by validation: WARN above 1 %, ERROR above 5 %.")
 def quarantine_ratio(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> Iterator:
     def hour(key: str, start: datetime, end: datetime) -> dg.AssetCheckResult:
-        with warehouse.connect() as conn:
-            ratio = checks.quarantine_ratio(conn, warehouse.schema, start, end)
+        ratio = quality.quarantine_ratio(warehouse.get(), start, end)
         return dg.AssetCheckResult(
-            passed=ratio.share <= checks.QUARANTINE_WARN,
-            severity=dg.AssetCheckSeverity.ERROR if ratio.share > checks.QUARANTINE_ERROR else dg.AssetCheckSeverity.WARN,
+            passed=ratio.share <= quality.QUARANTINE_WARN,
+            severity=dg.AssetCheckSeverity.ERROR if ratio.share > quality.QUARANTINE_ERROR else dg.AssetCheckSeverity.WARN,
             metadata={"loaded": ratio.loaded, "quarantined": ratio.quarantined, "share": round(ratio.share, 4),
-                      "reasons": dg.MetadataValue.md(checks.rows_table(ratio.reasons))},
+                      "reasons": dg.MetadataValue.md(markdown.records_table(ratio.reasons))},
         )
 
     yield from per_partition(context, hour)
@@ -141,13 +135,12 @@ def quarantine_ratio(context: dg.AssetCheckExecutionContext, warehouse: Warehous
                 description="Series silent for the hour (no data) or below 90 % of their expected samples.")
 def completeness(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> Iterator:
     def hour(key: str, start: datetime, end: datetime) -> dg.AssetCheckResult:
-        with warehouse.connect() as conn:
-            gaps = checks.incomplete_series(conn, warehouse.schema, start, end)
+        gaps = quality.incomplete_series(warehouse.get(), start, end)
         return dg.AssetCheckResult(
             passed=not gaps,
             severity=dg.AssetCheckSeverity.WARN,
             metadata={"incomplete_series": len(gaps), "silent_series": sum(1 for g in gaps if g["no_data"]),
-                      "series": dg.MetadataValue.md(checks.rows_table(gaps))},
+                      "series": dg.MetadataValue.md(markdown.records_table(gaps))},
         )
 
     yield from per_partition(context, hour)
@@ -158,11 +151,7 @@ def completeness(context: dg.AssetCheckExecutionContext, warehouse: WarehouseRes
                             "SLA rows; firing alerts are recorded in `alerts` for delivery.")
 def sla_alerts(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> Iterator:
     def hour(key: str, start: datetime, end: datetime) -> dg.AssetCheckResult:
-        with warehouse.connect() as conn:
-            missed = conn.execute(
-                f"SELECT count(*) FROM {warehouse.schema}.sla_hourly WHERE bucket >= %s AND bucket < %s AND NOT sla_met",
-                (start, end),
-            ).fetchone()[0]
+        missed = quality.sla_rows_missing(warehouse.get(), start, end)
         return _alert_check(context, warehouse, "sla_hourly", engine.SLA_SOURCE, "sla", key, start, end,
                             extra={"rows_missing_sla": missed})
 

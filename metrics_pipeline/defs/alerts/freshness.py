@@ -10,16 +10,15 @@ files when they run, and hours without any file are normal (the SLA tables track
 
 import dagster as dg
 
-from metrics_pipeline.defs.partitions import AUTOMATION_STATUS
-from metrics_pipeline.defs.rollups.assets import optional_sources
+from metrics_pipeline.defs.automation import AUTOMATION_STATUS
+from metrics_pipeline.lib import sources
 
 DEADLINE_CRON = "20 * * * *"
 
 
 def fresh_assets() -> list[str]:
-    unconfigured = set(optional_sources()) - {"host_points"}
-    sources = [a for a in ("host_points", "cloudwatch_points", "whatap_points") if a not in unconfigured]
-    return [*sources, "rollup_5m"]
+    """Every configured point source, and the first rollup tier."""
+    return [*(s.asset for s in sources.POINT_SOURCES if sources.configured(s.name)), "rollup_5m"]
 
 
 freshness_checks = dg.build_time_partition_freshness_checks(

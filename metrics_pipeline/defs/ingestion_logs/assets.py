@@ -6,7 +6,7 @@ import dagster as dg
 
 from metrics_pipeline.defs.partitions import SOURCE_BACKFILL_POLICY, hourly_partitions, start_date
 from metrics_pipeline.defs.resources import LandingZoneResource, WarehouseResource
-from metrics_pipeline.lib import settings
+from metrics_pipeline.lib import markdown, settings
 from metrics_pipeline.lib.ingestion_logs import load as ingestion_load
 from metrics_pipeline.lib.ingestion_logs.parse import ParseOptions
 
@@ -17,14 +17,6 @@ def parse_options() -> ParseOptions:
         timezone=settings.log_timezone(),
         min_start=datetime.fromisoformat(start_date()).replace(tzinfo=timezone.utc),
     )
-
-
-def _reasons_table(reasons) -> str:
-    if not reasons:
-        return "no record quarantined"
-    lines = ["| reason | records |", "|---|---|"]
-    lines += [f"| {reason} | {count} |" for reason, count in reasons.most_common(10)]
-    return "\n".join(lines)
 
 
 @dg.asset(
@@ -43,16 +35,15 @@ def ingestion_log_records(
     JSON / JSON Lines files in the landing zone. Records that fail validation go to `quarantine` with
     file, position, raw text and reason; for every run, read = loaded + quarantined."""
     window = context.partition_time_window
-    result = ingestion_load.load_window(
-        warehouse.dsn, warehouse.schema, landing.zone(), window.start, window.end, parse_options()
-    )
+    result = ingestion_load.load_window(warehouse.get(), landing.zone(), window.start, window.end, parse_options())
     if result.quarantined:
         context.log.warning(f"{result.quarantined} record(s) quarantined: {dict(result.reasons.most_common(5))}")
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": result.rows,
             **result.as_metadata(),
-            "quarantine_reasons": dg.MetadataValue.md(_reasons_table(result.reasons)),
+            "quarantine_reasons": dg.MetadataValue.md(markdown.counts_table(
+                result.reasons, ["reason", "records"], empty="no record quarantined", limit=10)),
             "window": f"{window.start.isoformat()} .. {window.end.isoformat()}",
         }
     )

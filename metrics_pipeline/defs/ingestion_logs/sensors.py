@@ -9,14 +9,13 @@ file that arrives behind the cursor (moved in with an older mtime) still makes a
 retried tick makes none twice. Off by default; `make dev` turns it on.
 """
 
-
 import dagster as dg
 
+from metrics_pipeline.defs.automation import AUTOMATION_STATUS
 from metrics_pipeline.defs.ingestion_logs.assets import ingestion_log_records, parse_options
-from metrics_pipeline.defs.partitions import AUTOMATION_STATUS, hourly_partitions
+from metrics_pipeline.defs.partitions import hour_key, hourly_partitions
 from metrics_pipeline.defs.resources import LandingZoneResource, WarehouseResource
 from metrics_pipeline.lib.ingestion_logs import load as ingestion_load
-from metrics_pipeline.lib.warehouse import landing_index
 from metrics_pipeline.lib.landing import Cursor
 
 BUDGET_SECONDS = 40.0
@@ -31,21 +30,17 @@ BUDGET_SECONDS = 40.0
 def ingestion_logs_sensor(
     context: dg.SensorEvaluationContext, warehouse: WarehouseResource, landing: LandingZoneResource
 ) -> dg.SensorResult:
-    cursor = Cursor.decode(context.cursor)
-    with warehouse.connect() as conn:
-        hours, new_cursor, files = ingestion_load.plan_requests(
-            conn, warehouse.schema, landing.zone(), cursor, parse_options(), budget_s=BUDGET_SECONDS
-        )
-        digests = landing_index.inputs_digest(conn, warehouse.schema, ingestion_load.SOURCE, hours)
-    keys = {h.strftime("%Y-%m-%d-%H:%M"): digests.get(h, "none")[:12] for h in hours}
+    plan = ingestion_load.plan_sensor_tick(
+        warehouse.get(), landing.zone(), Cursor.decode(context.cursor), parse_options(), budget_s=BUDGET_SECONDS
+    )
+    keys = {hour_key(h): digest[:12] for h, digest in plan.hours.items()}
     valid = [k for k in keys if hourly_partitions.has_partition_key(k)]
     if len(valid) < len(keys):
         context.log.warning(f"{len(keys) - len(valid)} hour(s) are outside the partition range: {sorted(set(keys) - set(valid))[:5]}")
-    if files:
-        context.log.info(f"indexed {files} new file(s) touching {len(valid)} partition(s)")
+    if plan.files:
+        context.log.info(f"indexed {plan.files} new file(s) touching {len(valid)} partition(s)")
+    cursor = plan.cursor.encode()
     return dg.SensorResult(
-        run_requests=[
-            dg.RunRequest(run_key=f"{key}:{new_cursor.encode()}:{keys[key]}", partition_key=key) for key in valid
-        ],
-        cursor=new_cursor.encode(),
+        run_requests=[dg.RunRequest(run_key=f"{key}:{cursor}:{keys[key]}", partition_key=key) for key in valid],
+        cursor=cursor,
     )

@@ -3,18 +3,19 @@ landing-zone files past theirs (`lib/warehouse/retention.py`)."""
 
 import dagster as dg
 
-from metrics_pipeline.defs.partitions import SCHEDULE_STATUS
+from metrics_pipeline.defs.automation import SCHEDULE_STATUS
 from metrics_pipeline.defs.resources import LandingZoneResource, WarehouseResource
+from metrics_pipeline.lib import markdown
 from metrics_pipeline.lib.warehouse import retention
 
 
 @dg.op(tags={"kind": "postgres"})
 def drop_expired_partitions(context: dg.OpExecutionContext, warehouse: WarehouseResource) -> None:
     """Drops whole partitions whose rows are all older than their table's retention."""
-    dropped = retention.apply(warehouse.dsn, warehouse.schema)
-    lines = ["| table | partition | data before |", "|---|---|---|"]
-    lines += [f"| {d.table} | {d.partition} | {d.upper.isoformat()} |" for d in dropped]
-    context.add_output_metadata({"dropped": len(dropped), "partitions": dg.MetadataValue.md("\n".join(lines))})
+    dropped = retention.apply(warehouse.get())
+    table = markdown.table(["table", "partition", "data before"], [(d.table, d.partition, d.upper.isoformat()) for d in dropped],
+                           limit=len(dropped) or 1)
+    context.add_output_metadata({"dropped": len(dropped), "partitions": dg.MetadataValue.md(table)})
     context.log.info(f"dropped {len(dropped)} expired partition(s)")
 
 
@@ -22,7 +23,7 @@ def drop_expired_partitions(context: dg.OpExecutionContext, warehouse: Warehouse
 def delete_expired_landing_files(context: dg.OpExecutionContext, warehouse: WarehouseResource,
                                  landing: LandingZoneResource) -> None:
     """Deletes landing files whose data is committed and whose every hour is past the retention."""
-    deleted = retention.apply_landing(warehouse.dsn, warehouse.schema, landing.zone())
+    deleted = retention.apply_landing(warehouse.get(), landing.zone())
     by_kind: dict[str, int] = {}
     for item in deleted:
         by_kind[item.kind] = by_kind.get(item.kind, 0) + 1

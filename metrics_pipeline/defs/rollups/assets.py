@@ -25,40 +25,34 @@ from metrics_pipeline.defs.partitions import (
     hourly_partitions,
 )
 from metrics_pipeline.defs.resources import WarehouseResource
-from metrics_pipeline.lib import rollups, sla
+from metrics_pipeline.lib import markdown, rollups, sla, sources
 
-#: Every asset that writes `points`.
-from metrics_pipeline.lib import sources as api_sources
-POINT_SOURCES = ["host_points", "cloudwatch_points", "whatap_points"]
-
-
-def optional_sources() -> list[str]:
-    """Point sources that never hold the rollups back: file-based ones, and unconfigured APIs."""
-    return ["host_points", *(f"{source}_points" for source in ("cloudwatch", "whatap") if not api_sources.configured(source))]
-
-
-ROLLUP_CONDITION = derived_condition(optional=dg.AssetSelection.assets(*optional_sources()), recheck_closed_hour=True)
+#: The point sources that may hold an hour's rollups back (configured API sources); the asset
+#: descriptions name them, so the UI shows what the rollups wait for.
+OPTIONAL_SOURCES = sources.optional_point_assets()
+WAITS_FOR = [a for a in sources.POINT_ASSETS if a not in OPTIONAL_SOURCES]
+ROLLUP_CONDITION = derived_condition(optional=dg.AssetSelection.assets(*OPTIONAL_SOURCES), recheck_closed_hour=True)
+_WAITS = (f" An hour waits for {', '.join(WAITS_FOR)} (configured API sources)." if WAITS_FOR
+          else " No source holds an hour back (no API source is configured).")
 
 _COMMON = dict(group_name="rollups", kinds={"postgres", "sql"}, owners=["team:platform"],
                automation_condition=ROLLUP_CONDITION)
 
 
 def _table(results: list[rollups.TierResult]) -> str:
-    lines = ["| table | rows | replaced | window | note |", "|---|---|---|---|---|"]
-    for r in results:
-        lines.append(f"| {r.table} | {r.rows} | {r.deleted} | {r.start:%Y-%m-%d %H:%M} .. {r.end:%Y-%m-%d %H:%M} | {r.skipped or ''} |")
-    return "\n".join(lines)
+    return markdown.table(["table", "rows", "replaced", "window", "note"], [
+        (r.table, r.rows, r.deleted, f"{r.start:%Y-%m-%d %H:%M} .. {r.end:%Y-%m-%d %H:%M}", r.skipped or "") for r in results])
 
 
 @dg.multi_asset(
     specs=[
-        dg.AssetSpec("rollup_5m", deps=POINT_SOURCES, description=(
+        dg.AssetSpec("rollup_5m", deps=sources.POINT_ASSETS, description=(
             "One row per series and 5-minute bucket: count, sum, min, max, avg, last, p50/p95/p99 and "
-            "the bucket's mergeable sketch (percentiles within 1 % relative), from the raw points."), **_COMMON),
+            "the bucket's mergeable sketch (percentiles within 1 % relative), from the raw points." + _WAITS), **_COMMON),
         dg.AssetSpec("rollup_1h", deps=["rollup_5m"], description=(
             "One row per series and hour: the same statistics, merged from the 5-minute rows "
             "(percentiles from the merged sketches, never averaged)."), **_COMMON),
-        dg.AssetSpec("series_health_hourly", deps=POINT_SOURCES, description=(
+        dg.AssetSpec("series_health_hourly", deps=sources.POINT_ASSETS, description=(
             "One row per series and hour: expected vs received samples, completeness, longest gap, "
             "seconds above the warning/critical thresholds; silent series get a `no_data` row."),
             **{**_COMMON, "group_name": "sla"}),
@@ -70,9 +64,9 @@ def _table(results: list[rollups.TierResult]) -> str:
 def hourly_rollups(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     """Recompute the hours of the run (one hour, or a backfill range) from the raw points."""
     window = context.partition_time_window
-    tiers = rollups.refresh(warehouse.dsn, warehouse.schema, ["rollup_5m", "rollup_1h"], window.start, window.end)
+    tiers = rollups.refresh(warehouse.get(), ["rollup_5m", "rollup_1h"], window.start, window.end)
     metrics = sla.load_config().metrics  # thresholds and no-data lookback (config/sla.yaml)
-    health = rollups.refresh_health(warehouse.dsn, warehouse.schema, window.start, window.end,
+    health = rollups.refresh_health(warehouse.get(), window.start, window.end,
                                     now=datetime.now(timezone.utc), thresholds=metrics.health_thresholds(),
                                     lookback=metrics.no_data_lookback)
     for result in (*tiers, health):
@@ -80,14 +74,7 @@ def hourly_rollups(context: dg.AssetExecutionContext, warehouse: WarehouseResour
             context.log.info(f"{result.table}: {result.skipped}")
         yield dg.MaterializeResult(
             asset_key=result.table,
-            metadata={
-                "dagster/row_count": result.rows,
-                "rows_replaced": result.deleted,
-                "window": f"{window.start.isoformat()} .. {window.end.isoformat()}",
-                "percentile_relative_accuracy": rollups.RELATIVE_ACCURACY,
-                "summary": dg.MetadataValue.md(_table([*tiers, health])),
-                **({"kept": result.skipped} if result.skipped else {}),
-            },
+            metadata={**result.as_metadata(), "summary": dg.MetadataValue.md(_table([*tiers, health]))},
         )
 
 
@@ -107,13 +94,7 @@ def rollup_1d(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -
     """One row per series and UTC day: count, sum, min, max, avg, last and p50/p95/p99, merged
     from the day's 24 hourly rows and their sketches (percentiles within 1 % relative)."""
     window = context.partition_time_window
-    (result,) = rollups.refresh(warehouse.dsn, warehouse.schema, ["rollup_1d"], window.start, window.end)
+    (result,) = rollups.refresh(warehouse.get(), ["rollup_1d"], window.start, window.end)
     if result.skipped:
         context.log.info(f"rollup_1d: {result.skipped}")
-    return dg.MaterializeResult(metadata={
-        "dagster/row_count": result.rows,
-        "rows_replaced": result.deleted,
-        "window": f"{window.start.isoformat()} .. {window.end.isoformat()}",
-        "percentile_relative_accuracy": rollups.RELATIVE_ACCURACY,
-        **({"kept": result.skipped} if result.skipped else {}),
-    })
+    return dg.MaterializeResult(metadata=result.as_metadata())

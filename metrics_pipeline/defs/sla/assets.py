@@ -21,7 +21,7 @@ from metrics_pipeline.defs.partitions import (
     hourly_partitions,
 )
 from metrics_pipeline.defs.resources import WarehouseResource
-from metrics_pipeline.lib import sla
+from metrics_pipeline.lib import markdown, sla
 
 _COMMON = dict(group_name="sla", kinds={"postgres", "sql"}, owners=["team:data-platform"])
 
@@ -32,23 +32,21 @@ def _fmt(value, spec: str = "") -> str:
 
 def worst_table(rows: tuple[dict, ...]) -> str:
     """The breaching rows as a short markdown table."""
-    if not rows:
-        return "every job met its SLA"
-    lines = ["| bucket | company | zone | source | object | runs | failure rate | p95 s | breaches | since success h |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        since = None if r["time_since_last_success_s"] is None else r["time_since_last_success_s"] / 3600
-        lines.append(
-            f"| {r['bucket']:%Y-%m-%d %H:%M} | {r['company']} | {r['zone']} | {r['source_system']} | {r['object']} "
-            f"| {r['runs']} | {_fmt(r['failure_rate'], '.0%')} | {_fmt(r['duration_p95_s'], '.0f')} "
-            f"| {r['sla_breaches']} | {_fmt(since, '.1f') or 'never'} |"
-        )
-    return "\n".join(lines)
+    def since(r) -> str:
+        s = r["time_since_last_success_s"]
+        return "never" if s is None else format(s / 3600, ".1f")
+
+    return markdown.table(
+        ["bucket", "company", "zone", "source", "object", "runs", "failure rate", "p95 s", "breaches", "since success h"],
+        [(f"{r['bucket']:%Y-%m-%d %H:%M}", r["company"], r["zone"], r["source_system"], r["object"], r["runs"],
+          _fmt(r["failure_rate"], ".0%"), _fmt(r["duration_p95_s"], ".0f"), r["sla_breaches"], since(r)) for r in rows],
+        empty="every job met its SLA", limit=max(len(rows), 1),
+    )
 
 
 def _refresh(context: dg.AssetExecutionContext, warehouse: WarehouseResource, grain: str) -> dg.MaterializeResult:
     window = context.partition_time_window
-    result = sla.refresh(warehouse.dsn, warehouse.schema, grain, window.start, window.end, sla.load_config(),
+    result = sla.refresh(warehouse.get(), grain, window.start, window.end, sla.load_config(),
                          now=datetime.now(timezone.utc))
     if result.skipped:
         context.log.info(f"{result.table}: {result.skipped}")

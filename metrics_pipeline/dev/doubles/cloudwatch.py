@@ -16,8 +16,10 @@ retry logic to moto's server; only the server side is extended:
   window, a deterministic function of the metric and the minute (`synthetic_value`), so a backfill
   of weeks of hundreds of metrics needs one PutMetricData per metric, not millions of datapoints.
 
-`start_local_cloudwatch()` runs it all on 127.0.0.1 for the benchmark and the demo; tests use the
-session's moto server and `install(monkeypatch)`.
+`LocalCloudWatch` runs it all on 127.0.0.1 (without werkzeug's line per request: errors still show),
+for the benchmark; `demo_sources.start_cloudwatch_double()` seeds one with demo data for `make dev`,
+the end-to-end test and the backfill benchmark. Tests use the session's moto server and
+`install(monkeypatch)`.
 """
 
 from __future__ import annotations
@@ -94,16 +96,38 @@ class _Patcher:
             setattr(target, name, value)
 
 
-class LocalCloudWatch:
-    """moto's server on 127.0.0.1 with the double installed; `stop()` shuts it down and unpatches."""
+def _without_access_log(handler_class: type) -> type:
+    """`handler_class` (moto's werkzeug request handler) without the access log line per request
+    (`127.0.0.1 - - [...] "POST / HTTP/1.1" 200 -`).
 
-    def __init__(self, indexed: bool = True, synthetic: bool = False) -> None:
+    Only the access log goes: a response with a 5xx status is still logged, and so are the
+    tracebacks of requests that fail inside the server (werkzeug logs those as errors, apart)."""
+
+    class QuietRequestHandler(handler_class):
+        def log_request(self, code="-", size="-") -> None:
+            if str(code).startswith("5"):
+                super().log_request(code, size)
+
+    return QuietRequestHandler
+
+
+class LocalCloudWatch:
+    """moto's server on 127.0.0.1 with the double installed; `stop()` shuts it down and unpatches.
+
+    `access_log=True` keeps werkzeug's line per request (off by default: dozens at every `make dev` start)."""
+
+    def __init__(self, indexed: bool = True, synthetic: bool = False, *, access_log: bool = False) -> None:
         from moto.server import ThreadedMotoServer
 
         self._patcher = _Patcher()
         self.double = CloudWatchDouble(indexed=indexed, synthetic=synthetic).install(self._patcher)
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self._server.start()
+        if not access_log:
+            # moto's WSGI server exists once start() returns, before anybody knows its port (no
+            # request handled yet); socketserver builds each request's handler from this attribute.
+            wsgi = self._server._server
+            wsgi.RequestHandlerClass = _without_access_log(wsgi.RequestHandlerClass)
         host, port = self._server.get_host_and_port()
         self.endpoint_url = f"http://{host}:{port}"
 

@@ -28,7 +28,7 @@ import psycopg
 import requests
 from psycopg.rows import dict_row
 
-from metrics_pipeline.lib.settings import validate_identifier
+from metrics_pipeline.lib.warehouse.db import Warehouse
 
 RESEND_INTERVAL = timedelta(minutes=1)
 #: A firing alert is repeated to the webhook this often (Alertmanager's default repeat_interval).
@@ -124,10 +124,10 @@ def _redact(text: str, url: str) -> str:
     return text
 
 
-def deliver(dsn: str, schema: str, *, alertmanager_url: str | None = None, webhook_url: str | None = None,
+def deliver(warehouse: Warehouse, *, alertmanager_url: str | None = None, webhook_url: str | None = None,
             now: datetime | None = None, resend: timedelta = RESEND_INTERVAL, timeout: float = 10.0) -> DeliveryResult:
     """Send every due alert to the configured targets; mark what went, record what failed."""
-    validate_identifier(schema, what="schema")
+    schema = warehouse.schema
     now = now or datetime.now(timezone.utc)
     result = DeliveryResult()
     targets = []
@@ -138,7 +138,7 @@ def deliver(dsn: str, schema: str, *, alertmanager_url: str | None = None, webho
         targets.append(("webhook", webhook_url, WEBHOOK_REPEAT, webhook_payload))
     if not targets:
         return result
-    with psycopg.connect(dsn, autocommit=True) as conn, requests.Session() as session:
+    with warehouse.connect() as conn, requests.Session() as session:
         for name, url, interval, build in targets:
             rows = due_alerts(conn, schema, now, interval, target=name)
             result.due += len(rows)

@@ -28,10 +28,10 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import psycopg
 
-from metrics_pipeline.lib.warehouse import replace_window as windows
 from metrics_pipeline.lib.alerts.evaluate import Hold, holds, lookback
 from metrics_pipeline.lib.alerts.rules import Rule
-from metrics_pipeline.lib.settings import validate_identifier
+from metrics_pipeline.lib.warehouse import replace_window as windows
+from metrics_pipeline.lib.warehouse.db import Warehouse
 
 #: max_gap when a rule does not set one: this many times the series' median spacing.
 GAP_FACTOR = 2.5
@@ -283,13 +283,13 @@ def record(conn: psycopg.Connection, schema: str, result: WindowResult, rules: l
     return result
 
 
-def run(dsn: str, schema: str, rules: list[Rule], start: datetime, end: datetime, *, now: datetime | None = None,
-        source: str | None = None, **context) -> WindowResult:
+def evaluate_and_record(warehouse: Warehouse, rules: list[Rule], start: datetime, end: datetime, *, now: datetime | None = None,
+                        source: str | None = None, **context) -> WindowResult:
     """Evaluate and record the metric rules over [start, end) in one transaction."""
-    validate_identifier(schema, what="schema")
+    schema = warehouse.schema
     start, end = windows.utc(start, "start"), windows.utc(end, "end")
     now = windows.utc(now or datetime.now(timezone.utc), "now")
-    with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction():
+    with warehouse.connect() as conn, conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"metrics_pipeline.alerts:{schema}",))
         result = evaluate_window(conn, schema, rules, start, end, now, source)
         return record(conn, schema, result, rules, start, end, source=source, **context)

@@ -1,12 +1,18 @@
-"""The SQL behind the data-quality checks, and the small markdown tables their metadata shows."""
+"""The data-quality questions the asset checks ask of an hour (SPEC §6), one SQL query each.
+
+Each takes the `Warehouse` and a window and returns plain rows; the checks in `defs/alerts/checks.py`
+turn them into pass/fail and metadata.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from datetime import datetime
 
-import psycopg
 from psycopg.rows import dict_row
+
+from metrics_pipeline.lib import markdown
+from metrics_pipeline.lib.warehouse.db import Warehouse
 
 #: Quarantine ratio thresholds (share of the hour's records refused).
 QUARANTINE_WARN = 0.01
@@ -15,12 +21,13 @@ QUARANTINE_ERROR = 0.05
 MIN_COMPLETENESS = 0.9
 #: Units whose values can never be negative.
 NON_NEGATIVE_UNITS = ("bytes", "bytes_per_second", "count", "count_per_second", "seconds", "milliseconds", "ratio")
-MAX_ROWS = 20
+MAX_ROWS = markdown.MAX_ROWS
 
 
-def out_of_range(conn: psycopg.Connection, schema: str, source: str, start: datetime, end: datetime) -> list[dict]:
+def out_of_range(warehouse: Warehouse, source: str, start: datetime, end: datetime) -> list[dict]:
     """Series of `source` with samples outside their unit's range in [start, end)."""
-    with conn.cursor(row_factory=dict_row) as cur:
+    schema = warehouse.schema
+    with warehouse.connect() as conn, conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
             f"""SELECT s.metric, s.resource, s.unit, count(*) AS samples, min(p.value) AS min, max(p.value) AS max,
                        min(p.ts) AS first_at
@@ -46,7 +53,14 @@ class QuarantineRatio:
         return self.quarantined / total if total else 0.0
 
 
-def quarantine_ratio(conn: psycopg.Connection, schema: str, start: datetime, end: datetime) -> QuarantineRatio:
+def quarantine_ratio(warehouse: Warehouse, start: datetime, end: datetime) -> QuarantineRatio:
+    """Ingestion records of [start, end) loaded and quarantined, with the quarantine reasons."""
+    schema = warehouse.schema
+    with warehouse.connect() as conn:
+        return _quarantine_ratio(conn, schema, start, end)
+
+
+def _quarantine_ratio(conn, schema: str, start: datetime, end: datetime) -> QuarantineRatio:
     loaded = conn.execute(
         f"SELECT count(*) FROM {schema}.ingestion_runs WHERE started_at >= %s AND started_at < %s", (start, end)
     ).fetchone()[0]
@@ -60,8 +74,10 @@ def quarantine_ratio(conn: psycopg.Connection, schema: str, start: datetime, end
     return QuarantineRatio(loaded, sum(r["records"] for r in reasons), reasons)
 
 
-def incomplete_series(conn: psycopg.Connection, schema: str, start: datetime, end: datetime) -> list[dict]:
-    with conn.cursor(row_factory=dict_row) as cur:
+def incomplete_series(warehouse: Warehouse, start: datetime, end: datetime) -> list[dict]:
+    """Series silent in [start, end) or below MIN_COMPLETENESS of their expected samples."""
+    schema = warehouse.schema
+    with warehouse.connect() as conn, conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
             f"""SELECT s.source, s.metric, s.resource, h.bucket, h.no_data, h.received, h.expected,
                        round(h.completeness::numeric, 3) AS completeness, h.max_gap_s
@@ -70,27 +86,6 @@ def incomplete_series(conn: psycopg.Connection, schema: str, start: datetime, en
                 ORDER BY h.no_data DESC, h.completeness, s.source, s.metric, s.resource""",
             (start, end, MIN_COMPLETENESS),
         ).fetchall()
-
-
-def rows_table(rows: list[dict], limit: int = MAX_ROWS) -> str:
-    """A markdown table of the first `limit` rows (all keys as columns)."""
-    if not rows:
-        return "none"
-    columns = list(rows[0])
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows[:limit]:
-        lines.append("| " + " | ".join(_cell(row[c]) for c in columns) + " |")
-    if len(rows) > limit:
-        lines.append(f"\n{len(rows) - limit} more not shown")
-    return "\n".join(lines)
-
-
-def _cell(value) -> str:
-    if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S")
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value).replace("|", "\\|")
 
 
 def occurrence_table(occurrences, limit: int = MAX_ROWS) -> str:
@@ -102,4 +97,13 @@ def occurrence_table(occurrences, limit: int = MAX_ROWS) -> str:
          "peak": o.hold.peak, "threshold": f"{o.rule.op} {o.rule.threshold:g} for {o.rule.hold}"}
         for o in occurrences
     ]
-    return rows_table(rows, limit)
+    return markdown.records_table(rows, limit=limit)
+
+
+def sla_rows_missing(warehouse: Warehouse, start: datetime, end: datetime) -> int:
+    """`sla_hourly` rows of [start, end) that missed their SLA."""
+    with warehouse.connect() as conn:
+        return conn.execute(
+            f"SELECT count(*) FROM {warehouse.schema}.sla_hourly WHERE bucket >= %s AND bucket < %s AND NOT sla_met",
+            (start, end),
+        ).fetchone()[0]

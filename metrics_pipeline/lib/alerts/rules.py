@@ -1,21 +1,6 @@
 """Alert rules (`config/alerts.yaml`), validated with errors that name the rule and the key.
 
-```yaml
-rules:
-  - name: HostCpuHigh                 # alertname; one name may have several severities
-    metrics: [host_cpu_percent]       # series selection: metric names (required)
-    source: host                      # optional
-    match: {host: "web-.*"}           # optional label matchers, regular expressions (full match, like =~)
-    op: ">"                           # > >= < <= == !=
-    threshold: 80
-    for: 5m                           # the condition must hold this long (30s, 5m, 1h) before firing
-    severity: warning                 # warning | critical
-    max_gap: 30s                      # optional: samples further apart break a hold (default: 2.5 x
-                                      # the series' median spacing)
-    labels: {team: platform}          # added to the alert's labels
-    annotations:                      # templates: {alertname} {resource} {metric} {source} {value}
-      summary: "CPU above 80 % on {resource}"   # {threshold} {for} {severity} {labels[name]}
-```
+Every key, its default and the error a bad value gives: `config/alerts.example.yaml` and `docs/configuration.md`.
 `kind: sla` rules read `sla_hourly` instead of points: `column` is one of its columns
 (`failure_rate`, `duration_p95_s`, `sla_breaches`, `time_since_last_success_s`) and `match` applies
 to company, zone, source_system and object. Without a file, the SPEC §6 defaults below apply;

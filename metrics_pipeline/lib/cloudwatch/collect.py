@@ -27,7 +27,7 @@ import pandas as pd
 from metrics_pipeline.lib import settings
 from metrics_pipeline.lib.cloudwatch.config import Account, CloudWatchConfig, MetricSelector
 from metrics_pipeline.lib.cloudwatch.plan import Call, Query, estimate, period_for, plan_calls, unit_for
-from metrics_pipeline.lib.warehouse.load import points_frame
+from metrics_pipeline.lib.points import points_frame
 
 log = logging.getLogger(__name__)
 

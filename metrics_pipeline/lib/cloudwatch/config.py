@@ -1,33 +1,6 @@
 """CloudWatch source configuration (YAML), validated with errors that name the bad key.
 
-```yaml
-period_seconds: 60                  # default for every selector
-statistics: [Average, Minimum, Maximum, Sum, SampleCount]
-discovery_cache_seconds: 3600       # ListMetrics results are reused this long
-fetch_delay_minutes: 5              # the schedule fetches hour H at H+1h+delay ...
-late_rerun_hours: 2                 # ... and again this much later, for late datapoints
-refresh_current_hour_minutes: 10    # the in-progress hour is re-fetched this often (0 = never)
-catchup_hours: 6                    # closed hours this far back with no materialisation are fetched
-budget_usd_per_run: 0.50            # optional: refuse runs estimated above this
-max_attempts: 8                     # botocore retries (throttling, 5xx, timeouts), with backoff and jitter
-accounts:
-  - name: prod                      # label `account` of every series
-    account_id: "123456789012"      # optional label `account_id`
-    regions: [eu-west-1]
-    profile: null                   # optional AWS profile; default credential chain otherwise
-    role_arn: null                  # optional role to assume
-    endpoint_url: null              # optional (tests, demo: a local moto server)
-    metrics:
-      - namespace: AWS/EC2
-        metric_names: [CPUUtilization]   # omit to discover every metric of the namespace
-        dimensions: {InstanceId: "*"}    # dimension filters: "*" any value, a string, or a list
-        statistics: [Average, Maximum]   # default: the top-level statistics
-        extended_statistics: [p95, p99]
-        period_seconds: 300
-        tag_filters: {Environment: [prod]}   # Resource Groups Tagging API
-        resource_type: ec2:instance          # what the tag filter looks up
-        units: {CPUUtilization: percent}     # override the built-in unit map
-```
+Every key, its default and the error a bad value gives: `config/cloudwatch.example.yaml` and `docs/configuration.md`.
 """
 
 from __future__ import annotations

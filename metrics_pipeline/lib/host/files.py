@@ -1,6 +1,6 @@
-"""Read the host agent's minute files back into a points frame.
+"""Read the host agent's minute files back into points, and load an hour of them.
 
-A file is JSON Lines written by `host_collector`. Reading is forgiving where a crash or a bad disk
+A file is JSON Lines written by the agent (`lib/host/agent.py`). Reading is forgiving where a crash or a bad disk
 can leave damage, and strict about counting it:
 * the last line without a trailing newline that does not parse is a `partial_line` (the agent died
   mid-write): skipped and counted;
@@ -11,21 +11,28 @@ can leave damage, and strict about counting it:
 * a file the landing zone refuses (a name leaving the zone, over the size limit) is a `refused_file`.
 Nothing raises for bad content: one bad file must not block every host's hour. Files are read line
 by line from their bytes, never copied or decoded whole.
+
+`load_window` replaces the window's host points with what the files hold and marks those files
+processed in the same transaction, so landing retention never deletes a file whose samples are not
+committed.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 
 from metrics_pipeline.lib.landing import LandingObject, LandingZone, RefusedObject, read_many
-from metrics_pipeline.lib.warehouse.load import MAX_NAME_BYTES, canonical_labels, text_problem
+from metrics_pipeline.lib.points import MAX_NAME_BYTES, canonical_labels, text_problem
+from metrics_pipeline.lib.warehouse import landing_index
+from metrics_pipeline.lib.warehouse.db import Warehouse
+from metrics_pipeline.lib.warehouse.load import LoadResult, load_points
 
+SOURCE = "host"
 HOST_PREFIX = "host/"
 _TS_MIN, _TS_MAX = 946_684_800.0, 4_102_444_800.0  # 2000-01-01 .. 2100-01-01: anything else is a broken clock
 MAX_LINE_BYTES = 1_000_000
@@ -159,6 +166,42 @@ def read_window(zone: LandingZone, start: datetime, end: datetime) -> tuple[Host
         else:
             batch.read(data)
     return batch, objects
+
+
+@dataclasses.dataclass(frozen=True)
+class HostLoad:
+    """What loading a window of host files did."""
+
+    load: LoadResult
+    batch: HostBatch
+    files: int
+
+    def as_metadata(self) -> dict:
+        problems = self.batch.problems
+        return {
+            **self.load.as_metadata(),
+            "hosts": len(self.batch.hosts),
+            "files": self.files,
+            "lines": self.batch.lines,
+            "partial_lines": problems.get("partial_lines", 0),
+            "corrupt_lines": problems.get("corrupt_lines", 0),
+            "invalid_samples": problems.get("invalid_samples", 0),
+            # Files the landing zone would not read (a key leaving the zone, over the size limit).
+            "refused_files": problems.get("refused_files", 0),
+        }
+
+
+def load_window(warehouse: Warehouse, zone: LandingZone, start: datetime, end: datetime) -> HostLoad:
+    """Make `points` hold exactly what the host files of [start, end) say; mark the files processed
+    in the same commit. Samples stamped outside their file's hour (a broken clock) are dropped and
+    counted."""
+    batch, objects = read_window(zone, start, end)
+    files = [(o, [hour_of_key(o.key)]) for o in objects]
+    result = load_points(
+        warehouse, batch.frame(), source=SOURCE, start=start, end=end, out_of_window="drop",
+        in_transaction=lambda conn: landing_index.mark_processed(conn, warehouse.schema, SOURCE, files, start, end),
+    )
+    return HostLoad(result, batch, len(objects))
 
 
 @dataclasses.dataclass

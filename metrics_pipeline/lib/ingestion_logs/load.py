@@ -15,19 +15,16 @@ not erase history. Re-processing a file never duplicates a run (natural-key upse
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import operator
 from collections import Counter
 from datetime import datetime, timezone
 
 import psycopg
 
-from metrics_pipeline.lib.warehouse import db
-from metrics_pipeline.lib.warehouse import landing_index
-from metrics_pipeline.lib.warehouse import migrate
-from metrics_pipeline.lib.warehouse import partitioning
 from metrics_pipeline.lib.ingestion_logs.parse import SOURCE, ParsedFile, ParseOptions, Rejected, parse_file
 from metrics_pipeline.lib.landing import Cursor, LandingObject, LandingZone, RefusedObject, read_many
+from metrics_pipeline.lib.warehouse import landing_index, partitioning
+from metrics_pipeline.lib.warehouse.db import Warehouse
 
 PREFIX = "ingestion_logs/"
 COLUMNS = (
@@ -91,12 +88,12 @@ def sync_index(conn, schema, zone, options) -> tuple[dict[str, LandingObject], d
 
 
 def load_window(
-    dsn: str, schema: str, zone: LandingZone, start: datetime, end: datetime, options: ParseOptions
+    warehouse: Warehouse, zone: LandingZone, start: datetime, end: datetime, options: ParseOptions
 ) -> IngestionLoadResult:
     """Make `ingestion_runs` and `quarantine` hold exactly what the landing files say for [start, end)."""
-    migrate.ensure_migrated(dsn, schema)
+    schema = warehouse.schema
     result = IngestionLoadResult()
-    with db.connect(dsn, autocommit=True) as conn:
+    with warehouse.connect() as conn:
         listed, parsed = sync_index(conn, schema, zone, options)
         keys = landing_index.files_touching(conn, schema, SOURCE, start, end)
         present = [k for k in keys if k in listed]
@@ -131,7 +128,7 @@ def load_window(
         result.failures = sum(1 for r in rows.values() if r[COLUMNS.index("status")] == "FAILED")
         partitioning.ensure_partitions(conn, schema, "ingestion_runs", start, end)
         with conn.transaction():
-            for lock in _locks(schema, start, end):
+            for lock in partitioning.day_lock_keys(f"metrics_pipeline.ingestion:{schema}", start, end):
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
             # Rows and quarantine entries of every file still in the landing zone are recomputed
             # (a rewritten file may have left this window); those of vanished files are kept.
@@ -190,14 +187,6 @@ def _copy_runs(conn: psycopg.Connection, table: str, rows: list[tuple]) -> None:
             copy.write_row(row)
 
 
-def _locks(schema: str, start: datetime, end: datetime) -> list[int]:
-    keys = []
-    for name, _, _ in partitioning.partition_bounds("points", start, end):
-        digest = hashlib.sha256(f"metrics_pipeline.ingestion:{schema}:{name}".encode()).digest()
-        keys.append(int.from_bytes(digest[:8], "big", signed=True))
-    return sorted(keys)
-
-
 def plan_requests(
     conn: psycopg.Connection,
     schema: str,
@@ -238,6 +227,25 @@ def plan_requests(
     if done and (done[-1].mtime, done[-1].key) > position:  # never backwards
         cursor = Cursor(done[-1].mtime, done[-1].key)
     return sorted(hours), cursor, len(done)
+
+
+@dataclasses.dataclass(frozen=True)
+class SensorPlan:
+    """One sensor tick: the hours new files touch (each with a digest of the files feeding it)."""
+
+    hours: dict[datetime, str]
+    cursor: Cursor
+    files: int
+
+
+def plan_sensor_tick(warehouse: Warehouse, zone: LandingZone, cursor: Cursor, options: ParseOptions, *,
+                     budget_s: float = 40.0) -> SensorPlan:
+    """`plan_requests`, plus a digest per touched hour of the files feeding it (the run key: a file
+    arriving behind the cursor still makes a new run, and a retried tick makes none twice)."""
+    with warehouse.connect() as conn:
+        hours, cursor, files = plan_requests(conn, warehouse.schema, zone, cursor, options, budget_s=budget_s)
+        digests = landing_index.inputs_digest(conn, warehouse.schema, SOURCE, hours)
+    return SensorPlan({h: digests.get(h, "none") for h in hours}, cursor, files)
 
 
 def _index_batch(conn, schema, zone, objects, options) -> set[datetime]:

@@ -21,10 +21,9 @@ from datetime import datetime, timedelta, timezone
 from functools import cache
 from pathlib import Path
 
-from metrics_pipeline.lib.warehouse import db
 from metrics_pipeline.lib.warehouse import partitioning
 from metrics_pipeline.lib.warehouse import replace_window as windows
-from metrics_pipeline.lib.settings import validate_identifier
+from metrics_pipeline.lib.warehouse.db import Warehouse
 
 _SQL = Path(__file__).parent / "sql"
 
@@ -59,11 +58,13 @@ class TierResult:
     skipped: str | None = None
 
     def as_metadata(self) -> dict[str, object]:
+        """The metadata each rollup asset reports (`dagster/row_count` is Dagster's key)."""
         return {
-            f"{self.table}_rows": self.rows,
-            f"{self.table}_replaced": self.deleted,
-            f"{self.table}_window": f"{self.start.isoformat()} .. {self.end.isoformat()}",
-            **({f"{self.table}_kept": self.skipped} if self.skipped else {}),
+            "dagster/row_count": self.rows,
+            "rows_replaced": self.deleted,
+            "window": f"{self.start.isoformat()} .. {self.end.isoformat()}",
+            "percentile_relative_accuracy": RELATIVE_ACCURACY,
+            **({"kept": self.skipped} if self.skipped else {}),
         }
 
 
@@ -102,19 +103,18 @@ def _replace(conn, schema, table, sql, start, end, params) -> TierResult:
     return TierResult(table, done.start, end, rows=done.rows, deleted=done.deleted, skipped=skipped)
 
 
-def refresh(dsn: str, schema: str, tables: list[str], start: datetime, end: datetime) -> list[TierResult]:
+def refresh(warehouse: Warehouse, tables: list[str], start: datetime, end: datetime) -> list[TierResult]:
     """Recompute `tables` (in tier order) over [start, end), atomically: one transaction for all.
 
     Args:
-        dsn: warehouse DSN.
-        schema: validated warehouse schema.
+        warehouse: the warehouse (migrated).
         tables: any of "rollup_5m", "rollup_1h", "rollup_1d"; a coarser tier reads the finer one's
             fresh rows when both are listed.
         start, end: timezone-aware window, aligned to the coarsest tier listed.
     Returns:
         One TierResult per table.
     """
-    validate_identifier(schema, what="schema")
+    schema = warehouse.schema
     start, end = windows.utc(start, "start"), windows.utc(end, "end")
     ordered = [t for t in TIERS if t in tables]
     unknown = set(tables) - set(TIERS)
@@ -123,7 +123,7 @@ def refresh(dsn: str, schema: str, tables: list[str], start: datetime, end: date
     for table in ordered:
         _check_aligned(table, start, end)
     results = []
-    with db.connect(dsn, autocommit=True) as conn:
+    with warehouse.connect() as conn:
         for table in ordered:
             partitioning.ensure_partitions(conn, schema, table, start, end)
         with conn.transaction():
@@ -144,17 +144,17 @@ DEFAULT_THRESHOLDS: tuple[dict, ...] = tuple(
 )
 
 
-def refresh_health(dsn: str, schema: str, start: datetime, end: datetime, *, now: datetime | None = None,
+def refresh_health(warehouse: Warehouse, start: datetime, end: datetime, *, now: datetime | None = None,
                    thresholds: list[dict] | tuple[dict, ...] = DEFAULT_THRESHOLDS,
                    lookback: timedelta = timedelta(hours=24)) -> TierResult:
     """Recompute `series_health_hourly` over the hours of [start, end), atomically."""
-    validate_identifier(schema, what="schema")
+    schema = warehouse.schema
     start, end = windows.utc(start, "start"), windows.utc(end, "end")
     _check_aligned("series_health_hourly", start, end)
     now = windows.utc(now or datetime.now(timezone.utc), "now")
     params = {"now": now, "lookback": f"{int(lookback.total_seconds())} seconds",
               "thresholds": json.dumps(list(thresholds))}
-    with db.connect(dsn, autocommit=True) as conn:
+    with warehouse.connect() as conn:
         partitioning.ensure_partitions(conn, schema, "series_health_hourly", start, end)
         with conn.transaction():
             return _replace(conn, schema, "series_health_hourly", health_sql(schema), start, end, params)

@@ -27,11 +27,9 @@ from pathlib import Path
 
 from psycopg.rows import dict_row
 
-from metrics_pipeline.lib import settings
-from metrics_pipeline.lib.warehouse import db
-from metrics_pipeline.lib.warehouse import migrate
-from metrics_pipeline.lib.warehouse import replace_window as windows
 from metrics_pipeline.lib.sla.config import CONFIG_ENV, ConfigError, SlaConfig, load_config  # noqa: F401
+from metrics_pipeline.lib.warehouse import replace_window as windows
+from metrics_pipeline.lib.warehouse.db import Warehouse
 
 _SQL = Path(__file__).parent / "sql"
 
@@ -76,13 +74,12 @@ def _check_window(grain: str, start: datetime, end: datetime) -> tuple[str, time
     return table, width
 
 
-def refresh(dsn: str, schema: str, grain: str, start: datetime, end: datetime, config: SlaConfig,
+def refresh(warehouse: Warehouse, grain: str, start: datetime, end: datetime, config: SlaConfig,
             now: datetime | None = None, *, worst_limit: int = 10) -> SlaResult:
     """Recompute `sla_hourly` (grain "hour") or `sla_daily` (grain "day") over [start, end), atomically.
 
     Args:
-        dsn: warehouse DSN.
-        schema: warehouse schema.
+        warehouse: the warehouse (migrated).
         grain: "hour" or "day".
         start, end: timezone-aware window aligned to the grain (UTC hours or days).
         config: targets and the silent-job lookback (`load_config()`).
@@ -92,13 +89,12 @@ def refresh(dsn: str, schema: str, grain: str, start: datetime, end: datetime, c
     Returns:
         The SlaResult of the window (rows written, replaced, breaching, the worst rows).
     """
-    schema = settings.validate_identifier(schema, what="schema")
+    schema = warehouse.schema
     start, end = windows.utc(start, "start"), windows.utc(end, "end")
     table, width = _check_window(grain, start, end)
     now = windows.utc(now or datetime.now(timezone.utc), "now")
-    migrate.ensure_migrated(dsn, schema)
     params = {"now": now, "width": width, "lookback": config.silent_job_lookback, "targets": config.rules_json()}
-    with db.connect(dsn, autocommit=True) as conn, conn.transaction():
+    with warehouse.connect() as conn, conn.transaction():
         done = windows.replace_window(conn, schema, table, "ingestion_runs", start, end,
                                       sql("refresh", schema, table), params)
         if done is None:

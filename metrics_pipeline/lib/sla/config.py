@@ -1,24 +1,6 @@
 """SLA targets and metric-health thresholds (YAML), validated with errors that name the bad key.
 
-```yaml
-defaults:                          # what every job must meet unless a rule says otherwise
-  max_failure_rate: 0.05           # failures / runs of a bucket (0-1, or a percentage: "5%")
-  max_duration_s: 1800             # a run longer than this is an SLA breach; p95 must stay under it
-  max_hours_without_success: 24    # a success at least this often (freshness)
-targets:                           # rules; each match field is optional (absent = any value)
-  - source_system: PowerBI
-    max_duration_s: 3600
-  - company: akonovia
-    zone: 1-Raw
-    max_hours_without_success: 6
-silent_job_lookback_hours: 168     # a job seen this recently but with no run in a bucket gets a runs=0 row
-metrics:                           # series health (SPEC §5, "from metrics")
-  no_data_lookback_hours: 24
-  thresholds:
-    - metrics: [host_cpu_percent, aws_ec2_cpuutilization]
-      warning: 80
-      critical: 95
-```
+Every key, its default and the error a bad value gives: `config/sla.example.yaml` and `docs/configuration.md`.
 
 Each target is resolved on its own: the most specific matching rule that sets it (most match fields
 given), ties going to the rule written first, else `defaults`. A rule for PowerBI that only sets
@@ -35,7 +17,14 @@ from pathlib import Path
 from typing import Annotated
 
 from pydantic import (
-    AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator, model_validator,
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
 )
 
 from metrics_pipeline.lib import settings, yaml_config

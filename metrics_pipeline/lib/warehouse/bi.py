@@ -18,6 +18,7 @@ import psycopg
 from psycopg import sql
 
 from metrics_pipeline.lib.settings import validate_identifier
+from metrics_pipeline.lib.warehouse.db import Warehouse
 
 DEFAULT_ROLE = "metrics_bi"
 PASSWORD_ENV = "METRICS_PIPELINE_BI_PASSWORD"
@@ -70,21 +71,20 @@ def grant_views(conn: psycopg.Connection, schema: str) -> bool:
 SESSION_LIMITS = {"statement_timeout": "5min", "idle_in_transaction_session_timeout": "10min"}
 
 
-def ensure_role(dsn: str, schema: str, role: str = DEFAULT_ROLE, *, password: str | None,
+def ensure_role(warehouse: Warehouse, role: str = DEFAULT_ROLE, *, password: str | None,
                 tenants: list[str] | None = None) -> None:
     """Create or update login `role` as a read-only BI user of `schema`.
 
     Args:
-        dsn: an administrative DSN (a user that may create roles).
-        schema: the warehouse schema.
+        warehouse: the warehouse (migrated).
         role: login name; a plain identifier.
         password: its password (None: keep the current one; a new role without one cannot log in).
         tenants: restrict the role to these tenants (series label `tenant`, SLA `company`);
             None leaves the restriction as it is, [] lifts it.
     """
     validate_identifier(role, what="role name")
-    validate_identifier(schema, what="schema")
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    schema = warehouse.schema
+    with warehouse.connect() as conn:
         if not grant_views(conn, schema):
             raise PermissionError(
                 f"role {reader_group(schema)!r} does not exist and this user may not create roles; "

@@ -9,15 +9,23 @@ saying that the interrupted transaction was rolled back (loads are atomic: a re-
 DSN is parsed and only those fields are shown: a password never reaches a message (libpq's own text
 does not include it either). It subclasses `psycopg.OperationalError`, so existing handlers still
 catch it.
+
+`Warehouse` is the one way code reaches the database: a DSN and a schema, validated once, with
+`connect()`. Every library entry point that touches the warehouse takes one; the Dagster resource
+hands it out (`WarehouseResource.warehouse`), so assets, sensors, the CLI and tests all pass the same
+value instead of a DSN and a schema side by side.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
+
+from metrics_pipeline.lib.settings import DEFAULT_SCHEMA, validate_identifier
 
 
 class WarehouseUnavailable(psycopg.OperationalError):
@@ -62,3 +70,24 @@ def connect(dsn: str, **kwargs) -> Iterator[psycopg.Connection]:
                 f"the connection to warehouse database {describe(dsn)} was lost ({_reason(exc)}); "
                 "the server rolled back any transaction in progress: re-run once it is back"
             ) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Warehouse:
+    """Where the warehouse is: a libpq DSN (a secret: kept out of `repr`) and the project schema."""
+
+    dsn: str = dataclasses.field(repr=False)
+    schema: str = DEFAULT_SCHEMA
+
+    def __post_init__(self) -> None:
+        validate_identifier(self.schema, what="schema")
+
+    @contextmanager
+    def connect(self, **kwargs) -> Iterator[psycopg.Connection]:
+        """An autocommit connection (`connect`'s clear errors); use `conn.transaction()` for atomic work."""
+        with connect(self.dsn, autocommit=True, **kwargs) as conn:
+            yield conn
+
+    def describe(self) -> str:
+        """Where it points, without the password (for messages)."""
+        return f"{describe(self.dsn)} schema {self.schema}"

@@ -36,6 +36,7 @@ from urllib.parse import quote
 import psycopg
 
 from metrics_pipeline.lib import settings
+from metrics_pipeline.lib.warehouse.db import Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -294,6 +295,11 @@ class EmbeddedPostgres:
 
 def default_data_dir() -> Path:
     return settings.state_dir() / "pg"
+
+
+def resolve_warehouse() -> Warehouse:
+    """The warehouse of this deployment: `resolve_dsn()` and the configured schema."""
+    return Warehouse(resolve_dsn(), settings.schema_name())
 
 
 def resolve_dsn(database: str = WAREHOUSE_DB, *, data_dir: Path | None = None) -> str:

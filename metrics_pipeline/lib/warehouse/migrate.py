@@ -24,8 +24,7 @@ from pathlib import Path
 import psycopg
 
 from metrics_pipeline.lib.warehouse import bi
-from metrics_pipeline.lib.warehouse import db
-from metrics_pipeline.lib.settings import validate_identifier
+from metrics_pipeline.lib.warehouse.db import Warehouse
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -77,16 +76,15 @@ def applied_versions(conn: psycopg.Connection, schema: str) -> dict[int, str]:
     return dict(rows)
 
 
-def migrate(dsn: str, schema: str = "metrics", *, target: int | None = None) -> list[int]:
+def migrate(warehouse: Warehouse, *, target: int | None = None) -> list[int]:
     """Apply every pending migration up to `target` (default: all). Returns the versions applied.
 
     Args:
-        dsn: libpq DSN of the warehouse database.
-        schema: the warehouse schema (validated identifier).
+        warehouse: the warehouse to migrate.
         target: stop after this version (used by the upgrade test).
     """
-    validate_identifier(schema, what="schema")
-    with db.connect(dsn, autocommit=True) as conn:
+    schema = warehouse.schema
+    with warehouse.connect() as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_lock_key(schema),))
         try:
             return _migrate_locked(conn, schema, target)
@@ -128,17 +126,7 @@ def _migrate_locked(conn: psycopg.Connection, schema: str, target: int | None) -
                 (migration.version, migration.name, migration.checksum),
             )
         applied.append(migration.version)
-    # Views may have been added or replaced: the BI reader group reads all of them.
-    bi.grant_views(conn, schema)
+    if applied:
+        # Views may have been added or replaced: the BI reader group reads all of them.
+        bi.grant_views(conn, schema)
     return applied
-
-
-_migrated: set[tuple[str, str]] = set()
-
-
-def ensure_migrated(dsn: str, schema: str = "metrics") -> None:
-    """`migrate` once per process and (dsn, schema): loads call this before their first write."""
-    if (dsn, schema) in _migrated:
-        return
-    migrate(dsn, schema)
-    _migrated.add((dsn, schema))

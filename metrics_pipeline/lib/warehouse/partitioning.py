@@ -122,3 +122,14 @@ def ensure_partitions(conn: psycopg.Connection, schema: str, table: str, start: 
             )
             created.append(name)
     return created
+
+
+def day_lock_keys(namespace: str, start: datetime, end: datetime) -> list[int]:
+    """Transaction advisory-lock keys, one per UTC day of [start, end) under `namespace`, sorted so
+    that writers taking several never deadlock: loads of overlapping windows of one namespace
+    (a source, the ingestion runs) serialise per day instead of interleaving their delete and insert."""
+    keys = []
+    for name, _, _ in partition_bounds("points", start, end):
+        digest = hashlib.sha256(f"{namespace}:{name}".encode()).digest()
+        keys.append(int.from_bytes(digest[:8], "big", signed=True))
+    return sorted(keys)

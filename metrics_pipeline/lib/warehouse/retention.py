@@ -2,17 +2,9 @@
 
 Defaults: raw points 7 days, rollup_5m 90 days, rollup_1h 2 years, rollup_1d 5 years,
 ingestion_runs 1 year, landing-zone files 14 days (or `points` if longer); configurable in `config/retention.yaml`
-(`METRICS_PIPELINE_RETENTION_CONFIG`):
+(`METRICS_PIPELINE_RETENTION_CONFIG`). Every key, its default and the error a bad value gives:
+`config/retention.example.yaml` and `docs/configuration.md`.
 
-```yaml
-points: 7d
-rollup_5m: 90d
-rollup_1h: 730d
-rollup_1d: 1825d
-ingestion_runs: 365d
-series_health_hourly: 730d
-landing: 14d
-```
 A partition is dropped only when its upper bound is at or before `now - retention`, so no row
 inside the retention window is ever touched; expiry is `DROP TABLE` of a partition, not a DELETE.
 Each drop is its own short transaction (DETACH is not needed: a dropped partition is gone at once).
@@ -36,9 +28,8 @@ import psycopg
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from metrics_pipeline.lib import settings, yaml_config
-from metrics_pipeline.lib.warehouse import migrate
 from metrics_pipeline.lib.warehouse import partitioning
-from metrics_pipeline.lib.settings import validate_identifier
+from metrics_pipeline.lib.warehouse.db import Warehouse
 
 CONFIG_ENV = "METRICS_PIPELINE_RETENTION_CONFIG"
 DEFAULT_LANDING = timedelta(days=14)
@@ -119,13 +110,13 @@ def expired_partitions(conn: psycopg.Connection, schema: str, config: RetentionC
     return sorted(found, key=lambda d: (d.table, d.upper))
 
 
-def apply(dsn: str, schema: str = "metrics", *, config: RetentionConfig | None = None,
+def apply(warehouse: Warehouse, *, config: RetentionConfig | None = None,
           now: datetime | None = None, dry_run: bool = False) -> list[Dropped]:
     """Drop every expired partition (or only list them with `dry_run`). Returns what was (to be) dropped."""
+    schema = warehouse.schema
     config = config or load_config()
     now = now or datetime.now(timezone.utc)
-    migrate.ensure_migrated(dsn, schema)
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with warehouse.connect() as conn:
         # Bounds are printed in the session time zone; read them in UTC.
         conn.execute("SET TIME ZONE 'UTC'")
         expired = expired_partitions(conn, schema, config, now)
@@ -158,7 +149,7 @@ def expired_landing_files(conn: psycopg.Connection, schema: str, config: Retenti
     return [LandingFile(kind, key, size, newest) for kind, key, size, newest in rows]
 
 
-def apply_landing(dsn: str, schema: str, zone, *, config: RetentionConfig | None = None,
+def apply_landing(warehouse: Warehouse, zone, *, config: RetentionConfig | None = None,
                   now: datetime | None = None, dry_run: bool = False) -> list[LandingFile]:
     """Delete expired committed files from the landing zone `zone`, then their index rows.
 
@@ -166,9 +157,8 @@ def apply_landing(dsn: str, schema: str, zone, *, config: RetentionConfig | None
     the next run deletes again (deleting a missing file is not an error)."""
     config = config or load_config()
     now = now or datetime.now(timezone.utc)
-    validate_identifier(schema, what="schema")
-    migrate.ensure_migrated(dsn, schema)
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    schema = warehouse.schema
+    with warehouse.connect() as conn:
         expired = expired_landing_files(conn, schema, config, now)
         if not dry_run:
             for lo in range(0, len(expired), 1000):

@@ -17,7 +17,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from metrics_pipeline.lib.warehouse.load import points_frame
+from metrics_pipeline.lib.points import points_frame
 from metrics_pipeline.lib.whatap.client import ClientStats, Project, WhatapClient, WhatapError, number
 from metrics_pipeline.lib.whatap.config import WhatapConfig
 

@@ -1,20 +1,6 @@
 """WhaTap source configuration (YAML), validated; tokens only ever come from the environment.
 
-```yaml
-base_url: https://api.whatap.io          # or https://api.gov.whatap.io, or an on-premises host
-account_token_env: WHATAP_ACCOUNT_TOKEN   # env var with the account token: every project is discovered
-projects:                                 # or/and explicit projects, each with its own token variable
-  - code: 1202
-    token_env: WHATAP_TOKEN_1202
-resolution: m5                            # sm_stat: m5 (5 min), s5 (5 s) or h1 (1 h)
-collect: [sm_stat, mxql, apm]             # which endpoints to use
-mxql_categories: [server_base, server_disk, server_network, app_counter]
-apm_metrics: [thread_count, threadpool_active, threadpool_queue, apdex]
-fetch_delay_minutes: 5
-late_rerun_hours: 2
-max_attempts: 5
-timeout_seconds: 30
-```
+Every key, its default and the error a bad value gives: `config/whatap.example.yaml` and `docs/configuration.md`.
 The file holds variable *names*; a token in the file itself is refused.
 """
 

@@ -6,11 +6,9 @@ import psycopg
 import yaml
 
 from metrics_pipeline.defs.cloudwatch.assets import CloudWatchResource, cloudwatch_points
-from metrics_pipeline.defs.cloudwatch.schedules import cloudwatch_hourly
-from metrics_pipeline.defs.automation import closed_hour_requests
-from metrics_pipeline.defs.partitions import hourly_partitions
 from metrics_pipeline.defs.resources import WarehouseResource
-from metrics_pipeline_tests.lib.cloudwatch.conftest import HOUR
+from metrics_pipeline.lib.warehouse.db import Warehouse
+from metrics_pipeline_tests.support.cloudwatch import HOUR
 
 
 def write_config(tmp_path, config):
@@ -64,16 +62,6 @@ def test_an_unconfigured_source_materialises_empty_with_a_clear_status(warehouse
     assert result.asset_materializations_for_node("cloudwatch_points")[0].metadata["status"].value == "not configured"
 
 
-def test_the_schedule_fetches_the_closed_hour_and_reruns_an_earlier_one():
-    requests = closed_hour_requests(datetime(2026, 11, 22, 10, 5, tzinfo=timezone.utc), late_rerun_hours=2)
-    assert [(r.partition_key, r.tags["metrics_pipeline/reason"]) for r in requests] == [
-        ("2026-11-22-09:00", "closed"), ("2026-11-22-07:00", "late")]
-    assert cloudwatch_hourly.cron_schedule == "5 * * * *"
-    context = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 11, 22, 0, 5, tzinfo=timezone.utc))
-    keys = [r.partition_key for r in cloudwatch_hourly(context)]
-    assert keys == ["2026-11-21-23:00", "2026-11-21-21:00"]
-
-
 def test_cloudwatch_runs_share_a_concurrency_pool():
     assert cloudwatch_points.op.pool == "cloudwatch"
 
@@ -87,30 +75,6 @@ def test_the_current_hour_is_refreshed_every_few_minutes():
     assert (request.partition_key, request.run_key) == ("2026-11-22-10:00", "2026-11-22-10:00:refresh:40")
 
 
-def test_catchup_requests_recent_closed_hours_never_materialised():
-    from metrics_pipeline.defs.automation import missing_closed_hours
-    from metrics_pipeline.defs.cloudwatch.schedules import cloudwatch_catchup_sensor
-
-    now = datetime(2026, 11, 22, 10, 7, tzinfo=timezone.utc)
-    keys = missing_closed_hours(now, {"2026-11-22-08:00"}, catchup_hours=3, delay_minutes=5)
-    assert keys == ["2026-11-22-07:00", "2026-11-22-09:00"]
-    assert missing_closed_hours(datetime(2026, 11, 22, 10, 3, tzinfo=timezone.utc), set(), 1, 5) == ["2026-11-22-08:00"]
-    with dg.instance_for_test() as instance:
-        (request,) = cloudwatch_catchup_sensor(dg.build_sensor_context(instance=instance))
-        # six consecutive missing hours: one range run, not six
-        assert request.run_key.endswith(":catchup") and request.partition_key_range is not None
-        assert len(hourly_partitions.get_partition_keys_in_range(request.partition_key_range)) == 6
-
-
-def test_missing_hours_are_grouped_into_consecutive_ranges():
-    from metrics_pipeline.defs.automation import contiguous_ranges, range_request
-
-    keys = ["2026-11-22-09:00", "2026-11-22-07:00", "2026-11-22-06:00", "2026-11-21-23:00", "2026-11-22-00:00"]
-    assert contiguous_ranges(keys) == [("2026-11-21-23:00", "2026-11-22-00:00"), ("2026-11-22-06:00", "2026-11-22-07:00"),
-                                       ("2026-11-22-09:00", "2026-11-22-09:00")]
-    assert range_request("2026-11-22-09:00", "2026-11-22-09:00", "catchup").partition_key == "2026-11-22-09:00"
-
-
 def test_an_old_window_refetched_at_a_coarser_period_keeps_the_finer_stored_data(warehouse_dsn, tmp_path, moto_endpoint):
     import pandas as pd
 
@@ -120,7 +84,7 @@ def test_an_old_window_refetched_at_a_coarser_period_keeps_the_finer_stored_data
     old = (datetime.now(timezone.utc) - timedelta(days=20)).replace(minute=0, second=0, microsecond=0)
     fine = pd.DataFrame({"metric": "aws_ec2_cpuutilization", "resource": "i-old", "labels": [{"statistic": "Average"}] * 60,
                          "unit": "percent", "ts": pd.date_range(old, periods=60, freq="min"), "value": 1.0})
-    load_points(warehouse_dsn, fine, source="cloudwatch", start=old, end=old + timedelta(hours=1))
+    load_points(Warehouse(warehouse_dsn), fine, source="cloudwatch", start=old, end=old + timedelta(hours=1))
     config = parse_config({"accounts": [{"name": "prod", "regions": ["eu-west-1"], "endpoint_url": moto_endpoint,
                                          "metrics": [{"namespace": "AWS/EC2", "metric_names": ["CPUUtilization"],
                                                       "dimensions": {"InstanceId": "i-old"}}]}]})

@@ -7,8 +7,8 @@ import psycopg
 from metrics_pipeline.defs.ingestion_logs.assets import ingestion_log_records
 from metrics_pipeline.defs.ingestion_logs.sensors import ingestion_logs_sensor
 from metrics_pipeline.defs.resources import LandingZoneResource, WarehouseResource
-from metrics_pipeline.lib.landing import LocalLanding
 from metrics_pipeline.dev.simulate_logs import simulate
+from metrics_pipeline.lib.landing import LocalLanding
 
 H = datetime(2026, 1, 5, 13, tzinfo=timezone.utc)
 

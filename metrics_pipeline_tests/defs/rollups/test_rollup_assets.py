@@ -8,11 +8,12 @@ import numpy as np
 import pandas as pd
 import psycopg
 
-from metrics_pipeline.defs.automation import derived_condition
 from metrics_pipeline.defs.partitions import hourly_partitions
 from metrics_pipeline.defs.resources import WarehouseResource
 from metrics_pipeline.defs.rollups.assets import hourly_rollups, rollup_1d
+from metrics_pipeline.lib.points import points_frame
 from metrics_pipeline.lib.warehouse import load as loader
+from metrics_pipeline.lib.warehouse.db import Warehouse
 
 ROOT = Path(__file__).resolve().parents[3]
 DAY = datetime(2026, 2, 3, tzinfo=timezone.utc)
@@ -20,12 +21,12 @@ DAY = datetime(2026, 2, 3, tzinfo=timezone.utc)
 
 def _load_day(dsn):
     ts = pd.date_range(DAY, DAY + timedelta(days=1), freq="10s", inclusive="left")
-    frame = loader.points_frame([
+    frame = points_frame([
         {"metric": "host_cpu_percent", "resource": host, "labels": {"host": host}, "unit": "percent",
          "ts": ts, "value": np.linspace(0, 100, len(ts))}
         for host in ("web-1", "web-2")
     ])
-    loader.load_points(dsn, frame, source="host", start=DAY, end=DAY + timedelta(days=1))
+    loader.load_points(Warehouse(dsn), frame, source="host", start=DAY, end=DAY + timedelta(days=1))
 
 
 def _count(dsn, table):
@@ -61,69 +62,11 @@ def test_a_day_of_hourly_partitions_materialises_in_one_run_then_the_daily_rollu
     assert health[0] == 1.0 and health[1] is False and health[2] > 0
 
 
-def _sources_and_derived(optional):
-    @dg.asset(partitions_def=hourly_partitions)
-    def host_points(): ...
-
-    @dg.asset(partitions_def=hourly_partitions)
-    def cloudwatch_points(): ...
-
-    @dg.asset(partitions_def=hourly_partitions)
-    def whatap_points(): ...
-
-    @dg.asset(partitions_def=hourly_partitions, deps=[host_points, cloudwatch_points, whatap_points],
-              automation_condition=derived_condition(optional=dg.AssetSelection.assets(*optional)))
-    def rollups(): ...
-
-    return dg.Definitions(assets=[host_points, cloudwatch_points, whatap_points, rollups])
-
-
-def _materialize(instance, key, partition):
-    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, partition=partition))
-
-
-def _requested(result) -> set[str]:
-    return {
-        pk for r in result.results if r.key == dg.AssetKey("rollups")
-        for pk in r.true_subset.expensively_compute_partition_keys()
-    }
-
-
-def test_rollups_wait_for_configured_api_sources_but_not_for_optional_ones():
-    # cloudwatch is "not configured" and host arrives as files: only whatap holds an hour back.
-    defs = _sources_and_derived(optional=["host_points", "cloudwatch_points"])
-    instance = dg.DagsterInstance.ephemeral()
-    now = datetime.now(timezone.utc).replace(minute=30, second=0, microsecond=0)
-    hour = (now - timedelta(hours=1)).replace(minute=0).strftime("%Y-%m-%d-%H:%M")
-    first = dg.evaluate_automation_conditions(defs=defs, instance=instance, evaluation_time=now)
-    assert _requested(first) == set()  # the first evaluation only initialises its state
-
-    _materialize(instance, "host_points", hour)
-    waiting = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor,
-                                                evaluation_time=now + timedelta(minutes=1))
-    assert hour not in _requested(waiting)  # whatap (configured) has not landed this hour yet
-
-    _materialize(instance, "whatap_points", hour)
-    ready = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=waiting.cursor,
-                                              evaluation_time=now + timedelta(minutes=2))
-    assert hour in _requested(ready)  # cloudwatch never materialised, and never will: not waited for
-    _materialize(instance, "rollups", hour)
-    done = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=ready.cursor,
-                                             evaluation_time=now + timedelta(minutes=3))
-    assert hour not in _requested(done)
-
-    # Late host data re-materialises the source hour: the rollup of that hour follows.
-    _materialize(instance, "host_points", hour)
-    late = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=done.cursor,
-                                             evaluation_time=now + timedelta(minutes=4))
-    assert hour in _requested(late)
-
-
 def test_unconfigured_api_sources_are_optional_for_the_real_rollups(tmp_path):
     configured = tmp_path / "cloudwatch.yaml"
     configured.write_text("accounts:\n  - name: prod\n    regions: [eu-west-1]\n    metrics:\n"
                           "      - namespace: AWS/EC2\n        metric_names: [CPUUtilization]\n")
-    code = "from metrics_pipeline.defs.rollups.assets import optional_sources; print(','.join(optional_sources()))"
+    code = "from metrics_pipeline.defs.rollups.assets import OPTIONAL_SOURCES; print(','.join(OPTIONAL_SOURCES))"
     env_base = {"PATH": "/usr/bin:/bin", "METRICS_PIPELINE_WHATAP_CONFIG": str(tmp_path / "none.yaml")}
     unconfigured = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
@@ -149,33 +92,6 @@ def test_series_health_uses_the_thresholds_configured_in_sla_yaml(warehouse_dsn,
         rows = conn.execute("SELECT warning_threshold, critical_threshold, above_warning_s, above_critical_s "
                             "FROM metrics.series_health_hourly").fetchall()
     assert rows == [(10.0, 99.9, 3600.0, 0.0)] * 2
-
-
-def test_the_hour_that_just_closed_is_recomputed_once_even_if_nothing_upstream_landed():
-    @dg.asset(partitions_def=hourly_partitions)
-    def host_points(): ...
-
-    @dg.asset(partitions_def=hourly_partitions, deps=[host_points],
-              automation_condition=derived_condition(optional=dg.AssetSelection.assets("host_points"),
-                                                     recheck_closed_hour=True))
-    def rollups(): ...
-
-    defs = dg.Definitions(assets=[host_points, rollups])
-    instance = dg.DagsterInstance.ephemeral()
-    start = datetime.now(timezone.utc).replace(minute=50, second=0, microsecond=0) - timedelta(hours=3)
-    closing = start.replace(minute=0).strftime("%Y-%m-%d-%H:%M")
-    result = dg.evaluate_automation_conditions(defs=defs, instance=instance, evaluation_time=start)
-    seen = []
-    for minutes in (5, 12, 17, 40, 80):
-        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor,
-                                                   evaluation_time=start + timedelta(minutes=minutes))
-        for key in _requested(result):
-            seen.append((minutes, key))
-            _materialize(instance, "rollups", key)
-    # 10 min after the first evaluation a new hour appears (newly missing: computed at once);
-    # at :05 of the next hour the hour that closed, silent all along, is recomputed once.
-    assert (17, closing) in seen
-    assert [m for m, k in seen if k == closing] == [17]
 
 
 def test_the_daily_rollup_follows_any_hour_of_its_day_without_waiting_for_all_24():

@@ -8,10 +8,11 @@ from metrics_pipeline.defs.ingestion_logs.assets import parse_options
 from metrics_pipeline.defs.partitions import hourly_partitions
 from metrics_pipeline.defs.resources import WarehouseResource
 from metrics_pipeline.defs.sla.assets import sla_daily, sla_hourly
+from metrics_pipeline.dev.simulate_logs import simulate
 from metrics_pipeline.lib import sla
 from metrics_pipeline.lib.ingestion_logs import load as ingestion_load
 from metrics_pipeline.lib.landing import LocalLanding
-from metrics_pipeline.dev.simulate_logs import simulate
+from metrics_pipeline.lib.warehouse.db import Warehouse
 
 DAY = datetime(2026, 1, 5, tzinfo=timezone.utc)
 HOUR_KEY = "%Y-%m-%d-%H:%M"
@@ -31,7 +32,7 @@ def two_days_of_runs(warehouse_dsn, tmp_path):
     """Simulated job logs for the day before DAY and DAY, loaded as `ingestion_log_records` would."""
     zone = LocalLanding(tmp_path / "landing")
     simulate(zone, DAY - timedelta(days=1), DAY + timedelta(days=1), jobs_per_hour=30, seed=11, bad_rate=0)
-    ingestion_load.load_window(warehouse_dsn, "metrics", zone, DAY - timedelta(days=1), DAY + timedelta(days=1),
+    ingestion_load.load_window(Warehouse(warehouse_dsn, "metrics"), zone, DAY - timedelta(days=1), DAY + timedelta(days=1),
                                parse_options())
 
 

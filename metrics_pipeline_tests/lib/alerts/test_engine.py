@@ -6,9 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from metrics_pipeline.lib.warehouse import load as loader
 from metrics_pipeline.lib.alerts import engine
 from metrics_pipeline.lib.alerts.rules import DEFAULT_RULES
+from metrics_pipeline.lib.points import points_frame
+from metrics_pipeline.lib.warehouse import load as loader
+from metrics_pipeline.lib.warehouse.db import Warehouse
 
 H = datetime(2026, 6, 1, 10, tzinfo=timezone.utc)
 NOW = H + timedelta(days=1)
@@ -19,10 +21,10 @@ def _cpu(dsn, start, segments, host="web-1", source="host", metric="host_cpu_per
     """1-second CPU samples from `start`: (seconds, value) segments; loads [hour of start, +2 h)."""
     values = np.concatenate([np.full(n, v, dtype=float) for n, v in segments])
     ts = pd.date_range(start, periods=len(values), freq="1s")
-    frame = loader.points_frame([{"metric": metric, "resource": host, "labels": {"host": host}, "unit": "percent",
+    frame = points_frame([{"metric": metric, "resource": host, "labels": {"host": host}, "unit": "percent",
                                   "ts": ts, "value": values}])
     window = start.replace(minute=0, second=0)
-    loader.load_points(dsn, frame, source=source, start=window, end=window + timedelta(hours=2))
+    loader.load_points(Warehouse(dsn), frame, source=source, start=window, end=window + timedelta(hours=2))
 
 
 def _alerts(db):
@@ -38,7 +40,7 @@ SCENARIO = [(600, 50.0), (360, 85.0), (120, 97.0), (300, 85.0), (600, 40.0)]
 
 def test_cpu_rising_past_80_then_95_fires_warning_and_critical_and_both_resolve(warehouse_dsn, db):
     _cpu(warehouse_dsn, H, SCENARIO)
-    result = engine.run(warehouse_dsn, "metrics", CPU_RULES, H, H + timedelta(hours=1), now=NOW, source="host",
+    result = engine.evaluate_and_record(Warehouse(warehouse_dsn, "metrics"), CPU_RULES, H, H + timedelta(hours=1), now=NOW, source="host",
                         run_id="run-1", asset_key="host_points", partition_key="2026-06-01-10:00")
     above_80 = H + timedelta(seconds=600)
     above_95 = H + timedelta(seconds=960)
@@ -59,9 +61,9 @@ def test_cpu_rising_past_80_then_95_fires_warning_and_critical_and_both_resolve(
 def test_a_hold_across_the_hour_boundary_is_one_alert_evaluated_hour_by_hour(warehouse_dsn, db):
     start = H + timedelta(minutes=57)  # 85 % from 10:57 to 11:08
     _cpu(warehouse_dsn, start, [(60, 50.0), (660, 85.0), (300, 40.0)])
-    first = engine.run(warehouse_dsn, "metrics", CPU_RULES, H, H + timedelta(hours=1), now=NOW, source="host")
+    first = engine.evaluate_and_record(Warehouse(warehouse_dsn, "metrics"), CPU_RULES, H, H + timedelta(hours=1), now=NOW, source="host")
     assert first.written == 0 and len(first.pending) == 1  # 10:58-11:00 is only pending
-    engine.run(warehouse_dsn, "metrics", CPU_RULES, H + timedelta(hours=1), H + timedelta(hours=2), now=NOW, source="host")
+    engine.evaluate_and_record(Warehouse(warehouse_dsn, "metrics"), CPU_RULES, H + timedelta(hours=1), H + timedelta(hours=2), now=NOW, source="host")
     alerts = _alerts(db)
     assert [(a[1], a[3], a[4]) for a in alerts] == [
         ("warning", start + timedelta(seconds=60 + 300), start + timedelta(seconds=720)),
@@ -71,9 +73,9 @@ def test_a_hold_across_the_hour_boundary_is_one_alert_evaluated_hour_by_hour(war
 def test_a_firing_alert_that_continues_into_the_next_hour_keeps_one_row(warehouse_dsn, db):
     start = H + timedelta(minutes=40)  # 85 % from 10:40 for 50 minutes
     _cpu(warehouse_dsn, start, [(3000, 85.0), (600, 40.0)])
-    engine.run(warehouse_dsn, "metrics", CPU_RULES, H, H + timedelta(hours=1), now=NOW, source="host")
+    engine.evaluate_and_record(Warehouse(warehouse_dsn, "metrics"), CPU_RULES, H, H + timedelta(hours=1), now=NOW, source="host")
     assert [(a[2], a[3], a[4]) for a in _alerts(db)] == [("firing", start + timedelta(minutes=5), None)]
-    engine.run(warehouse_dsn, "metrics", CPU_RULES, H + timedelta(hours=1), H + timedelta(hours=2), now=NOW, source="host")
+    engine.evaluate_and_record(Warehouse(warehouse_dsn, "metrics"), CPU_RULES, H + timedelta(hours=1), H + timedelta(hours=2), now=NOW, source="host")
     assert [(a[2], a[3], a[4]) for a in _alerts(db)] == [
         ("resolved", start + timedelta(minutes=5), start + timedelta(seconds=3000))]
 
@@ -81,34 +83,34 @@ def test_a_firing_alert_that_continues_into_the_next_hour_keeps_one_row(warehous
 def test_re_running_a_window_is_idempotent_and_follows_changed_data(warehouse_dsn, db):
     window = (H, H + timedelta(hours=1))
     _cpu(warehouse_dsn, H, SCENARIO)
-    engine.run(warehouse_dsn, "metrics", CPU_RULES, *window, now=NOW, source="host")
+    engine.evaluate_and_record(Warehouse(warehouse_dsn, "metrics"), CPU_RULES, *window, now=NOW, source="host")
     db.execute("UPDATE metrics.alerts SET last_sent_at = now()")
     before = _alerts(db)
-    engine.run(warehouse_dsn, "metrics", CPU_RULES, *window, now=NOW, source="host")
+    engine.evaluate_and_record(Warehouse(warehouse_dsn, "metrics"), CPU_RULES, *window, now=NOW, source="host")
     assert _alerts(db) == before
     assert db.execute("SELECT count(*) FROM metrics.alerts WHERE last_sent_at IS NULL").fetchone() == (0,)
     # The source re-delivers the hour without the spike: the alerts of that hour go away.
     _cpu(warehouse_dsn, H, [(1980, 50.0)])
-    removed = engine.run(warehouse_dsn, "metrics", CPU_RULES, *window, now=NOW, source="host")
+    removed = engine.evaluate_and_record(Warehouse(warehouse_dsn, "metrics"), CPU_RULES, *window, now=NOW, source="host")
     assert _alerts(db) == [] and removed.removed == 2
 
 
 def test_each_source_evaluates_only_its_own_series(warehouse_dsn, db):
     _cpu(warehouse_dsn, H, SCENARIO, host="i-0abc", source="cloudwatch", metric="aws_ec2_cpuutilization")
-    engine.run(warehouse_dsn, "metrics", CPU_RULES, H, H + timedelta(hours=1), now=NOW, source="cloudwatch")
+    engine.evaluate_and_record(Warehouse(warehouse_dsn, "metrics"), CPU_RULES, H, H + timedelta(hours=1), now=NOW, source="cloudwatch")
     assert len(_alerts(db)) == 2
     # Evaluating the host source for the same hour neither sees nor deletes CloudWatch's alerts.
-    host = engine.run(warehouse_dsn, "metrics", CPU_RULES, H, H + timedelta(hours=1), now=NOW, source="host")
+    host = engine.evaluate_and_record(Warehouse(warehouse_dsn, "metrics"), CPU_RULES, H, H + timedelta(hours=1), now=NOW, source="host")
     assert host.series == 0 and len(_alerts(db)) == 2
 
 
 def test_the_in_progress_hour_keeps_a_hold_firing_until_data_says_otherwise(warehouse_dsn, db):
     _cpu(warehouse_dsn, H, [(60, 50.0), (420, 90.0)])  # still at 90 % when the data ends
     now = H + timedelta(seconds=481)
-    engine.run(warehouse_dsn, "metrics", CPU_RULES, H, H + timedelta(hours=1), now=now, source="host")
+    engine.evaluate_and_record(Warehouse(warehouse_dsn, "metrics"), CPU_RULES, H, H + timedelta(hours=1), now=now, source="host")
     assert [(a[2], a[4]) for a in _alerts(db)] == [("firing", None)]
     # Ten minutes later with no new sample: the series went silent, the alert resolves by absence.
-    engine.run(warehouse_dsn, "metrics", CPU_RULES, H, H + timedelta(hours=1), now=now + timedelta(minutes=10),
+    engine.evaluate_and_record(Warehouse(warehouse_dsn, "metrics"), CPU_RULES, H, H + timedelta(hours=1), now=now + timedelta(minutes=10),
                source="host")
     (alert,) = _alerts(db)
     assert alert[2] == "resolved" and alert[4] == H + timedelta(seconds=479 + 2.5)
@@ -117,7 +119,7 @@ def test_the_in_progress_hour_keeps_a_hold_firing_until_data_says_otherwise(ware
 @pytest.mark.parametrize("value, fires", [(80.0, False), (80.0001, True)])
 def test_exactly_at_the_threshold_does_not_fire_a_greater_than_rule(warehouse_dsn, db, value, fires):
     _cpu(warehouse_dsn, H, [(400, value)])
-    engine.run(warehouse_dsn, "metrics", CPU_RULES, H, H + timedelta(hours=1), now=NOW, source="host")
+    engine.evaluate_and_record(Warehouse(warehouse_dsn, "metrics"), CPU_RULES, H, H + timedelta(hours=1), now=NOW, source="host")
     assert bool(_alerts(db)) is fires
 
 
@@ -133,7 +135,7 @@ def test_sla_rules_fire_on_failure_rate_per_job_and_resolve_when_an_hour_is_heal
             (H + timedelta(hours=hour), 4 - int(rate * 4), int(rate * 4), rate, breaches, rate <= 0.05),
         )
     for hour in range(3):
-        engine.run(warehouse_dsn, "metrics", sla_rules, H + timedelta(hours=hour), H + timedelta(hours=hour + 1),
+        engine.evaluate_and_record(Warehouse(warehouse_dsn, "metrics"), sla_rules, H + timedelta(hours=hour), H + timedelta(hours=hour + 1),
                    now=NOW, source=engine.SLA_SOURCE)
     rows = db.execute("SELECT alertname, state, starts_at, ends_at, labels ->> 'company', labels ->> 'resource', "
                       "annotations ->> 'summary' FROM metrics.alerts").fetchall()

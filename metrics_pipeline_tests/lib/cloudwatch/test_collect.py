@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 
 from metrics_pipeline.lib.cloudwatch.collect import BudgetExceeded, fetch
-from metrics_pipeline_tests.lib.cloudwatch.conftest import HOUR
+from metrics_pipeline_tests.support.cloudwatch import HOUR
 
 
 def test_fetch_returns_every_seeded_value_with_labels_and_units(cw_config, seeded, tmp_path):
@@ -62,7 +62,7 @@ def test_tag_filters_keep_only_tagged_resources(moto_endpoint, tmp_path):
     import boto3
 
     from metrics_pipeline.lib.cloudwatch.config import parse_config
-    from metrics_pipeline_tests.lib.cloudwatch.conftest import HOUR
+    from metrics_pipeline_tests.support.cloudwatch import HOUR
 
     ec2 = boto3.client("ec2", endpoint_url=moto_endpoint, region_name="eu-west-1")
     cw = boto3.client("cloudwatch", endpoint_url=moto_endpoint, region_name="eu-west-1")

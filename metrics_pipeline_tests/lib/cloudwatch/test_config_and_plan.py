@@ -6,7 +6,15 @@ import pytest
 
 from metrics_pipeline.lib.cloudwatch.config import ConfigError, load_config, parse_config
 from metrics_pipeline.lib.cloudwatch.plan import (
-    Query, WindowTooOld, align, estimate, metric_name, period_for, plan_calls, resource_for, unit_for,
+    Query,
+    WindowTooOld,
+    align,
+    estimate,
+    metric_name,
+    period_for,
+    plan_calls,
+    resource_for,
+    unit_for,
 )
 
 NOW = datetime(2026, 11, 22, 12, tzinfo=timezone.utc)

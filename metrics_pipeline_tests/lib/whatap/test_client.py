@@ -4,8 +4,8 @@ import logging
 
 import pytest
 
-from metrics_pipeline.lib.whatap.client import WhatapAuthError, WhatapClient, WhatapError, number, ClientStats
 from metrics_pipeline.dev.doubles.whatap import HOUR_MS, WhatapDouble, value
+from metrics_pipeline.lib.whatap.client import ClientStats, WhatapAuthError, WhatapClient, WhatapError, number
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 

@@ -4,6 +4,7 @@ import psycopg
 import pytest
 
 from metrics_pipeline.lib.warehouse import migrate
+from metrics_pipeline.lib.warehouse.db import Warehouse
 
 
 def schema_dump(pg_dump: str, dsn: str, schema: str = "metrics") -> str:
@@ -20,24 +21,24 @@ def schema_dump(pg_dump: str, dsn: str, schema: str = "metrics") -> str:
 
 
 def test_migrating_twice_is_a_no_op(empty_dsn, pg_dump):
-    first = migrate.migrate(empty_dsn)
+    first = migrate.migrate(Warehouse(empty_dsn))
     assert first == [m.version for m in migrate.available()]
     before = schema_dump(pg_dump, empty_dsn)
-    assert migrate.migrate(empty_dsn) == []
+    assert migrate.migrate(Warehouse(empty_dsn)) == []
     assert schema_dump(pg_dump, empty_dsn) == before
 
 
 def test_upgraded_database_ends_with_the_same_schema_as_a_fresh_one(pg_server, pg_dump):
     fresh, upgraded = pg_server.create_database(), pg_server.create_database()
     try:
-        migrate.migrate(pg_server.dsn(fresh))
-        assert migrate.migrate(pg_server.dsn(upgraded), target=1) == [1]
+        migrate.migrate(Warehouse(pg_server.dsn(fresh)))
+        assert migrate.migrate(Warehouse(pg_server.dsn(upgraded)), target=1) == [1]
         with psycopg.connect(pg_server.dsn(upgraded), autocommit=True) as conn:
             conn.execute(
                 "INSERT INTO metrics.series (source, metric, resource, labels, unit) "
                 "VALUES ('host', 'host_cpu_percent', 'web-1', '{\"host\": \"web-1\"}', 'percent')"
             )
-        assert migrate.migrate(pg_server.dsn(upgraded)) == [m.version for m in migrate.available()][1:]
+        assert migrate.migrate(Warehouse(pg_server.dsn(upgraded))) == [m.version for m in migrate.available()][1:]
         assert schema_dump(pg_dump, pg_server.dsn(upgraded)) == schema_dump(pg_dump, pg_server.dsn(fresh))
         with psycopg.connect(pg_server.dsn(upgraded)) as conn:
             assert conn.execute("SELECT count(*) FROM metrics.series").fetchone()[0] == 1
@@ -65,7 +66,7 @@ def test_every_spec_table_exists(warehouse_dsn):
 
 
 def test_migrations_can_target_another_schema(empty_dsn):
-    migrate.migrate(empty_dsn, "ops_metrics")
+    migrate.migrate(Warehouse(empty_dsn, "ops_metrics"))
     with psycopg.connect(empty_dsn) as conn:
         assert conn.execute("SELECT to_regclass('ops_metrics.points')").fetchone()[0] is not None
         assert conn.execute("SELECT to_regclass('metrics.points')").fetchone()[0] is None
@@ -73,27 +74,27 @@ def test_migrations_can_target_another_schema(empty_dsn):
 
 def test_schema_names_that_are_not_plain_identifiers_are_refused(empty_dsn):
     with pytest.raises(ValueError, match="schema"):
-        migrate.migrate(empty_dsn, 'x"; DROP TABLE y; --')
+        migrate.migrate(Warehouse(empty_dsn, 'x"; DROP TABLE y; --'))
 
 
 def test_an_applied_migration_that_was_edited_is_refused(warehouse_dsn):
     with psycopg.connect(warehouse_dsn, autocommit=True) as conn:
         conn.execute("UPDATE metrics.schema_migrations SET checksum = 'edited' WHERE version = 1")
     with pytest.raises(RuntimeError, match="changed after it was applied"):
-        migrate.migrate(warehouse_dsn)
+        migrate.migrate(Warehouse(warehouse_dsn))
 
 
 def test_a_database_migrated_by_newer_code_is_refused(warehouse_dsn):
     with psycopg.connect(warehouse_dsn, autocommit=True) as conn:
         conn.execute("INSERT INTO metrics.schema_migrations VALUES (9999, 'future', 'x')")
     with pytest.raises(RuntimeError, match="newer version"):
-        migrate.migrate(warehouse_dsn)
+        migrate.migrate(Warehouse(warehouse_dsn))
 
 
 def test_concurrent_migrations_apply_each_version_once(empty_dsn):
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda _: migrate.migrate(empty_dsn), range(4)))
+        results = list(pool.map(lambda _: migrate.migrate(Warehouse(empty_dsn)), range(4)))
     applied = sorted(v for r in results for v in r)
     assert applied == [m.version for m in migrate.available()]

@@ -7,18 +7,20 @@ import pandas as pd
 import pytest
 
 from metrics_pipeline.lib import rollups
+from metrics_pipeline.lib.points import points_frame
 from metrics_pipeline.lib.warehouse import load as loader
+from metrics_pipeline.lib.warehouse.db import Warehouse
 
 T0 = datetime(2026, 4, 6, tzinfo=timezone.utc)
 THRESHOLDS = [{"metric": "host_cpu_percent", "warning": 80.0, "critical": 95.0}]
 
 
 def _load(dsn, start, end, series):
-    frame = loader.points_frame([
+    frame = points_frame([
         {"metric": metric, "resource": resource, "labels": {}, "unit": "percent", "ts": ts, "value": values}
         for (metric, resource), (ts, values) in series.items()
     ])
-    loader.load_points(dsn, frame, source="test", start=start, end=end)
+    loader.load_points(Warehouse(dsn), frame, source="test", start=start, end=end)
 
 
 def _health(db):
@@ -40,7 +42,7 @@ def test_a_gap_lowers_completeness_and_a_silent_hour_is_no_data_not_zero(warehou
         # reports zeros in hour 1 only (and one sample in hour 0 so it is a known series)
         ("host_cpu_percent", "zeros"): (hour0[:2].append(zeros), np.zeros(2 + len(zeros))),
     })
-    rollups.refresh_health(warehouse_dsn, "metrics", T0, T0 + timedelta(hours=3), now=T0 + timedelta(hours=3),
+    rollups.refresh_health(Warehouse(warehouse_dsn, "metrics"), T0, T0 + timedelta(hours=3), now=T0 + timedelta(hours=3),
                            thresholds=THRESHOLDS)
     health = _health(db).set_index(["resource", "bucket"])
     gappy = health.loc[("gappy", T0)]
@@ -62,7 +64,7 @@ def test_time_above_thresholds_counts_each_sample_until_the_next(warehouse_dsn, 
     values[600:900] = 90.0    # 5 minutes above warning
     values[1200:1260] = 99.0  # 1 minute above critical (and warning)
     _load(warehouse_dsn, T0, T0 + timedelta(hours=1), {("host_cpu_percent", "busy"): (ts, values)})
-    rollups.refresh_health(warehouse_dsn, "metrics", T0, T0 + timedelta(hours=1), now=T0 + timedelta(days=1),
+    rollups.refresh_health(Warehouse(warehouse_dsn, "metrics"), T0, T0 + timedelta(hours=1), now=T0 + timedelta(days=1),
                            thresholds=THRESHOLDS)
     row = _health(db).iloc[0]
     assert row.above_warning_s == pytest.approx(360)
@@ -73,7 +75,7 @@ def test_time_above_thresholds_counts_each_sample_until_the_next(warehouse_dsn, 
 def test_the_in_progress_hour_expects_samples_only_up_to_now(warehouse_dsn, db):
     ts = pd.date_range(T0, T0 + timedelta(minutes=15), freq="5s", inclusive="left")
     _load(warehouse_dsn, T0, T0 + timedelta(hours=1), {("host_cpu_percent", "live"): (ts, np.ones(len(ts)))})
-    rollups.refresh_health(warehouse_dsn, "metrics", T0, T0 + timedelta(hours=1), now=T0 + timedelta(minutes=15),
+    rollups.refresh_health(Warehouse(warehouse_dsn, "metrics"), T0, T0 + timedelta(hours=1), now=T0 + timedelta(minutes=15),
                            thresholds=THRESHOLDS)
     row = _health(db).iloc[0]
     assert row.expected == 180 and row.received == 180 and row.completeness == 1.0

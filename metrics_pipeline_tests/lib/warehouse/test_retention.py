@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 from metrics_pipeline.lib.warehouse import retention
+from metrics_pipeline.lib.warehouse.db import Warehouse
 from metrics_pipeline.lib.warehouse.load import load_points
 from metrics_pipeline.lib.warehouse.partitioning import ensure_partitions
 from metrics_pipeline.lib.yaml_config import ConfigError
@@ -25,18 +26,18 @@ def partitions(db, table):
 def test_only_partitions_entirely_past_retention_are_dropped(warehouse_dsn, db):
     for days in (9, 8, 7, 1):
         ts = NOW - timedelta(days=days)
-        load_points(warehouse_dsn, point(ts), source="host", start=ts, end=ts + timedelta(hours=1))
+        load_points(Warehouse(warehouse_dsn), point(ts), source="host", start=ts, end=ts + timedelta(hours=1))
     ensure_partitions(db, "metrics", "rollup_1h", NOW - timedelta(days=800), NOW)
-    dry = retention.apply(warehouse_dsn, config=retention.RetentionConfig(), now=NOW, dry_run=True)
+    dry = retention.apply(Warehouse(warehouse_dsn), config=retention.RetentionConfig(), now=NOW, dry_run=True)
     assert partitions(db, "points") == ["points_p20261113", "points_p20261114", "points_p20261115", "points_p20261121"]
-    dropped = retention.apply(warehouse_dsn, config=retention.RetentionConfig(), now=NOW)
+    dropped = retention.apply(Warehouse(warehouse_dsn), config=retention.RetentionConfig(), now=NOW)
     assert dropped == dry
     # 7 days before 2026-11-22 12:00 is 11-15 12:00: the 11-15 partition still holds rows inside the window.
     assert partitions(db, "points") == ["points_p20261115", "points_p20261121"]
     assert {d.partition for d in dropped if d.table == "points"} == {"points_p20261113", "points_p20261114"}
     assert all(d.upper <= NOW - timedelta(days=730) for d in dropped if d.table == "rollup_1h")
     assert db.execute("SELECT count(*) FROM metrics.points").fetchone()[0] == 2
-    assert retention.apply(warehouse_dsn, config=retention.RetentionConfig(), now=NOW) == []
+    assert retention.apply(Warehouse(warehouse_dsn), config=retention.RetentionConfig(), now=NOW) == []
 
 
 def test_retention_is_configurable_and_validated(tmp_path):
@@ -56,7 +57,7 @@ def test_the_retention_job_reports_what_it_dropped(warehouse_dsn, tmp_path):
     from metrics_pipeline.defs.resources import LandingZoneResource, WarehouseResource
 
     old = datetime.now(timezone.utc) - timedelta(days=30)
-    load_points(warehouse_dsn, point(old), source="host", start=old, end=old + timedelta(hours=1))
+    load_points(Warehouse(warehouse_dsn), point(old), source="host", start=old, end=old + timedelta(hours=1))
     result = retention_job.execute_in_process(resources={
         "warehouse": WarehouseResource(dsn=warehouse_dsn), "landing": LandingZoneResource(url=str(tmp_path / "landing"))})
     assert result.success
@@ -72,7 +73,7 @@ def test_the_cli_dry_run_lists_and_keeps(warehouse_dsn):
     import sys
 
     old = datetime.now(timezone.utc) - timedelta(days=30)
-    load_points(warehouse_dsn, point(old), source="host", start=old, end=old + timedelta(hours=1))
+    load_points(Warehouse(warehouse_dsn), point(old), source="host", start=old, end=old + timedelta(hours=1))
     env = {**os.environ, "METRICS_PIPELINE_DSN": warehouse_dsn}
     run = subprocess.run([sys.executable, "-m", "metrics_pipeline.cli", "retention", "--dry-run"],
                          env=env, capture_output=True, text=True, timeout=120)
@@ -90,12 +91,12 @@ def test_committed_landing_files_past_retention_are_deleted_and_nothing_else(war
 
     from metrics_pipeline.defs.host.assets import host_points
     from metrics_pipeline.defs.resources import LandingZoneResource, WarehouseResource
-    from metrics_pipeline.lib.ingestion_logs import load as ingestion_load
     from metrics_pipeline.dev.demo_sources import host_minute_lines
+    from metrics_pipeline.dev.simulate_logs import simulate
     from metrics_pipeline.lib.host.agent import host_key
+    from metrics_pipeline.lib.ingestion_logs import load as ingestion_load
     from metrics_pipeline.lib.ingestion_logs.parse import ParseOptions
     from metrics_pipeline.lib.landing import open_landing
-    from metrics_pipeline.dev.simulate_logs import simulate
 
     now = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
     old, recent = now - timedelta(days=20), now - timedelta(days=2)
@@ -105,25 +106,25 @@ def test_committed_landing_files_past_retention_are_deleted_and_nothing_else(war
         dg.materialize([host_points], partition_key=hour.strftime("%Y-%m-%d-%H:%M"), resources={
             "warehouse": WarehouseResource(dsn=warehouse_dsn), "landing": LandingZoneResource(url=str(tmp_path / "landing"))})
     simulate(zone, old, old + timedelta(hours=1), jobs_per_hour=20)
-    loaded = ingestion_load.load_window(warehouse_dsn, "metrics", zone, old, old + timedelta(hours=1), ParseOptions())
+    loaded = ingestion_load.load_window(Warehouse(warehouse_dsn, "metrics"), zone, old, old + timedelta(hours=1), ParseOptions())
     zone.write("host/never-loaded/web-9/web-9-20200101T0000.jsonl", b"{}\n")  # not committed: kept at any age
     runs_before = db.execute("SELECT count(*) FROM metrics.ingestion_runs").fetchone()[0]
     assert runs_before == loaded.loaded > 0
 
     config = retention.RetentionConfig()
-    dry = retention.apply_landing(warehouse_dsn, "metrics", zone, config=config, now=now, dry_run=True)
+    dry = retention.apply_landing(Warehouse(warehouse_dsn, "metrics"), zone, config=config, now=now, dry_run=True)
     old_keys = {o.key for o in zone.list() if o.key != "host/never-loaded/web-9/web-9-20200101T0000.jsonl"
                 and recent.strftime("%Y-%m-%d") not in o.key}
     assert {f.key for f in dry} == old_keys and all(f.newest_hour < now - timedelta(days=14) for f in dry)
-    deleted = retention.apply_landing(warehouse_dsn, "metrics", zone, config=config, now=now)
+    deleted = retention.apply_landing(Warehouse(warehouse_dsn, "metrics"), zone, config=config, now=now)
     assert {f.key for f in deleted} == old_keys
     left = {o.key for o in zone.list()}
     assert left and not left & old_keys and "host/never-loaded/web-9/web-9-20200101T0000.jsonl" in left
     assert db.execute("SELECT count(*) FROM metrics.landing_files WHERE key = ANY(%s)", (list(old_keys),)).fetchone() == (0,)
     # Re-running the old ingestion hour with its files gone touches none of its rows.
-    ingestion_load.load_window(warehouse_dsn, "metrics", zone, old, old + timedelta(hours=1), ParseOptions())
+    ingestion_load.load_window(Warehouse(warehouse_dsn, "metrics"), zone, old, old + timedelta(hours=1), ParseOptions())
     assert db.execute("SELECT count(*) FROM metrics.ingestion_runs").fetchone()[0] == runs_before
-    assert retention.apply_landing(warehouse_dsn, "metrics", zone, config=config, now=now) == []
+    assert retention.apply_landing(Warehouse(warehouse_dsn, "metrics"), zone, config=config, now=now) == []
 
 
 def test_landing_retention_shorter_than_points_is_refused_and_follows_a_longer_points_retention():

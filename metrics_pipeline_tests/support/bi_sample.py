@@ -27,9 +27,10 @@ from psycopg.conninfo import make_conninfo
 from psycopg.types.json import Jsonb
 
 from metrics_pipeline.lib import rollups
-from metrics_pipeline.lib.warehouse import bi
+from metrics_pipeline.lib.points import points_frame
+from metrics_pipeline.lib.warehouse import bi, partitioning
 from metrics_pipeline.lib.warehouse import load as loader
-from metrics_pipeline.lib.warehouse import partitioning
+from metrics_pipeline.lib.warehouse.db import Warehouse
 
 SCHEMA = "metrics"
 HOSTS = {"web-1": "akonovia", "db-1": "boreal-logistique"}
@@ -81,7 +82,7 @@ def _host_frame(rng: np.random.Generator, start: datetime, end: datetime) -> pd.
         for mount, level in (("/", 48.0), ("/data", 83.0)):
             series.append(_series("host_filesystem_used_percent", host, {**labels, "mount": mount, "fstype": "ext4"},
                                   "percent", ts, level + np.linspace(0, 1, len(ts))))
-    return loader.points_frame(series)
+    return points_frame(series)
 
 
 def _cloudwatch_frame(rng: np.random.Generator, start: datetime, end: datetime) -> pd.DataFrame:
@@ -98,7 +99,7 @@ def _cloudwatch_frame(rng: np.random.Generator, start: datetime, end: datetime) 
         series.append(_series("aws_ec2_networkin", instance, labels, "bytes", ts, np.abs(rng.normal(2e7, 2e6, len(ts)))))
     labels = {**base, "namespace": "AWS/RDS", "statistic": "Average", "DBInstanceIdentifier": "orders-db"}
     series.append(_series("aws_rds_cpuutilization", "orders-db", labels, "percent", ts, rng.normal(40, 5, len(ts))))
-    return loader.points_frame(series)
+    return points_frame(series)
 
 
 def _whatap_frame(rng: np.random.Generator, start: datetime, end: datetime) -> pd.DataFrame:
@@ -116,7 +117,7 @@ def _whatap_frame(rng: np.random.Generator, start: datetime, end: datetime) -> p
         _series("whatap_apm_tps", "web-01-8080", apm, "count_per_second", ts, np.abs(rng.normal(120, 15, len(ts)))),
         _series("whatap_apm_resp_time", "web-01-8080", apm, "milliseconds", ts, rng.lognormal(4.5, 0.4, len(ts))),
     ]
-    return loader.points_frame(series)
+    return points_frame(series)
 
 
 def _jobs() -> list[tuple[str, str, str, str]]:
@@ -228,10 +229,10 @@ def populate(dsn: str, now: datetime | None = None) -> Sample:
     rng = np.random.default_rng(11)
     for source, frame in (("host", _host_frame(rng, start, end)), ("cloudwatch", _cloudwatch_frame(rng, start, end)),
                           ("whatap", _whatap_frame(rng, start, end))):
-        loader.load_points(dsn, frame, source=source, start=start, end=end, schema=SCHEMA)
-    rollups.refresh(dsn, SCHEMA, ["rollup_5m", "rollup_1h"], start, end)
-    rollups.refresh(dsn, SCHEMA, ["rollup_1d"], _day(start), _day(end - timedelta(microseconds=1)) + timedelta(days=1))
-    rollups.refresh_health(dsn, SCHEMA, start, end, now=now)
+        loader.load_points(Warehouse(dsn, SCHEMA), frame, source=source, start=start, end=end)
+    rollups.refresh(Warehouse(dsn, SCHEMA), ["rollup_5m", "rollup_1h"], start, end)
+    rollups.refresh(Warehouse(dsn, SCHEMA), ["rollup_1d"], _day(start), _day(end - timedelta(microseconds=1)) + timedelta(days=1))
+    rollups.refresh_health(Warehouse(dsn, SCHEMA), start, end, now=now)
     with psycopg.connect(dsn, autocommit=True) as conn:
         _insert_ingestion_runs(conn, start, end)
         with conn.transaction():
@@ -244,7 +245,7 @@ def populate(dsn: str, now: datetime | None = None) -> Sample:
 def bi_login(admin_dsn: str) -> Iterator[str]:
     """A fresh read-only BI login (as `metrics-pipeline bi-role` makes it); yields its DSN, then drops it."""
     role, password = f"bi_{uuid.uuid4().hex[:10]}", uuid.uuid4().hex
-    bi.ensure_role(admin_dsn, SCHEMA, role, password=password)
+    bi.ensure_role(Warehouse(admin_dsn, SCHEMA), role, password=password)
     try:
         yield make_conninfo(admin_dsn, user=role, password=password)
     finally:

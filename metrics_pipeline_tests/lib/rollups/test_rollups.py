@@ -7,14 +7,16 @@ import pandas as pd
 import pytest
 
 from metrics_pipeline.lib import rollups
+from metrics_pipeline.lib.points import points_frame
 from metrics_pipeline.lib.warehouse import load as loader
+from metrics_pipeline.lib.warehouse.db import Warehouse
 
 T0 = datetime(2026, 3, 2, tzinfo=timezone.utc)
 ALPHA = rollups.RELATIVE_ACCURACY
 
 
 def _frame(series: dict[tuple[str, str], tuple[pd.DatetimeIndex, np.ndarray]], unit="percent") -> pd.DataFrame:
-    return loader.points_frame([
+    return points_frame([
         {"metric": metric, "resource": resource, "labels": {"host": resource}, "unit": unit, "ts": ts, "value": values}
         for (metric, resource), (ts, values) in series.items()
     ])
@@ -39,7 +41,7 @@ def day_of_points(warehouse_dsn):
         ("latency_ms", "api-1"): (fast_ts, _skewed(rng, len(fast_ts))),
         ("host_cpu_percent", "db-1"): (slow_ts, np.clip(rng.normal(60, 25, len(slow_ts)), 0, 100)),
     })
-    loader.load_points(warehouse_dsn, frame, source="test", start=T0, end=T0 + timedelta(days=1))
+    loader.load_points(Warehouse(warehouse_dsn), frame, source="test", start=T0, end=T0 + timedelta(days=1))
     return frame
 
 
@@ -69,7 +71,7 @@ def _within_bound(estimate: float, values: np.ndarray, q: float) -> bool:
 
 @pytest.mark.parametrize("table, freq", [("rollup_5m", "5min"), ("rollup_1h", "1h"), ("rollup_1d", "1D")])
 def test_rollup_values_equal_pandas_recomputation_from_raw_points(warehouse_dsn, db, day_of_points, table, freq):
-    results = rollups.refresh(warehouse_dsn, "metrics", ["rollup_5m", "rollup_1h", "rollup_1d"], T0, T0 + timedelta(days=1))
+    results = rollups.refresh(Warehouse(warehouse_dsn, "metrics"), ["rollup_5m", "rollup_1h", "rollup_1d"], T0, T0 + timedelta(days=1))
     assert [r.table for r in results] == ["rollup_5m", "rollup_1h", "rollup_1d"]
     raw = _raw(db)
     got = _rollup(db, table)
@@ -94,8 +96,8 @@ def test_daily_percentiles_merge_sketches_not_average_percentiles(warehouse_dsn,
     big = pd.date_range(T0 + timedelta(hours=1), T0 + timedelta(hours=2), freq="36s", inclusive="left")
     ts = small.append(big)
     values = np.concatenate([np.full(len(small), 10.0), np.full(len(big), 10_000.0)])
-    loader.load_points(warehouse_dsn, _frame({("m", "r"): (ts, values)}), source="test", start=T0, end=T0 + timedelta(days=1))
-    rollups.refresh(warehouse_dsn, "metrics", ["rollup_5m", "rollup_1h", "rollup_1d"], T0, T0 + timedelta(days=1))
+    loader.load_points(Warehouse(warehouse_dsn), _frame({("m", "r"): (ts, values)}), source="test", start=T0, end=T0 + timedelta(days=1))
+    rollups.refresh(Warehouse(warehouse_dsn, "metrics"), ["rollup_5m", "rollup_1h", "rollup_1d"], T0, T0 + timedelta(days=1))
     p95, p99 = db.execute("SELECT p95, p99 FROM metrics.rollup_1d").fetchone()
     assert _within_bound(p95, values, 0.95) and p95 == pytest.approx(10.0, rel=ALPHA)
     assert _within_bound(p99, values, 0.99) and p99 == pytest.approx(10_000.0, rel=ALPHA)
@@ -103,13 +105,13 @@ def test_daily_percentiles_merge_sketches_not_average_percentiles(warehouse_dsn,
 
 def test_refresh_is_idempotent_and_replaces_its_window_only(warehouse_dsn, db, day_of_points, pg_dump):
     day = (T0, T0 + timedelta(days=1))
-    rollups.refresh(warehouse_dsn, "metrics", ["rollup_5m", "rollup_1h"], *day)
+    rollups.refresh(Warehouse(warehouse_dsn, "metrics"), ["rollup_5m", "rollup_1h"], *day)
     before = db.execute("SELECT count(*), sum(sum) FROM metrics.rollup_5m").fetchone()
-    again = rollups.refresh(warehouse_dsn, "metrics", ["rollup_5m", "rollup_1h"], *day)
+    again = rollups.refresh(Warehouse(warehouse_dsn, "metrics"), ["rollup_5m", "rollup_1h"], *day)
     assert db.execute("SELECT count(*), sum(sum) FROM metrics.rollup_5m").fetchone() == before
     assert again[0].deleted == again[0].rows == before[0]
     # One hour refreshed alone touches only that hour's buckets.
-    hour = rollups.refresh(warehouse_dsn, "metrics", ["rollup_5m", "rollup_1h"], T0 + timedelta(hours=3), T0 + timedelta(hours=4))
+    hour = rollups.refresh(Warehouse(warehouse_dsn, "metrics"), ["rollup_5m", "rollup_1h"], T0 + timedelta(hours=3), T0 + timedelta(hours=4))
     assert hour[0].rows == 12 * 1 and hour[1].rows == 1  # only the 10-second series has data at 03:00
     assert db.execute("SELECT count(*), sum(sum) FROM metrics.rollup_5m").fetchone() == before
 
@@ -117,27 +119,27 @@ def test_refresh_is_idempotent_and_replaces_its_window_only(warehouse_dsn, db, d
 def test_late_points_change_the_rollups_of_the_buckets_they_cover(warehouse_dsn, db):
     ts = pd.date_range(T0, T0 + timedelta(hours=1), freq="1min", inclusive="left")
     hour = (T0, T0 + timedelta(hours=1))
-    loader.load_points(warehouse_dsn, _frame({("m", "r"): (ts[:30], np.ones(30))}), source="test", start=hour[0], end=hour[1])
-    rollups.refresh(warehouse_dsn, "metrics", ["rollup_5m", "rollup_1h"], *hour)
+    loader.load_points(Warehouse(warehouse_dsn), _frame({("m", "r"): (ts[:30], np.ones(30))}), source="test", start=hour[0], end=hour[1])
+    rollups.refresh(Warehouse(warehouse_dsn, "metrics"), ["rollup_5m", "rollup_1h"], *hour)
     assert db.execute("SELECT count FROM metrics.rollup_1h").fetchone() == (30,)
-    loader.load_points(warehouse_dsn, _frame({("m", "r"): (ts, np.full(60, 2.0))}), source="test", start=hour[0], end=hour[1])
-    rollups.refresh(warehouse_dsn, "metrics", ["rollup_5m", "rollup_1h"], *hour)
+    loader.load_points(Warehouse(warehouse_dsn), _frame({("m", "r"): (ts, np.full(60, 2.0))}), source="test", start=hour[0], end=hour[1])
+    rollups.refresh(Warehouse(warehouse_dsn, "metrics"), ["rollup_5m", "rollup_1h"], *hour)
     assert db.execute("SELECT count, avg, last FROM metrics.rollup_1h").fetchone() == (60, 2.0, 2.0)
     assert db.execute("SELECT count(*) FROM metrics.rollup_5m").fetchone() == (12,)
 
 
 def test_refresh_keeps_rollups_whose_raw_points_retention_has_dropped(warehouse_dsn, db, day_of_points):
     day = (T0, T0 + timedelta(days=1))
-    rollups.refresh(warehouse_dsn, "metrics", ["rollup_5m", "rollup_1h"], *day)
+    rollups.refresh(Warehouse(warehouse_dsn, "metrics"), ["rollup_5m", "rollup_1h"], *day)
     kept = db.execute("SELECT count(*) FROM metrics.rollup_1h").fetchone()
     db.execute("DROP TABLE metrics.points_p20260302")
-    results = rollups.refresh(warehouse_dsn, "metrics", ["rollup_5m", "rollup_1h"], *day)
+    results = rollups.refresh(Warehouse(warehouse_dsn, "metrics"), ["rollup_5m", "rollup_1h"], *day)
     assert all(r.skipped and r.rows == 0 for r in results[:1])
     assert db.execute("SELECT count(*) FROM metrics.rollup_1h").fetchone() == kept
 
 
 def test_misaligned_window_is_refused_with_a_clear_error(warehouse_dsn):
     with pytest.raises(ValueError, match="not aligned to 1 day"):
-        rollups.refresh(warehouse_dsn, "metrics", ["rollup_1d"], T0 + timedelta(hours=1), T0 + timedelta(days=1))
+        rollups.refresh(Warehouse(warehouse_dsn, "metrics"), ["rollup_1d"], T0 + timedelta(hours=1), T0 + timedelta(days=1))
     with pytest.raises(ValueError, match="unknown rollup tables"):
-        rollups.refresh(warehouse_dsn, "metrics", ["rollup_2h"], T0, T0 + timedelta(hours=1))
+        rollups.refresh(Warehouse(warehouse_dsn, "metrics"), ["rollup_2h"], T0, T0 + timedelta(hours=1))

@@ -1,4 +1,4 @@
-"""Behaviour moto does not implement, through the CloudWatch double (see cloudwatch_double.py)."""
+"""Behaviour moto does not implement, through the CloudWatch double (see metrics_pipeline/dev/doubles/cloudwatch.py)."""
 
 import math
 import uuid
@@ -10,7 +10,7 @@ import pytest
 
 from metrics_pipeline.lib.cloudwatch.collect import CloudWatchError, fetch
 from metrics_pipeline.lib.cloudwatch.config import parse_config
-from metrics_pipeline_tests.lib.cloudwatch.conftest import HOUR
+from metrics_pipeline_tests.support.cloudwatch import HOUR
 
 
 def config_for(endpoint, instance, **top):

@@ -8,10 +8,12 @@ import pandas as pd
 import psycopg
 import pytest
 
-from metrics_pipeline.lib import rollups
-from metrics_pipeline.lib.warehouse import bi
 from metrics_pipeline import cli
+from metrics_pipeline.lib import rollups
+from metrics_pipeline.lib.points import points_frame
+from metrics_pipeline.lib.warehouse import bi
 from metrics_pipeline.lib.warehouse import load as loader
+from metrics_pipeline.lib.warehouse.db import Warehouse
 
 T0 = datetime(2026, 5, 4, tzinfo=timezone.utc)
 
@@ -23,13 +25,13 @@ def _as(dsn: str, role: str) -> psycopg.Connection:
 @pytest.fixture
 def two_tenants(warehouse_dsn, db):
     ts = pd.date_range(T0, T0 + timedelta(hours=1), freq="1min", inclusive="left")
-    frame = loader.points_frame([
+    frame = points_frame([
         {"metric": "host_cpu_percent", "resource": f"{tenant}-web", "labels": {"tenant": tenant}, "unit": "percent",
          "ts": ts, "value": np.full(len(ts), value)}
         for tenant, value in (("acme", 10.0), ("globex", 90.0))
     ])
-    loader.load_points(warehouse_dsn, frame, source="test", start=T0, end=T0 + timedelta(hours=1))
-    rollups.refresh(warehouse_dsn, "metrics", ["rollup_5m", "rollup_1h"], T0, T0 + timedelta(hours=1))
+    loader.load_points(Warehouse(warehouse_dsn), frame, source="test", start=T0, end=T0 + timedelta(hours=1))
+    rollups.refresh(Warehouse(warehouse_dsn, "metrics"), ["rollup_5m", "rollup_1h"], T0, T0 + timedelta(hours=1))
     for company in ("acme", "globex"):
         db.execute(
             """INSERT INTO metrics.sla_daily (bucket, company, zone, source_system, object, runs, successes, failures,
@@ -40,7 +42,7 @@ def two_tenants(warehouse_dsn, db):
 
 
 def test_the_bi_role_reads_every_view_and_no_table(two_tenants, db):
-    bi.ensure_role(two_tenants, "metrics", "bi_test_reader", password="s3cret-pw")
+    bi.ensure_role(Warehouse(two_tenants, "metrics"), "bi_test_reader", password="s3cret-pw")
     views = bi.views(db, "metrics")
     assert {"v_points", "v_rollup_5m", "v_rollup_1h", "v_rollup_1d", "v_latest", "v_sla_daily", "v_alerts"} <= set(views)
     with _as(two_tenants, "bi_test_reader") as conn:
@@ -61,7 +63,7 @@ def test_the_bi_role_reads_every_view_and_no_table(two_tenants, db):
     "DELETE FROM metrics.points",
 ])
 def test_the_bi_role_cannot_write_anything(two_tenants, statement):
-    bi.ensure_role(two_tenants, "metrics", "bi_test_reader", password="s3cret-pw")
+    bi.ensure_role(Warehouse(two_tenants, "metrics"), "bi_test_reader", password="s3cret-pw")
     with _as(two_tenants, "bi_test_reader") as conn:
         with pytest.raises((psycopg.errors.InsufficientPrivilege, psycopg.errors.ReadOnlySqlTransaction,
                             psycopg.errors.ObjectNotInPrerequisiteState)):
@@ -69,8 +71,8 @@ def test_the_bi_role_cannot_write_anything(two_tenants, statement):
 
 
 def test_a_tenant_restricted_role_never_sees_another_tenants_rows(two_tenants):
-    bi.ensure_role(two_tenants, "metrics", "bi_acme", password="pw-acme", tenants=["acme"])
-    bi.ensure_role(two_tenants, "metrics", "bi_all", password="pw-all")
+    bi.ensure_role(Warehouse(two_tenants, "metrics"), "bi_acme", password="pw-acme", tenants=["acme"])
+    bi.ensure_role(Warehouse(two_tenants, "metrics"), "bi_all", password="pw-all")
     with _as(two_tenants, "bi_acme") as conn:
         for view in ("v_series", "v_points", "v_rollup_5m", "v_rollup_1h", "v_latest", "v_sla_daily"):
             tenants = {t for (t,) in conn.execute(f"SELECT DISTINCT tenant FROM {view}")}
@@ -81,13 +83,13 @@ def test_a_tenant_restricted_role_never_sees_another_tenants_rows(two_tenants):
     with _as(two_tenants, "bi_all") as conn:
         assert {t for (t,) in conn.execute("SELECT DISTINCT tenant FROM v_rollup_1h")} == {"acme", "globex"}
     # Lifting the restriction.
-    bi.ensure_role(two_tenants, "metrics", "bi_acme", password=None, tenants=[])
+    bi.ensure_role(Warehouse(two_tenants, "metrics"), "bi_acme", password=None, tenants=[])
     with _as(two_tenants, "bi_acme") as conn:
         assert conn.execute("SELECT count(DISTINCT tenant) FROM v_sla_daily").fetchone() == (2,)
 
 
 def test_views_added_by_a_later_migration_are_granted_after_migrate(two_tenants, db):
-    bi.ensure_role(two_tenants, "metrics", "bi_test_reader", password="pw")
+    bi.ensure_role(Warehouse(two_tenants, "metrics"), "bi_test_reader", password="pw")
     db.execute("CREATE VIEW metrics.v_new AS SELECT 1 AS one")
     bi.grant_views(db, "metrics")
     with _as(two_tenants, "bi_test_reader") as conn:
@@ -113,11 +115,11 @@ def test_bi_role_command_takes_the_password_from_the_environment_and_never_print
 
 def test_a_bad_role_name_is_refused_before_reaching_sql(two_tenants):
     with pytest.raises(ValueError, match="role name"):
-        bi.ensure_role(two_tenants, "metrics", 'x"; DROP TABLE metrics.points; --', password="pw")
+        bi.ensure_role(Warehouse(two_tenants, "metrics"), 'x"; DROP TABLE metrics.points; --', password="pw")
 
 
 def test_restricting_a_group_role_restricts_its_member_logins(two_tenants, db):
-    bi.ensure_role(two_tenants, "metrics", "bi_member", password="pw")
+    bi.ensure_role(Warehouse(two_tenants, "metrics"), "bi_member", password="pw")
     db.execute("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'bi_globex_team') "
                "THEN CREATE ROLE bi_globex_team NOLOGIN; END IF; END $$")
     db.execute("GRANT bi_globex_team TO bi_member")
@@ -133,7 +135,7 @@ def test_restricting_a_group_role_restricts_its_member_logins(two_tenants, db):
 
 
 def test_bi_logins_get_a_statement_timeout_so_a_runaway_query_cannot_hold_locks_for_hours(two_tenants):
-    bi.ensure_role(two_tenants, "metrics", "bi_test_limits", password="pw")
+    bi.ensure_role(Warehouse(two_tenants, "metrics"), "bi_test_limits", password="pw")
     with _as(two_tenants, "bi_test_limits") as conn:
         assert conn.execute("SHOW statement_timeout").fetchone()[0] == "5min"
         assert conn.execute("SHOW idle_in_transaction_session_timeout").fetchone()[0] == "10min"

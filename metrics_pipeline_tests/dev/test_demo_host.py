@@ -2,13 +2,14 @@
 
 from datetime import datetime, timedelta, timezone
 
-from metrics_pipeline.lib.host import files as host_files
-from metrics_pipeline.lib.warehouse import load as loader
+from metrics_pipeline.dev.demo_host import BUSY_HOST, busy_minute_lines
 from metrics_pipeline.lib.alerts import engine
 from metrics_pipeline.lib.alerts.rules import DEFAULT_RULES
-from metrics_pipeline.dev.demo_host import BUSY_HOST, busy_minute_lines
+from metrics_pipeline.lib.host import files as host_files
 from metrics_pipeline.lib.host.agent import host_key
 from metrics_pipeline.lib.landing import open_landing
+from metrics_pipeline.lib.warehouse import load as loader
+from metrics_pipeline.lib.warehouse.db import Warehouse
 
 H = datetime(2026, 6, 1, 10, tzinfo=timezone.utc)
 
@@ -19,9 +20,9 @@ def test_an_hour_of_the_busy_host_fires_and_resolves_cpu_warning_and_critical(tm
         ts = int(H.timestamp()) + 60 * minute
         zone.write(host_key(BUSY_HOST, ts), busy_minute_lines(ts).encode())
     batch, _ = host_files.read_window(zone, H, H + timedelta(hours=1))
-    loader.load_points(warehouse_dsn, batch.frame(), source="host", start=H, end=H + timedelta(hours=1))
+    loader.load_points(Warehouse(warehouse_dsn), batch.frame(), source="host", start=H, end=H + timedelta(hours=1))
     rules = [r for r in DEFAULT_RULES if r.kind == "metric"]
-    engine.run(warehouse_dsn, "metrics", rules, H, H + timedelta(hours=1), now=H + timedelta(hours=2), source="host")
+    engine.evaluate_and_record(Warehouse(warehouse_dsn, "metrics"), rules, H, H + timedelta(hours=1), now=H + timedelta(hours=2), source="host")
     rows = db.execute("SELECT alertname, severity, state, starts_at, ends_at FROM metrics.alerts ORDER BY starts_at").fetchall()
     assert rows == [
         ("CpuHigh", "warning", "resolved", H + timedelta(minutes=15), H + timedelta(minutes=23)),

@@ -6,21 +6,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from metrics_pipeline.lib.ingestion_logs.parse import ParseOptions, parse_file, parse_timestamp
+from metrics_pipeline_tests.support.ingestion_logs import good
 
 NOW = datetime(2026, 1, 6, tzinfo=timezone.utc)
 OPTIONS = ParseOptions(now=NOW, min_start=datetime(2025, 1, 1, tzinfo=timezone.utc))
-
-
-def good(**changes):
-    record = {
-        "No_Sequence": "2026-01-05-13-05", "Date_Sequence": "2026-01-05", "Heure_Sequence": "13",
-        "Minute_Sequence": "05", "Entreprise": "akonovia", "Zone": "1-Raw", "Source": "PowerBI",
-        "Objet_Id": 42, "Objet": "Dataset", "Transformation": "REST API", "Etat": "SUCCESS",
-        "Debut": "2026-01-05 13:05:00", "Fin": "2026-01-05 13:06:00", "Duree secondes": 60,
-        "Description": "Tout roule, pas de stress!", "cpu_time (sec)": 1.5, "memory_used (bytes)": 1048576,
-    }
-    record.update(changes)
-    return {k: v for k, v in record.items() if v is not ...}
 
 
 def parse_one(record, options=OPTIONS):

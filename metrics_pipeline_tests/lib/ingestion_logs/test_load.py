@@ -4,28 +4,19 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 import pytest
 
+from metrics_pipeline.dev.simulate_logs import simulate
 from metrics_pipeline.lib.ingestion_logs import load as ingestion_load
 from metrics_pipeline.lib.ingestion_logs.parse import ParseOptions
 from metrics_pipeline.lib.landing import Cursor, LocalLanding
-from metrics_pipeline.dev.simulate_logs import simulate
-from metrics_pipeline_tests.lib.test_ingestion_logs import good
+from metrics_pipeline.lib.warehouse.db import Warehouse
+from metrics_pipeline_tests.support.ingestion_logs import at
 
 H13 = datetime(2026, 1, 5, 13, tzinfo=timezone.utc)
 OPTIONS = ParseOptions(now=datetime(2026, 1, 6, tzinfo=timezone.utc))
 
 
-def at(hour, minute, **changes):
-    start = hour + timedelta(minutes=minute)
-    return good(
-        No_Sequence=start.strftime("%Y-%m-%d-%H-%M"), Date_Sequence=start.strftime("%Y-%m-%d"),
-        Heure_Sequence=start.strftime("%H"), Minute_Sequence=start.strftime("%M"),
-        Debut=start.strftime("%Y-%m-%d %H:%M:%S"), Fin=(start + timedelta(seconds=60)).strftime("%Y-%m-%d %H:%M:%S"),
-        **changes,
-    )
-
-
 def load(dsn, zone, start=H13, hours=1):
-    return ingestion_load.load_window(dsn, "metrics", zone, start, start + timedelta(hours=hours), OPTIONS)
+    return ingestion_load.load_window(Warehouse(dsn, "metrics"), zone, start, start + timedelta(hours=hours), OPTIONS)
 
 
 def runs(dsn, start=H13, hours=1):

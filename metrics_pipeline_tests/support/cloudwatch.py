@@ -1,3 +1,10 @@
+"""CloudWatch test data: moto seeded with known values (`seeded`, `cw_config`) and the CloudWatch double
+(`double`, `indexed_double`), shared by the library, asset, fault and security tests.
+
+Registered once as a pytest plugin by the root conftest (`pytest_plugins`), so every folder sees
+these fixtures; `HOUR` (the seeded hour) is imported by the tests that read it.
+"""
+
 from datetime import datetime, timedelta, timezone
 
 import boto3

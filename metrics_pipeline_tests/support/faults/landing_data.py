@@ -10,7 +10,7 @@ from pathlib import Path
 
 from metrics_pipeline.lib.host.agent import host_key
 from metrics_pipeline.lib.landing import LandingZone
-from metrics_pipeline_tests.lib.test_ingestion_logs import good
+from metrics_pipeline_tests.support.ingestion_logs import good
 
 
 def tick(host: str, ts: float, value: float) -> bytes:

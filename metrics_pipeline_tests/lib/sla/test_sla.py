@@ -11,8 +11,9 @@ import psycopg
 import pytest
 
 from metrics_pipeline.lib import rollups, sla
-from metrics_pipeline.lib.warehouse import partitioning
 from metrics_pipeline.lib.sla.config import ConfigError, SlaConfig, load_config, parse_config
+from metrics_pipeline.lib.warehouse import partitioning
+from metrics_pipeline.lib.warehouse.db import Warehouse
 
 DAY = datetime(2026, 3, 2, tzinfo=timezone.utc)
 NOW = DAY + timedelta(hours=20, minutes=30)  # the 20:00 hour (and the day) are in progress
@@ -20,7 +21,7 @@ KEY = ["company", "zone", "source_system", "object"]
 COLUMNS = ["bucket", *KEY, "runs", "successes", "failures", "failure_rate", "duration_p50_s", "duration_p95_s",
            "duration_max_s", "sla_breaches", "last_success_at", "time_since_last_success_s", "cpu_time_s",
            "peak_memory_bytes", "sla_met"]
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 # --- data ------------------------------------------------------------------------------------------
@@ -167,7 +168,7 @@ TARGETED = parse_config({"targets": [
 @pytest.mark.parametrize("config", [SlaConfig(), TARGETED], ids=["defaults", "targeted"])
 def test_every_hourly_column_matches_a_pandas_recomputation_from_the_raw_runs(warehouse_dsn, runs, config):
     start, end = DAY - timedelta(hours=6), DAY + timedelta(days=1)  # 30 hours in one statement
-    result = sla.refresh(warehouse_dsn, "metrics", "hour", start, end, config, now=NOW)
+    result = sla.refresh(Warehouse(warehouse_dsn, "metrics"), "hour", start, end, config, now=NOW)
     got = table(warehouse_dsn, "sla_hourly")
     want = expected(runs, timedelta(hours=1), start, end, NOW, config)
     pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-9)
@@ -179,7 +180,7 @@ def test_every_hourly_column_matches_a_pandas_recomputation_from_the_raw_runs(wa
 
 def test_daily_rows_use_exact_percentiles_over_the_days_raw_runs(warehouse_dsn, runs):
     start, end = DAY - timedelta(days=2), DAY + timedelta(days=2)  # the day after `now` gets no row
-    sla.refresh(warehouse_dsn, "metrics", "day", start, end, TARGETED, now=NOW)
+    sla.refresh(Warehouse(warehouse_dsn, "metrics"), "day", start, end, TARGETED, now=NOW)
     got = table(warehouse_dsn, "sla_daily")
     pd.testing.assert_frame_equal(got, expected(runs, timedelta(days=1), start, end, NOW, TARGETED),
                                   check_exact=False, rtol=1e-9)
@@ -187,7 +188,7 @@ def test_daily_rows_use_exact_percentiles_over_the_days_raw_runs(warehouse_dsn, 
 
 
 def test_a_job_that_stopped_running_gets_runs_0_rows_and_then_breaches_freshness(warehouse_dsn, runs):
-    sla.refresh(warehouse_dsn, "metrics", "hour", DAY, DAY + timedelta(days=1), SlaConfig(), now=NOW)
+    sla.refresh(Warehouse(warehouse_dsn, "metrics"), "hour", DAY, DAY + timedelta(days=1), SlaConfig(), now=NOW)
     got = table(warehouse_dsn, "sla_hourly")
     stopped = got[(got.source_system == "Efficy")].set_index("bucket")
     assert len(stopped) == 21  # every hour up to the in-progress 20:00, none after `now`
@@ -201,26 +202,26 @@ def test_a_job_that_stopped_running_gets_runs_0_rows_and_then_breaches_freshness
     assert in_progress.time_since_last_success_s == (NOW - DAY - timedelta(hours=4, minutes=6)).total_seconds()
     assert stopped.sla_met.all()  # 16 h 24 min since its last success: under the 24 h default
     strict = parse_config({"defaults": {"max_hours_without_success": 6}})
-    sla.refresh(warehouse_dsn, "metrics", "hour", DAY, DAY + timedelta(days=1), strict, now=NOW)
+    sla.refresh(Warehouse(warehouse_dsn, "metrics"), "hour", DAY, DAY + timedelta(days=1), strict, now=NOW)
     stopped = table(warehouse_dsn, "sla_hourly").query("source_system == 'Efficy'").set_index("bucket")
     late = stopped.index[~stopped.sla_met]
     assert late.min() == pd.Timestamp(DAY + timedelta(hours=10))  # as of 11:00, 6 h 54 min without success
 
 
 def test_jobs_outside_the_lookback_get_no_rows_and_no_bucket_after_now_is_written(warehouse_dsn, runs):
-    sla.refresh(warehouse_dsn, "metrics", "hour", DAY, DAY + timedelta(days=1), SlaConfig(), now=NOW)
+    sla.refresh(Warehouse(warehouse_dsn, "metrics"), "hour", DAY, DAY + timedelta(days=1), SlaConfig(), now=NOW)
     got = table(warehouse_dsn, "sla_hourly")
     assert not ((got.company == "cedrus") & (got.source_system == "Zoho")).any()  # seen 8 days ago only
     assert got.bucket.max() == pd.Timestamp(DAY + timedelta(hours=20))
     short = parse_config({"silent_job_lookback_hours": 2})
-    sla.refresh(warehouse_dsn, "metrics", "hour", DAY, DAY + timedelta(days=1), short, now=NOW)
+    sla.refresh(Warehouse(warehouse_dsn, "metrics"), "hour", DAY, DAY + timedelta(days=1), short, now=NOW)
     stopped = table(warehouse_dsn, "sla_hourly").query("source_system == 'Efficy'")
     assert stopped.bucket.max() == pd.Timestamp(DAY + timedelta(hours=6))  # 04:05 + 2 h lookback
 
 
 def test_a_job_that_never_succeeded_counts_freshness_from_its_first_run(warehouse_dsn, runs):
     config = parse_config({"defaults": {"max_failure_rate": 1, "max_hours_without_success": 5}})
-    sla.refresh(warehouse_dsn, "metrics", "hour", DAY, DAY + timedelta(days=1), config, now=NOW)
+    sla.refresh(Warehouse(warehouse_dsn, "metrics"), "hour", DAY, DAY + timedelta(days=1), config, now=NOW)
     failing = table(warehouse_dsn, "sla_hourly").query("source_system == 'SharePoint'").set_index("bucket")
     assert failing.last_success_at.isna().all() and failing.time_since_last_success_s.isna().all()
     # first run at DAY - 1:59: 4 h 59 min before the end of the 02:00 bucket, late from 03:00 on
@@ -229,7 +230,7 @@ def test_a_job_that_never_succeeded_counts_freshness_from_its_first_run(warehous
 
 
 def test_a_success_counts_for_freshness_when_it_ends_not_when_it_starts(warehouse_dsn, runs):
-    sla.refresh(warehouse_dsn, "metrics", "hour", DAY, DAY + timedelta(days=1), SlaConfig(), now=NOW)
+    sla.refresh(Warehouse(warehouse_dsn, "metrics"), "hour", DAY, DAY + timedelta(days=1), SlaConfig(), now=NOW)
     got = table(warehouse_dsn, "sla_hourly").query("object == 'Tasks'").set_index("bucket")
     ten, eleven = got.loc[pd.Timestamp(DAY + timedelta(hours=10))], got.loc[pd.Timestamp(DAY + timedelta(hours=11))]
     assert ten.runs == 1 and ten.successes == 1 and pd.isna(ten.last_success_at)  # still running at 11:00
@@ -258,7 +259,7 @@ def test_each_target_comes_from_the_most_specific_matching_rule_ties_to_the_firs
             {"company": "nobody", "zone": "1-Raw", "source_system": "PowerBI", "object": "Dataset", "max_duration_s": 1},
         ],
     })
-    sla.refresh(warehouse_dsn, "metrics", "hour", DAY, DAY + timedelta(hours=1), config, now=DAY + timedelta(days=1))
+    sla.refresh(Warehouse(warehouse_dsn, "metrics"), "hour", DAY, DAY + timedelta(hours=1), config, now=DAY + timedelta(days=1))
     breaches = table(warehouse_dsn, "sla_hourly").set_index("company zone".split())["sla_breaches"]
     assert breaches.loc[("acme", "1-Raw")] == 2            # > 350: the first of the two 2-field rules
     assert breaches.loc[("acme", "2-Standardized")] == 1   # > 420: only the PowerBI rule matches
@@ -274,12 +275,12 @@ def test_sla_met_needs_failure_rate_p95_and_freshness_within_target(warehouse_ds
         run("a", "z", "s", "stale", start + timedelta(minutes=1), 10, "FAILED"),
     ])
     config = parse_config({"defaults": {"max_failure_rate": "50%"}})
-    sla.refresh(warehouse_dsn, "metrics", "hour", start, start + timedelta(hours=1), config, now=DAY + timedelta(days=1))
+    sla.refresh(Warehouse(warehouse_dsn, "metrics"), "hour", start, start + timedelta(hours=1), config, now=DAY + timedelta(days=1))
     got = table(warehouse_dsn, "sla_hourly").set_index("object")
     assert got.loc["ok"].failure_rate == 0.5 and got.loc["ok"].sla_met            # 50 % <= 50 %
     assert got.loc["slow"].duration_p95_s > 1800 and not got.loc["slow"].sla_met  # p95 over 1800 s
     assert got.loc["stale"].failure_rate == 1.0 and not got.loc["stale"].sla_met  # 1 failure in 1 run
-    sla.refresh(warehouse_dsn, "metrics", "hour", start, start + timedelta(hours=1),
+    sla.refresh(Warehouse(warehouse_dsn, "metrics"), "hour", start, start + timedelta(hours=1),
                 parse_config({"defaults": {"max_failure_rate": 1}}), now=DAY + timedelta(days=1))
     got = table(warehouse_dsn, "sla_hourly").set_index("object")
     assert not got.loc["stale"].sla_met and got.loc["stale"].time_since_last_success_s > 24 * 3600
@@ -288,30 +289,30 @@ def test_sla_met_needs_failure_rate_p95_and_freshness_within_target(warehouse_ds
 # --- idempotency and windows -----------------------------------------------------------------------
 
 def test_re_running_a_window_gives_the_identical_table(warehouse_dsn, runs):
-    args = (warehouse_dsn, "metrics", "hour", DAY - timedelta(hours=6), DAY + timedelta(days=1), TARGETED)
+    args = (Warehouse(warehouse_dsn), "hour", DAY - timedelta(hours=6), DAY + timedelta(days=1), TARGETED)
     first = sla.refresh(*args, now=NOW)
     before = table(warehouse_dsn, "sla_hourly")
     second = sla.refresh(*args, now=NOW)
     pd.testing.assert_frame_equal(table(warehouse_dsn, "sla_hourly"), before)
     assert second.deleted == first.rows == second.rows
     # Refreshing one hour inside the window replaces that hour only, with the same rows.
-    hour = sla.refresh(warehouse_dsn, "metrics", "hour", DAY + timedelta(hours=3), DAY + timedelta(hours=4),
+    hour = sla.refresh(Warehouse(warehouse_dsn, "metrics"), "hour", DAY + timedelta(hours=3), DAY + timedelta(hours=4),
                        TARGETED, now=NOW)
     pd.testing.assert_frame_equal(table(warehouse_dsn, "sla_hourly"), before)
     assert hour.deleted == hour.rows == (before.bucket == pd.Timestamp(DAY + timedelta(hours=3))).sum()
 
 
 def test_a_window_whose_runs_expired_keeps_its_rows(warehouse_dsn, runs):
-    sla.refresh(warehouse_dsn, "metrics", "day", DAY, DAY + timedelta(days=1), SlaConfig(), now=NOW)
+    sla.refresh(Warehouse(warehouse_dsn, "metrics"), "day", DAY, DAY + timedelta(days=1), SlaConfig(), now=NOW)
     before = table(warehouse_dsn, "sla_daily")
-    old = sla.refresh(warehouse_dsn, "metrics", "day", datetime(2025, 1, 1, tzinfo=timezone.utc),
+    old = sla.refresh(Warehouse(warehouse_dsn, "metrics"), "day", datetime(2025, 1, 1, tzinfo=timezone.utc),
                       datetime(2025, 1, 3, tzinfo=timezone.utc), SlaConfig(), now=NOW)
     assert old.skipped and old.rows == old.deleted == 0
     pd.testing.assert_frame_equal(table(warehouse_dsn, "sla_daily"), before)
 
 
 def test_an_empty_warehouse_is_skipped_not_an_error(warehouse_dsn):
-    result = sla.refresh(warehouse_dsn, "metrics", "hour", DAY, DAY + timedelta(hours=1), SlaConfig(), now=NOW)
+    result = sla.refresh(Warehouse(warehouse_dsn, "metrics"), "hour", DAY, DAY + timedelta(hours=1), SlaConfig(), now=NOW)
     assert result.skipped and result.rows == 0
 
 
@@ -324,7 +325,7 @@ def test_an_empty_warehouse_is_skipped_not_an_error(warehouse_dsn):
 ])
 def test_windows_must_be_aware_and_aligned_to_the_grain(grain, start, end, message):
     with pytest.raises(ValueError, match=message):
-        sla.refresh("dbname=unused", "metrics", grain, start, end, SlaConfig(), now=NOW)
+        sla.refresh(Warehouse("dbname=unused"), grain, start, end, SlaConfig(), now=NOW)
 
 
 # --- configuration ---------------------------------------------------------------------------------

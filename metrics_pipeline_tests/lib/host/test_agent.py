@@ -4,7 +4,6 @@ import subprocess
 import sys
 import time
 
-
 from metrics_pipeline.lib.host.agent import CATALOGUE, Collector, CollectorConfig, Rates, host_key
 from metrics_pipeline.lib.host.files import HostBatch
 from metrics_pipeline.lib.landing import LocalLanding, open_landing
@@ -118,6 +117,6 @@ def test_the_agent_does_not_import_heavy_libraries():
 def test_every_catalogued_metric_is_documented_with_its_unit():
     from pathlib import Path
 
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "metrics.md").read_text()
     for metric, (unit, _, _) in CATALOGUE.items():
         assert f"| `{metric}` | {unit} |" in doc, metric
