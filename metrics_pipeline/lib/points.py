@@ -329,3 +329,44 @@ def points_frame(series: list[dict[str, Any]]) -> pd.DataFrame:
             "value": values,
         }
     )
+
+
+#: How many spacings per series and day `intervals` looks at: enough for a robust median, cheap
+#: enough to run on every load (a day of 1-second samples would otherwise sort 86,400 spacings).
+INTERVAL_SAMPLE = 64
+_DAY_US = 86_400 * 1_000_000
+
+
+def intervals(prepared: Prepared) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per (series, UTC day) of a prepared frame: the median spacing, in seconds, of the first
+    INTERVAL_SAMPLE spacings between consecutive samples of that series within that day.
+
+    Returns:
+        Three aligned arrays: series index (into the Prepared series lists), day (days since
+        2000-01-01), interval in seconds. Series-days with a single sample are absent.
+    """
+    codes, ts = prepared.codes, prepared.ts_us
+    if len(codes) < 2:
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty, np.empty(0, dtype=np.float64)
+    day = ts // _DAY_US
+    same = (codes[1:] == codes[:-1]) & (day[1:] == day[:-1])
+    gaps = np.diff(ts)[same]
+    group_code, group_day = codes[1:][same], day[1:][same]
+    if not len(gaps):
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty, np.empty(0, dtype=np.float64)
+    # Rows are sorted by (series, ts), so each (series, day) group is contiguous.
+    boundary = np.concatenate([[True], (group_code[1:] != group_code[:-1]) | (group_day[1:] != group_day[:-1])])
+    starts = np.flatnonzero(boundary)
+    group = np.cumsum(boundary) - 1
+    rank = np.arange(len(gaps)) - starts[group]
+    sample = rank < INTERVAL_SAMPLE
+    g, v = group[sample], gaps[sample]
+    order = np.lexsort((v, g))
+    g, v = g[order], v[order]
+    counts = np.bincount(g, minlength=len(starts))
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    # Lower median (an observed spacing, never an average of two).
+    median = v[first + (counts - 1) // 2]
+    return group_code[starts], group_day[starts], median / 1e6

@@ -42,9 +42,10 @@ def _alert_check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseRes
                  kind: str, key: str, start: datetime, end: datetime, extra: dict | None = None) -> dg.AssetCheckResult:
     """Evaluate the `kind` rules over the hour, record the alerts, and report them: the check
     fails while anything fires in the hour, as ERROR when a critical does."""
-    selected = [r for r in rules.load_config().effective_rules if r.kind == kind]
+    config = rules.load_config()
+    selected = [r for r in config.effective_rules if r.kind == kind]
     result = engine.evaluate_and_record(
-        warehouse.get(), selected, start, end, now=datetime.now(timezone.utc), source=source,
+        warehouse.get(), selected, start, end, now=datetime.now(timezone.utc), source=source, data_lag=config.data_lag,
         run_id=context.run.run_id, asset_key=asset, partition_key=key,
         generator_url=f"{settings.dagster_url()}/runs/{context.run.run_id}")
     critical = any(o.rule.severity == "critical" for o in result.firing)

@@ -1,20 +1,34 @@
-"""Evaluate metric alert rules over a window of the warehouse and record alerts (SPEC §6).
+"""Evaluate alert rules against the warehouse and keep `alerts` equal to one evaluation over the
+whole of every series, whatever the run schedule (SPEC §6, §12).
 
-For a window [start, end) (the partition just materialised), each rule reads the raw points of
-the series it selects from `start - lookback` (so holds crossing `start` are seen whole, see
-`evaluate.lookback`) to `end`, finds the holds at the data's resolution, and records every
-**firing** hold that overlaps the window in `alerts`, one row per occurrence:
+A run evaluates a window [start, end) (the partition just loaded, a range, or the part of the hour
+in progress that is new). For every rule and selected series it reads the raw samples around the
+window and **widens the span it reads until no hold crosses either end** (a hold that began hours
+before the window, or goes on after it, is read whole, backwards and forwards), so every hold whose
+firing time falls in the span is computed exactly as an evaluation over the entire series would.
+Then it reconciles: for that series' fingerprint, the rows starting inside the span are exactly
+the span's firing holds (upserted), and nothing else (deleted). Rows outside the span are not
+this run's to touch. Re-runs, runs in any order, range runs, late data: each run leaves the rows it
+owns equal to the whole-series truth for the data as it is now, so the table converges.
 
-* identity: (fingerprint, starts_at). The fingerprint hashes the alert's labels (alertname,
-  severity, source, metric, resource, the series' labels, the rule's labels), so the same alert on
-  the same series always has the same fingerprint, and Alertmanager can group and de-duplicate;
-* `starts_at` is the sample at which the hold had lasted `for`; `ends_at` the sample where it
-  stopped holding (NULL while firing); an occurrence that started in an earlier window continues
-  the row recorded then instead of opening a second one;
-* re-running a window gives the same rows: occurrences that start in the window are upserted,
-  rows that start in the window and are no longer produced (the data changed) are deleted, in one
-  transaction. A row whose state or end changed is marked for delivery again.
-Pending holds are returned (check metadata) but not recorded: Alertmanager never sees pending.
+What makes that independent of the schedule:
+
+* **Gap tolerance** (`max_gap`, when the rule sets none) is GAP_FACTOR times the series' nominal
+  sampling interval for the day (`series_intervals`, kept by the loads), never the spacing of what
+  one run happened to read.
+* **The data edge is not the end of a condition.** A hold that reaches a series' newest sample is
+  firing while the series is not silent: silence is measured against the source's data edge (the
+  newest sample any series of that source has) or, when the whole source is quiet, against the
+  clock minus how late that source's data normally lands (`data_lag`, e.g. 2 minutes for host
+  files, 20 for CloudWatch). Only a series silent for longer than its gap tolerance beyond that is
+  resolved, at its last sample + the tolerance (Prometheus resolves a vanished series after its
+  5-minute staleness the same way).
+* NaN and missing values never meet a condition (`evaluate.holds`).
+
+Identity of a row: (fingerprint, starts_at). The fingerprint hashes the alert's labels; `starts_at`
+is the sample at which the hold had lasted `for`; `ends_at` the first sample where it stopped
+holding (NULL while firing). A row whose state or end changes is marked for delivery again; one
+whose nothing changed is not. Pending holds are returned (check metadata), never recorded.
 """
 
 from __future__ import annotations
@@ -28,7 +42,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import psycopg
 
-from metrics_pipeline.lib.alerts.evaluate import Hold, holds, lookback
+from metrics_pipeline.lib.alerts.evaluate import OPERATORS, Hold, holds
 from metrics_pipeline.lib.alerts.rules import Rule
 from metrics_pipeline.lib.warehouse import replace_window as windows
 from metrics_pipeline.lib.warehouse.db import Warehouse
@@ -78,12 +92,17 @@ class WindowResult:
     removed: int = 0
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_US = 1_000  # PostgreSQL keeps microseconds: ns values here are whole microseconds
+
+
 def _dt(ns: int | None) -> datetime | None:
-    return None if ns is None else datetime.fromtimestamp(ns / _NS, tz=timezone.utc)
+    return None if ns is None else _EPOCH + timedelta(microseconds=int(ns) // _US)
 
 
 def _ns(ts: datetime) -> int:
-    return int(ts.timestamp() * _NS)
+    delta = ts - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * _NS + delta.microseconds * _US
 
 
 def alert_labels(rule: Rule, series: Series) -> dict[str, str]:
@@ -135,161 +154,314 @@ def select_series(conn: psycopg.Connection, schema: str, rule: Rule, source: str
     return [s for s in found if rule.matches({**s.labels, "resource": s.resource, "source": s.source})]
 
 
-def _points(conn, schema, series_ids, start, end) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """Each series' samples in [start, end) as (epoch ns, values) arrays, converted in bulk: an hour
-    of 1-second samples for many hosts is millions of rows, too many for per-row datetimes."""
-    rows = conn.execute(
-        f"SELECT series_id, (extract(epoch FROM ts) * 1000000)::bigint, value FROM {schema}.points "
-        "WHERE series_id = ANY(%s) AND ts >= %s AND ts < %s ORDER BY series_id, ts",
-        (series_ids, start, end),
-    ).fetchall()
-    if not rows:
+def _fetch_points(conn, schema, bounds: dict[int, tuple[int, int]]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Each series' samples in its own [lo, hi) (epoch ns) as (ts, values) arrays, converted in bulk:
+    an hour of 1-second samples for many hosts is millions of rows, too many for per-row datetimes."""
+    if not bounds:
         return {}
-    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    ids = list(bounds)
+    rows = conn.execute(
+        f"""SELECT b.sid, (extract(epoch FROM p.ts) * 1000000)::bigint, p.value
+            FROM unnest(%s::integer[], %s::timestamptz[], %s::timestamptz[]) AS b(sid, lo, hi)
+            JOIN {schema}.points p ON p.series_id = b.sid AND p.ts >= b.lo AND p.ts < b.hi
+            ORDER BY b.sid, p.ts""",
+        (ids, [_dt(bounds[i][0]) for i in ids], [_dt(bounds[i][1]) for i in ids]),
+    ).fetchall()
+    found = {i: (np.empty(0, dtype=np.int64), np.empty(0)) for i in ids}
+    if not rows:
+        return found
+    sid = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
     ts = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows)) * 1000
     values = np.fromiter((r[2] for r in rows), dtype=np.float64, count=len(rows))
-    bounds = np.flatnonzero(np.diff(ids)) + 1
-    return {int(i[0]): (t, v) for i, t, v in zip(np.split(ids, bounds), np.split(ts, bounds), np.split(values, bounds))}
+    cut = np.flatnonzero(np.diff(sid)) + 1
+    for i, t_, v in zip(np.split(sid, cut), np.split(ts, cut), np.split(values, cut)):
+        found[int(i[0])] = (t_, v)
+    return found
 
 
 #: SLA rules read hourly rows: consecutive buckets are an hour apart.
 SLA_SOURCE = "ingestion_logs"
 SLA_GAP = timedelta(hours=1)
+#: Nominal interval of a series with no recorded interval (a day with a single sample).
+DEFAULT_INTERVAL = timedelta(seconds=60)
+#: How late a source's data normally lands, when the configuration does not say.
+DEFAULT_DATA_LAG = {"host": timedelta(minutes=2), "custom": timedelta(minutes=2), "cloudwatch": timedelta(minutes=20),
+                    "whatap": timedelta(minutes=15), SLA_SOURCE: timedelta(hours=2)}
+FALLBACK_DATA_LAG = timedelta(minutes=10)
+_DAY_NS = 86_400 * _NS
+_EPOCH_DAY = datetime(1970, 1, 1).date()
 
 
-def _sla_rows(conn, schema, rule: Rule, start, end) -> tuple[list[Series], dict[int, tuple[np.ndarray, np.ndarray]]]:
-    """Each (company, zone, source_system, object) of sla_hourly as a pseudo-series of `rule.column`.
-
-    A bucket without a value (no runs: failure_rate is NULL) does not meet any condition."""
+def _sla_groups(conn, schema, rule: Rule, lo: int, hi: int) -> list[Series]:
     rows = conn.execute(
-        f"SELECT company, zone, source_system, object, bucket, {rule.column} FROM {schema}.sla_hourly "
-        "WHERE bucket >= %s AND bucket < %s ORDER BY company, zone, source_system, object, bucket",
-        (start, end),
+        f"SELECT DISTINCT company, zone, source_system, object FROM {schema}.sla_hourly "
+        "WHERE bucket >= %s AND bucket < %s ORDER BY 1, 2, 3, 4",
+        (_dt(lo), _dt(hi)),
     ).fetchall()
-    groups: dict[tuple, list] = {}
-    for company, zone, system, obj, bucket, value in rows:
-        groups.setdefault((company, zone, system, obj), []).append((bucket, value))
-    series, data = [], {}
-    for i, (key, samples) in enumerate(groups.items()):
+    series = []
+    for key in rows:
         labels = dict(zip(("company", "zone", "source_system", "object"), key))
-        if not rule.matches(labels):
-            continue
-        s = Series(-(i + 1), SLA_SOURCE, rule.column, "/".join(key), {**labels, "tenant": key[0]})
-        series.append(s)
-        data[s.series_id] = (np.array([_ns(b) for b, _ in samples], dtype=np.int64),
-                             np.array([np.nan if v is None else float(v) for _, v in samples]))
-    return series, data
+        if rule.matches(labels):
+            # A stable pseudo-id per group (only used to key this evaluation's arrays).
+            pseudo = -int(hashlib.sha256("/".join(key).encode()).hexdigest()[:12], 16)
+            series.append(Series(pseudo, SLA_SOURCE, rule.column, "/".join(key), {**labels, "tenant": key[0]}))
+    return series
 
 
-def _max_gap(rule: Rule, ts: np.ndarray) -> timedelta:
+def _fetch_sla(conn, schema, rule: Rule, series: list[Series], bounds: dict[int, tuple[int, int]]):
+    """Each SLA group's `rule.column` per hour in its [lo, hi); a bucket without a value is NaN."""
+    by_id = {s.series_id: s for s in series}
+    found = {}
+    for sid, (lo, hi) in bounds.items():
+        s = by_id[sid]
+        rows = conn.execute(
+            f"SELECT bucket, {rule.column} FROM {schema}.sla_hourly WHERE company = %s AND zone = %s "
+            "AND source_system = %s AND object = %s AND bucket >= %s AND bucket < %s ORDER BY bucket",
+            (s.labels["company"], s.labels["zone"], s.labels["source_system"], s.labels["object"], _dt(lo), _dt(hi)),
+        ).fetchall()
+        found[sid] = (np.array([_ns(b) for b, _ in rows], dtype=np.int64),
+                      np.array([np.nan if v is None else float(v) for _, v in rows], dtype=np.float64))
+    return found
+
+
+def _source_edge(conn, schema, source: str, rule: Rule) -> int | None:
+    """The newest sample of `source` (any series): how far that source's data has landed."""
+    if rule.kind == "sla":
+        row = conn.execute(f"SELECT max(bucket) FROM {schema}.sla_hourly").fetchone()
+    else:
+        row = conn.execute(
+            f"""SELECT max(last.ts) FROM {schema}.series s
+                CROSS JOIN LATERAL (SELECT ts FROM {schema}.points p WHERE p.series_id = s.series_id
+                                    ORDER BY ts DESC LIMIT 1) last
+                WHERE s.source = %s""",
+            (source,),
+        ).fetchone()
+    return _ns(row[0]) if row and row[0] is not None else None
+
+
+def _intervals(conn, schema, series_ids: list[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Per series: its recorded (day number, interval ns) pairs, days ascending."""
+    if not series_ids:
+        return {}
+    rows = conn.execute(
+        f"SELECT series_id, day, interval_s FROM {schema}.series_intervals WHERE series_id = ANY(%s) "
+        "ORDER BY series_id, day",
+        (series_ids,),
+    ).fetchall()
+    grouped: dict[int, list] = {}
+    for sid, day, seconds in rows:
+        grouped.setdefault(sid, []).append(((day - _EPOCH_DAY).days, int(seconds * _NS)))
+    return {sid: (np.array([d for d, _ in v], dtype=np.int64), np.array([i for _, i in v], dtype=np.int64))
+            for sid, v in grouped.items()}
+
+
+def _gaps(rule: Rule, ts: np.ndarray, known: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """Per sample, the gap tolerance (ns) of the spacing that starts at it."""
+    if rule.kind == "sla":
+        return np.full(len(ts), int(SLA_GAP.total_seconds() * _NS), dtype=np.int64)
     if rule.max_gap is not None:
-        return rule.max_gap
-    spacing = float(np.median(np.diff(ts))) / _NS if len(ts) > 1 else 60.0
-    return timedelta(seconds=max(1.0, GAP_FACTOR * spacing))
+        return np.full(len(ts), int(rule.max_gap.total_seconds() * _NS), dtype=np.int64)
+    if known is None or not len(known[0]):
+        interval = np.full(len(ts), int(DEFAULT_INTERVAL.total_seconds() * _NS), dtype=np.int64)
+    else:
+        days, per_day = known
+        # The interval of the sample's day, else of the nearest earlier recorded day, else the first.
+        idx = np.clip(np.searchsorted(days, ts // _DAY_NS, side="right") - 1, 0, len(days) - 1)
+        interval = per_day[idx]
+    return np.maximum((interval * GAP_FACTOR).astype(np.int64), _NS)
+
+
+def _max_gap_ns(rule: Rule, known: tuple[np.ndarray, np.ndarray] | None) -> int:
+    """The largest gap tolerance the series can have anywhere (to widen spans conservatively)."""
+    if rule.kind == "sla":
+        return int(SLA_GAP.total_seconds() * _NS)
+    if rule.max_gap is not None:
+        return int(rule.max_gap.total_seconds() * _NS)
+    largest = int(known[1].max()) if known is not None and len(known[1]) else int(DEFAULT_INTERVAL.total_seconds() * _NS)
+    return max(int(largest * GAP_FACTOR), _NS)
+
+
+@dataclasses.dataclass
+class _Span:
+    """What one rule reads of one series: [lo, hi), widened until no hold crosses either end."""
+
+    series: Series
+    lo: int
+    hi: int
+    max_gap: int
+    ts: np.ndarray
+    values: np.ndarray
+    open_lo: bool = True
+    open_hi: bool = True
+
+    def condition(self, rule: Rule) -> np.ndarray:
+        with np.errstate(invalid="ignore"):
+            return OPERATORS[rule.op](self.values, rule.threshold) & np.isfinite(self.values)
+
+
+def _spans(fetch, rule: Rule, series: list[Series], start: int, end: int, edge: int | None,
+           gaps: dict[int, int], max_rounds: int = 40) -> list[_Span]:
+    """Read each series around [start, end), widening until both ends are clean: the sample at the
+    end does not meet the condition, or more than the widest gap tolerance separates it from the
+    end (nothing can be continuous across), or the end is past the source's newest data. Each
+    round doubles the width of the spans still open."""
+    hold_ns = int(rule.hold.total_seconds() * _NS)
+    horizon = edge + _US if edge is not None else end  # one microsecond past the newest sample
+    spans = {s.series_id: _Span(s, start - hold_ns - gaps[s.series_id], max(end, start + 1), gaps[s.series_id],
+                                np.empty(0, dtype=np.int64), np.empty(0)) for s in series}
+    todo = {sid: (sp.lo, sp.hi) for sid, sp in spans.items()}
+    for _ in range(max_rounds):
+        if not todo:
+            break
+        got = fetch(todo)
+        widened = {}
+        for sid, (lo, hi) in todo.items():
+            sp = spans[sid]
+            sp.lo, sp.hi = lo, hi
+            sp.ts, sp.values = got.get(sid, (np.empty(0, dtype=np.int64), np.empty(0)))
+            if not len(sp.ts):
+                sp.open_lo = sp.open_hi = False
+                continue
+            cond = sp.condition(rule)
+            sp.open_lo = bool(cond[0]) and int(sp.ts[0]) - sp.lo <= sp.max_gap
+            sp.open_hi = bool(cond[-1]) and sp.hi - int(sp.ts[-1]) <= sp.max_gap and sp.hi < horizon
+            width = max(sp.hi - sp.lo, sp.max_gap, _NS)
+            new_lo = sp.lo - width if sp.open_lo else sp.lo
+            new_hi = min(sp.hi + width, horizon) if sp.open_hi else sp.hi
+            if (new_lo, new_hi) != (sp.lo, sp.hi):
+                widened[sid] = (new_lo, new_hi)
+        todo = widened
+    return list(spans.values())
 
 
 def evaluate_window(conn: psycopg.Connection, schema: str, rules: list[Rule], start: datetime, end: datetime,
-                    now: datetime, source: str | None = None) -> WindowResult:
-    """Firing and pending occurrences of the metric `rules` over [start, end) (nothing written),
-    on the series of `source` only when given (each source's partition evaluates its own series)."""
+                    now: datetime, source: str | None = None,
+                    data_lag: dict[str, timedelta] | None = None) -> tuple[WindowResult, list[tuple], list[tuple]]:
+    """Holds of the `rules` around [start, end) (nothing written), on the series of `source` only
+    when given. Returns the result for the window, and what each (rule, series) span owns:
+    (rule, fingerprint, labels, series, lo, hi or None when open to the data edge, its firing holds);
+    and per rule and source the fingerprints evaluated (rows of others starting in the window go)."""
     result = WindowResult()
-    until = _ns(min(end, now))
+    owned: list[tuple] = []
+    vanished: list[tuple] = []
+    lag = {**DEFAULT_DATA_LAG, **(data_lag or {})}
+    start_ns, end_ns, now_ns = _ns(start), _ns(end), _ns(now)
     for rule in rules:
         if rule.kind == "sla":
             if source not in (None, SLA_SOURCE):
                 continue
-            reach = lookback(rule.hold, SLA_GAP)
-            series, data = _sla_rows(conn, schema, rule, start - reach, end)
+            reach = int((rule.hold + 2 * SLA_GAP).total_seconds() * _NS)
+            series = _sla_groups(conn, schema, rule, start_ns - reach, end_ns + reach)
+            known = {}
+
+            def fetch(bounds, rule=rule, series=series):
+                return _fetch_sla(conn, schema, rule, series, bounds)
+            edges = {SLA_SOURCE: _source_edge(conn, schema, SLA_SOURCE, rule)}
         else:
             series = select_series(conn, schema, rule, source)
             if not series:
                 continue
-            # Lookback: `for` plus a generous gap; the exact gap is per series, known once its data is read.
-            reach = lookback(rule.hold, rule.max_gap or timedelta(minutes=10))
-            data = _points(conn, schema, [s.series_id for s in series], start - reach, end)
+            known = _intervals(conn, schema, [s.series_id for s in series])
+
+            def fetch(bounds):
+                return _fetch_points(conn, schema, bounds)
+            edges = {src: _source_edge(conn, schema, src, rule) for src in {s.source for s in series}}
         result.series += len(series)
-        for s in series:
-            if s.series_id not in data:
-                continue
-            ts, values = data[s.series_id]
-            result.samples += int(((ts >= _ns(start)) & (ts < _ns(end))).sum())
-            labels = alert_labels(rule, s)
-            fp = fingerprint(labels)
-            gap = SLA_GAP if rule.kind == "sla" else _max_gap(rule, ts)
-            for hold in holds(ts, values, op=rule.op, threshold=rule.threshold, hold=rule.hold,
-                              max_gap=gap, until_ns=until):
-                ends = hold.resolved_at if hold.resolved_at is not None else until + 1
-                if ends < _ns(start):
-                    continue  # over before the window (a resolution exactly at its start is still its news)
-                occurrence = Occurrence(rule, s, hold, labels, fp)
-                if hold.firing and hold.fired_at < _ns(end):
-                    result.firing.append(occurrence)
-                elif not hold.firing and hold.resolved_at is None:
-                    result.pending.append(occurrence)
+        for src in {s.source for s in series}:
+            group = [s for s in series if s.source == src]
+            edge = edges[src]
+            gap_max = {s.series_id: _max_gap_ns(rule, known.get(s.series_id)) for s in group}
+            # Silence is judged against the source's newest data, or the clock minus its usual lag.
+            until = max(edge if edge is not None else 0, now_ns - int(lag.get(src, FALLBACK_DATA_LAG).total_seconds() * _NS))
+            for sp in _spans(fetch, rule, group, start_ns, end_ns, edge, gap_max):
+                s = sp.series
+                labels = alert_labels(rule, s)
+                fp = fingerprint(labels)
+                in_window = (sp.ts >= start_ns) & (sp.ts < end_ns)
+                result.samples += int(in_window.sum())
+                # A span that reached the source's newest data owns everything after its start, and
+                # its last hold is judged against `until`; a bounded span ends at a clean end.
+                owned_hi = None if edge is None or sp.hi > edge else sp.hi
+                found = holds(sp.ts, sp.values, op=rule.op, threshold=rule.threshold, hold=rule.hold,
+                              max_gap=_gaps(rule, sp.ts, known.get(s.series_id)),
+                              until_ns=until if owned_hi is None else sp.hi)
+                firing = []
+                for hold in found:
+                    occurrence = Occurrence(rule, s, hold, labels, fp)
+                    if hold.firing:
+                        if sp.lo <= hold.fired_at and (owned_hi is None or hold.fired_at < owned_hi):
+                            firing.append(occurrence)
+                        if hold.fired_at < end_ns and (hold.resolved_at is None or hold.resolved_at > start_ns):
+                            result.firing.append(occurrence)
+                    elif hold.resolved_at is None and hold.last_at >= start_ns:
+                        result.pending.append(occurrence)
+                owned.append((rule, fp, labels, s, sp.lo, owned_hi, firing))
+            # Rows of this rule and source that start in the window, for series no longer evaluated
+            # (not selected any more, or without data): gone with their series.
+            vanished.append((rule, src, start, end, {fingerprint(alert_labels(rule, s)) for s in group}))
+    return result, owned, vanished
+
+
+def record(conn: psycopg.Connection, schema: str, owned: list[tuple], vanished: list[tuple], result: WindowResult, *,
+           run_id: str | None = None, asset_key: str | None = None, partition_key: str | None = None,
+           generator_url: str | None = None) -> WindowResult:
+    """Make the rows each span owns equal to its firing holds (call inside a transaction)."""
+    for rule, fp, labels, s, lo, hi, firing in owned:
+        kept: set[datetime] = set()
+        for occ in firing:
+            annotations = {k: render(v, occ.rule, occ.series, occ.hold) for k, v in occ.rule.annotations.items()}
+            annotations["pending_since"] = occ.active_at.isoformat()
+            state = "firing" if occ.ends_at is None else "resolved"
+            conn.execute(
+                f"""INSERT INTO {schema}.alerts (fingerprint, alertname, state, severity, labels, annotations, starts_at,
+                                                 ends_at, generator_url, run_id, asset_key, partition_key)
+                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                    ON CONFLICT (fingerprint, starts_at) DO UPDATE SET
+                        state = EXCLUDED.state, ends_at = EXCLUDED.ends_at, annotations = EXCLUDED.annotations,
+                        labels = EXCLUDED.labels, run_id = EXCLUDED.run_id, generator_url = EXCLUDED.generator_url,
+                        asset_key = EXCLUDED.asset_key, partition_key = EXCLUDED.partition_key, updated_at = now(),
+                        -- a changed state or end must reach every target again; nothing else does
+                        last_sent_at = CASE WHEN {schema}.alerts.state IS DISTINCT FROM EXCLUDED.state
+                                              OR {schema}.alerts.ends_at IS DISTINCT FROM EXCLUDED.ends_at
+                                            THEN NULL ELSE {schema}.alerts.last_sent_at END,
+                        webhook_sent_at = CASE WHEN {schema}.alerts.state IS DISTINCT FROM EXCLUDED.state
+                                                 OR {schema}.alerts.ends_at IS DISTINCT FROM EXCLUDED.ends_at
+                                               THEN NULL ELSE {schema}.alerts.webhook_sent_at END""",
+                (fp, rule.name, state, rule.severity, json.dumps(labels), json.dumps(annotations),
+                 occ.starts_at, occ.ends_at, generator_url, run_id, asset_key, partition_key),
+            )
+            kept.add(occ.starts_at)
+            result.written += 1
+        stale = conn.execute(
+            f"SELECT starts_at FROM {schema}.alerts WHERE fingerprint = %s AND starts_at >= %s "
+            "AND (%s::timestamptz IS NULL OR starts_at < %s)",
+            (fp, _dt(lo), _dt(hi), _dt(hi)),
+        ).fetchall()
+        for (starts_at,) in stale:
+            if starts_at not in kept:
+                conn.execute(f"DELETE FROM {schema}.alerts WHERE fingerprint = %s AND starts_at = %s", (fp, starts_at))
+                result.removed += 1
+    for rule, src, start, end, fps in vanished:
+        rows = conn.execute(
+            f"""SELECT fingerprint, starts_at FROM {schema}.alerts WHERE alertname = %s AND severity = %s
+                AND labels ->> 'source' = %s AND starts_at >= %s AND starts_at < %s""",
+            (rule.name, rule.severity, src, start, end),
+        ).fetchall()
+        for fp, starts_at in rows:
+            if fp not in fps:
+                conn.execute(f"DELETE FROM {schema}.alerts WHERE fingerprint = %s AND starts_at = %s", (fp, starts_at))
+                result.removed += 1
     return result
 
 
-def record(conn: psycopg.Connection, schema: str, result: WindowResult, rules: list[Rule], start: datetime,
-           end: datetime, *, source: str | None = None, run_id: str | None = None, asset_key: str | None = None,
-           partition_key: str | None = None, generator_url: str | None = None) -> WindowResult:
-    """Write `result.firing` into `alerts` for [start, end), idempotently (call inside a transaction)."""
-    names = sorted({r.name for r in rules})
-    kept: set[tuple[str, datetime]] = set()
-    for occ in result.firing:
-        annotations = {k: render(v, occ.rule, occ.series, occ.hold) for k, v in occ.rule.annotations.items()}
-        annotations["pending_since"] = occ.active_at.isoformat()
-        starts_at = occ.starts_at
-        if starts_at < start:
-            # Fired in an earlier window: continue the row recorded then (its start is the true one).
-            row = conn.execute(
-                f"SELECT starts_at FROM {schema}.alerts WHERE fingerprint = %s AND starts_at < %s "
-                "AND (ends_at IS NULL OR ends_at >= %s) ORDER BY starts_at DESC LIMIT 1",
-                (occ.fingerprint, start, occ.starts_at),
-            ).fetchone()
-            if row:
-                starts_at = row[0]
-        state = "firing" if occ.ends_at is None else "resolved"
-        conn.execute(
-            f"""INSERT INTO {schema}.alerts (fingerprint, alertname, state, severity, labels, annotations, starts_at,
-                                             ends_at, generator_url, run_id, asset_key, partition_key)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-                ON CONFLICT (fingerprint, starts_at) DO UPDATE SET
-                    state = EXCLUDED.state, ends_at = EXCLUDED.ends_at, annotations = EXCLUDED.annotations,
-                    labels = EXCLUDED.labels, run_id = EXCLUDED.run_id, generator_url = EXCLUDED.generator_url,
-                    asset_key = EXCLUDED.asset_key, partition_key = EXCLUDED.partition_key, updated_at = now(),
-                    -- a changed state or end must reach every target again
-                    last_sent_at = CASE WHEN {schema}.alerts.state IS DISTINCT FROM EXCLUDED.state
-                                          OR {schema}.alerts.ends_at IS DISTINCT FROM EXCLUDED.ends_at
-                                        THEN NULL ELSE {schema}.alerts.last_sent_at END,
-                    webhook_sent_at = CASE WHEN {schema}.alerts.state IS DISTINCT FROM EXCLUDED.state
-                                             OR {schema}.alerts.ends_at IS DISTINCT FROM EXCLUDED.ends_at
-                                           THEN NULL ELSE {schema}.alerts.webhook_sent_at END""",
-            (occ.fingerprint, occ.rule.name, state, occ.rule.severity, json.dumps(occ.labels), json.dumps(annotations),
-             starts_at, occ.ends_at, generator_url, run_id, asset_key, partition_key),
-        )
-        kept.add((occ.fingerprint, starts_at))
-        result.written += 1
-    # Rows of these rules (and this source) that started in this window but are no longer
-    # produced: the data changed since they were recorded.
-    stale = conn.execute(
-        f"SELECT fingerprint, starts_at FROM {schema}.alerts WHERE alertname = ANY(%s) AND starts_at >= %s "
-        "AND starts_at < %s AND (%s::text IS NULL OR labels ->> 'source' = %s)",
-        (names, start, end, source, source),
-    ).fetchall()
-    for fp, starts_at in stale:
-        if (fp, starts_at) not in kept:
-            conn.execute(f"DELETE FROM {schema}.alerts WHERE fingerprint = %s AND starts_at = %s", (fp, starts_at))
-            result.removed += 1
-    return result
-
-
-def evaluate_and_record(warehouse: Warehouse, rules: list[Rule], start: datetime, end: datetime, *, now: datetime | None = None,
-                        source: str | None = None, **context) -> WindowResult:
-    """Evaluate and record the metric rules over [start, end) in one transaction."""
+def evaluate_and_record(warehouse: Warehouse, rules: list[Rule], start: datetime, end: datetime, *,
+                        now: datetime | None = None, source: str | None = None,
+                        data_lag: dict[str, timedelta] | None = None, **context) -> WindowResult:
+    """Evaluate the rules around [start, end) and reconcile the rows their spans own, in one transaction."""
     schema = warehouse.schema
     start, end = windows.utc(start, "start"), windows.utc(end, "end")
     now = windows.utc(now or datetime.now(timezone.utc), "now")
     with warehouse.connect() as conn, conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"metrics_pipeline.alerts:{schema}",))
-        result = evaluate_window(conn, schema, rules, start, end, now, source)
-        return record(conn, schema, result, rules, start, end, source=source, **context)
+        result, owned, vanished = evaluate_window(conn, schema, rules, start, end, now, source, data_lag)
+        return record(conn, schema, owned, vanished, result, **context)

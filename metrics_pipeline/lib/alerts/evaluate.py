@@ -7,6 +7,9 @@ CloudWatch datapoints), not a coarse average:
   exactly at the threshold, `>` does not hold and `>=` does);
 * a *hold* is a run of consecutive holding samples with no gap between them: two samples further
   apart than `max_gap` break it, because nothing is known in between ("gaps do not count as held");
+  `max_gap` may differ per sample (a series whose resolution changes over its history);
+* a NaN value (an SLA hour without runs has no failure rate) never meets a condition, whatever the
+  operator (`NaN != 0` is true in IEEE arithmetic, not here): it is a non-holding sample;
 * a hold is **pending** from its first sample (`active_at`) and **fires** at its first sample at
   least `hold` after `active_at` (`for: 0` fires at once);
 * a firing alert **resolves** at the first sample where the condition no longer holds, or, when the
@@ -14,8 +17,8 @@ CloudWatch datapoints), not a coarse average:
   A hold still going at the end of the data is still firing (`resolved_at` None) or still pending.
 
 Everything is vectorised per series with numpy: an hour of 1-second samples is 3,600 values.
-Windows are evaluated with the previous `hold + max_gap` of data in front of them, so a hold that
-crosses a partition boundary fires once, at the right sample (see `lookback`).
+Which samples an evaluation reads, so that its holds are exact whatever the run schedule, is the
+engine's business (`engine.py`).
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ def lookback(hold: timedelta, max_gap: timedelta) -> timedelta:
 
 
 def holds(ts_ns: np.ndarray, values: np.ndarray, *, op: str, threshold: float, hold: timedelta,
-          max_gap: timedelta, until_ns: int | None = None) -> list[Hold]:
+          max_gap: timedelta | np.ndarray, until_ns: int | None = None) -> list[Hold]:
     """Every hold of the condition in one series' samples (sorted by time), pending or firing.
 
     Args:
@@ -60,7 +63,9 @@ def holds(ts_ns: np.ndarray, values: np.ndarray, *, op: str, threshold: float, h
         op: one of OPERATORS.
         threshold: the rule's threshold.
         hold: the rule's `for` duration.
-        max_gap: the longest spacing between two samples that still counts as continuous.
+        max_gap: the longest spacing between two samples that still counts as continuous: one
+            timedelta, or per sample the tolerance (ns) of the spacing that starts at it (so the
+            silence after a series' last sample is judged as any other spacing from it).
         until_ns: the data is complete up to this time (e.g. the window end, or now): a hold whose
             last sample is more than `max_gap` before it has stopped (resolved by absence).
     Returns:
@@ -77,12 +82,18 @@ def holds(ts_ns: np.ndarray, values: np.ndarray, *, op: str, threshold: float, h
         return []
     if n > 1 and not (np.diff(ts_ns) > 0).all():
         raise ValueError("samples must be sorted by time, without duplicates")
-    gap_ns = int(max_gap.total_seconds() * 1e9)
+    if isinstance(max_gap, timedelta):
+        gap_ns = np.full(n, int(max_gap.total_seconds() * 1e9), dtype=np.int64)
+    else:
+        gap_ns = np.asarray(max_gap, dtype=np.int64)
+        if len(gap_ns) != n:
+            raise ValueError("max_gap differs in length from ts_ns")
     hold_ns = int(hold.total_seconds() * 1e9)
-    cond = OPERATORS[op](values, threshold)
+    with np.errstate(invalid="ignore"):
+        cond = OPERATORS[op](values, threshold) & np.isfinite(values)
     # continuous[i]: sample i follows sample i-1 closely enough to continue a hold.
     continuous = np.zeros(n, dtype=bool)
-    continuous[1:] = np.diff(ts_ns) <= gap_ns
+    continuous[1:] = np.diff(ts_ns) <= gap_ns[:-1]
     prev_holds = np.concatenate([[False], cond[:-1]]) & continuous
     next_holds = np.concatenate([cond[1:] & continuous[1:], [False]])
     starts = np.flatnonzero(cond & ~prev_holds)
@@ -98,9 +109,9 @@ def holds(ts_ns: np.ndarray, values: np.ndarray, *, op: str, threshold: float, h
         fired_at = int(ts_ns[k]) if k <= b else None
         if b + 1 < n:
             # The next sample either breaks the condition, or comes after a gap.
-            resolved_at = int(ts_ns[b + 1]) if continuous[b + 1] else int(ts_ns[b]) + gap_ns
-        elif until_ns is not None and until_ns - int(ts_ns[b]) > gap_ns:
-            resolved_at = int(ts_ns[b]) + gap_ns
+            resolved_at = int(ts_ns[b + 1]) if continuous[b + 1] else int(ts_ns[b]) + int(gap_ns[b])
+        elif until_ns is not None and until_ns - int(ts_ns[b]) > int(gap_ns[b]):
+            resolved_at = int(ts_ns[b]) + int(gap_ns[b])
         else:
             resolved_at = None
         found.append(Hold(int(ts_ns[a]), fired_at, resolved_at, int(ts_ns[b]), float(peak), int(b + 1 - a)))

@@ -153,6 +153,11 @@ DEFAULT_RULES: tuple[Rule, ...] = (
 class AlertsConfig(_Strict):
     include_defaults: bool = False
     rules: list[Rule] = Field(default_factory=lambda: list(DEFAULT_RULES))
+    #: How late each source's data normally lands (e.g. `host: 2m`, `cloudwatch: 20m`): a hold whose
+    #: series went quiet is resolved only once the clock minus this is past its gap tolerance, so the
+    #: data lagging the clock never ends a condition. Sources not listed keep the engine's defaults.
+    data_lag: dict[Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]*$", max_length=100)], Duration] = Field(
+        default_factory=dict)
 
     @model_validator(mode="after")
     def _defaults_and_unique(self):

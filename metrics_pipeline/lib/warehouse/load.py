@@ -35,6 +35,7 @@ from metrics_pipeline.lib.points import (
     MAX_NAME_BYTES,
     PG_EPOCH_US,
     Prepared,
+    intervals,
     is_sorted,
     prepare,
     text_problem,
@@ -210,6 +211,21 @@ def _merge_into_window(conn, schema, target, source, start, end, series_ids, pre
     return {"inserted": inserted, "updated": updated, "deleted": deleted}
 
 
+def _record_intervals(conn: psycopg.Connection, schema: str, series_ids: np.ndarray, prepared: Prepared) -> None:
+    """Keep `series_intervals` (the nominal sampling interval per series and day, which alert gap
+    tolerance derives from): the smallest median spacing any load saw, so any load order agrees."""
+    index, day, seconds = intervals(prepared)
+    if not len(index):
+        return
+    conn.execute(
+        f"""INSERT INTO {schema}.series_intervals AS si (series_id, day, interval_s)
+            SELECT s, DATE '2000-01-01' + d, i FROM unnest(%s::integer[], %s::integer[], %s::float8[]) AS u(s, d, i)
+            ON CONFLICT (series_id, day) DO UPDATE SET interval_s = EXCLUDED.interval_s
+            WHERE EXCLUDED.interval_s < si.interval_s""",
+        (series_ids[index].tolist(), day.tolist(), seconds.tolist()),
+    )
+
+
 def load_points(
     warehouse: Warehouse,
     frame: pd.DataFrame,
@@ -267,6 +283,7 @@ def load_points(
             series_ids = np.empty(0, dtype=np.int64)
             if len(prepared.codes):
                 series_ids, new_series = _register_series(conn, schema, source, prepared)
+                _record_intervals(conn, schema, series_ids, prepared)
             rows = series_ids[prepared.codes]
             only = [int(i) for i in series_ids] if scope == "series" else None
             if len(rows) and not is_sorted(rows, prepared.ts_us):

@@ -58,24 +58,31 @@ def test_cpu_rising_past_80_then_95_fires_warning_and_critical_and_both_resolve(
     assert row[2:] == ("run-1", "2026-06-01-10:00")
 
 
-def test_a_hold_across_the_hour_boundary_is_one_alert_evaluated_hour_by_hour(warehouse_dsn, db):
+def test_a_hold_across_the_hour_boundary_is_one_alert_whichever_hour_is_evaluated(warehouse_dsn, db):
     start = H + timedelta(minutes=57)  # 85 % from 10:57 to 11:08
     _cpu(warehouse_dsn, start, [(60, 50.0), (660, 85.0), (300, 40.0)])
-    first = engine.evaluate_and_record(Warehouse(warehouse_dsn, "metrics"), CPU_RULES, H, H + timedelta(hours=1), now=NOW, source="host")
-    assert first.written == 0 and len(first.pending) == 1  # 10:58-11:00 is only pending
-    engine.evaluate_and_record(Warehouse(warehouse_dsn, "metrics"), CPU_RULES, H + timedelta(hours=1), H + timedelta(hours=2), now=NOW, source="host")
-    alerts = _alerts(db)
-    assert [(a[1], a[3], a[4]) for a in alerts] == [
-        ("warning", start + timedelta(seconds=60 + 300), start + timedelta(seconds=720)),
-    ]
+    expected = [("warning", start + timedelta(seconds=60 + 300), start + timedelta(seconds=720))]
+    # Hour 10 sees the hold begin at 10:58 and reads on into hour 11 to see it fire at 11:03.
+    first = engine.evaluate_and_record(Warehouse(warehouse_dsn), CPU_RULES, H, H + timedelta(hours=1), now=NOW, source="host")
+    assert first.written == 1 and [(a[1], a[3], a[4]) for a in _alerts(db)] == expected
+    engine.evaluate_and_record(Warehouse(warehouse_dsn), CPU_RULES, H + timedelta(hours=1), H + timedelta(hours=2), now=NOW, source="host")
+    engine.evaluate_and_record(Warehouse(warehouse_dsn), CPU_RULES, H, H + timedelta(hours=1), now=NOW, source="host")
+    assert [(a[1], a[3], a[4]) for a in _alerts(db)] == expected
 
 
 def test_a_firing_alert_that_continues_into_the_next_hour_keeps_one_row(warehouse_dsn, db):
     start = H + timedelta(minutes=40)  # 85 % from 10:40 for 50 minutes
-    _cpu(warehouse_dsn, start, [(3000, 85.0), (600, 40.0)])
-    engine.evaluate_and_record(Warehouse(warehouse_dsn, "metrics"), CPU_RULES, H, H + timedelta(hours=1), now=NOW, source="host")
-    assert [(a[2], a[3], a[4]) for a in _alerts(db)] == [("firing", start + timedelta(minutes=5), None)]
-    engine.evaluate_and_record(Warehouse(warehouse_dsn, "metrics"), CPU_RULES, H + timedelta(hours=1), H + timedelta(hours=2), now=NOW, source="host")
+    values = np.concatenate([np.full(3000, 85.0), np.full(600, 40.0)])
+    ts = pd.date_range(start, periods=len(values), freq="1s")
+    hour_10 = ts < H + timedelta(hours=1)
+    for part, (lo, hi) in ((hour_10, (H, H + timedelta(hours=1))), (~hour_10, (H + timedelta(hours=1), H + timedelta(hours=2)))):
+        frame = points_frame([{"metric": "host_cpu_percent", "resource": "web-1", "labels": {"host": "web-1"},
+                               "unit": "percent", "ts": ts[part], "value": values[part]}])
+        loader.load_points(Warehouse(warehouse_dsn), frame, source="host", start=lo, end=hi)
+        if lo == H:  # hour 11 not landed yet: the data edge is 11:00, and the hold reaches it
+            engine.evaluate_and_record(Warehouse(warehouse_dsn), CPU_RULES, lo, hi, now=hi + timedelta(seconds=30), source="host")
+            assert [(a[2], a[3], a[4]) for a in _alerts(db)] == [("firing", start + timedelta(minutes=5), None)]
+    engine.evaluate_and_record(Warehouse(warehouse_dsn), CPU_RULES, H + timedelta(hours=1), H + timedelta(hours=2), now=NOW, source="host")
     assert [(a[2], a[3], a[4]) for a in _alerts(db)] == [
         ("resolved", start + timedelta(minutes=5), start + timedelta(seconds=3000))]
 
