@@ -24,7 +24,8 @@ SOURCE = "whatap"
 def whatap_points(context: dg.AssetExecutionContext, warehouse: WarehouseResource, whatap: WhatapResource) -> dg.MaterializeResult:
     """One row per WhaTap value (source `whatap`): server CPU, memory, swap, disk, network (sm_stat
     and MXQL) and APM counters and series, per agent (`oname`), labelled with project code and name,
-    oid, category and the disk mount or NIC. A run replaces its window per series."""
+    oid, category and the disk mount or NIC. A run replaces its window per series. Requests whose
+    answers may have been cut are split (`requests_split`); one that cannot be split fails the run."""
     config = whatap.load()
     window = context.partition_time_window
     if not config.configured:
@@ -34,6 +35,8 @@ def whatap_points(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
                          out_of_window="drop", scope="series")
     if stats.client.skipped:
         context.log.warning(f"skipped values: {dict(stats.client.skipped)}")
+    if stats.skipped_projects:
+        context.log.warning(f"WhaTap projects of other products, not collected: {stats.skipped_projects}")
     return dg.MaterializeResult(
         metadata={
             "status": "collected",
@@ -45,5 +48,11 @@ def whatap_points(context: dg.AssetExecutionContext, warehouse: WarehouseResourc
             "calls_per_endpoint": dg.MetadataValue.md(markdown.counts_table(stats.client.calls, ["endpoint", "calls"])),
             "errors_per_endpoint": dg.MetadataValue.md(markdown.counts_table(stats.client.errors, ["endpoint", "errors"])),
             "skipped_values": dg.MetadataValue.md(markdown.counts_table(stats.client.skipped, ["reason", "values"])),
+            # answers that may have been cut (a row cap, merged points) were split and fetched again
+            "requests_split": sum(stats.client.splits.values()),
+            "splits_per_endpoint": dg.MetadataValue.md(markdown.counts_table(stats.client.splits, ["endpoint", "splits"])),
+            "row_caps_seen": dg.MetadataValue.md(markdown.counts_table(stats.client.caps, ["endpoint", "smallest row cap"])),
+            "projects_skipped": dg.MetadataValue.md(markdown.table(["project", "product type"],
+                                                                  sorted(stats.skipped_projects.items()))),
         }
     )

@@ -1,18 +1,26 @@
 """A local WhaTap Open API for tests and the demo, honest to `shared/reference/whatap-open-api.md`.
 
-Endpoints (as the reference documents them): the account-level project list, `sm_servers`,
-`stat/sm_stat` (1-hour limit; m5/s5/h1), MXQL `flush/mxql/text` (31-day limit; categories
-server_base, server_disk, server_network, app_counter) and the APM series
-`/open/api/json/{metric}/{stime}/{etime}`. Times are epoch milliseconds UTC; auth is the
-`x-whatap-token` header (account token, or project token plus `x-whatap-pcode`).
+Endpoints (as the reference documents them): the account-level project list, the project's own
+description (`/open/api/json/project`, APM or server shape), `sm_servers`, `stat/sm_stat` (1-hour
+limit; m5/s5/h1), MXQL `flush/mxql/text` (31-day limit; categories server_base, server_disk,
+server_network, app_counter) and the APM series `/open/api/json/{metric}/{stime}/{etime}`. Times are
+epoch milliseconds UTC; auth is the `x-whatap-token` header (account token, or project token plus
+`x-whatap-pcode`).
 
 Where the reference is uncertain the double offers both variants behind a switch:
 * `apm_shape`: "objects" (`objects[].series`, with `timeMerge`) or "data" (`data[].data`);
 * `auth_status`: 401 or 403 for a bad token (undocumented);
-* `string_numbers`: numbers rendered as JSON strings, as the spot endpoints do.
+* `string_numbers`: numbers rendered as JSON strings, as the spot endpoints do;
+* `row_cap`: the server's own row cap (undocumented; it may be below the client's `limit`). An
+  answer is silently cut to its first `row_cap` rows in time order (MXQL: to the smaller of `limit`
+  and `row_cap`; sm_stat and APM series: `timeData` rows and points), still HTTP 200, as WhaTap cuts
+  at 100,000 rows; `cut_answers` counts them;
+* `apm_merge_above_ms`: APM series over a window longer than this come back merged to one point an
+  hour (`interval: 3600`), as a series API may answer long ranges (undocumented); None: never.
 Over-limit ranges get a clear HTTP 400 (WhaTap's own answer is undocumented). Faults can be queued:
-429, 500, a slow response, or the HTTP 200 `[{"error": ...}]` body a bad MXQL query really returns,
-for the next requests or only for those to one endpoint (a failure in the middle of a fetch).
+429, 500, a slow response, the HTTP 200 `[{"error": ...}]` body a bad MXQL query really returns, or
+HTTP 200 bodies carrying `message` / `msg` instead of data, for the next requests or only for those
+to one endpoint (a failure in the middle of a fetch).
 Data is deterministic: a function of project, agent, metric and time.
 """
 
@@ -34,6 +42,14 @@ DAY_MS = 24 * HOUR_MS
 RESOLUTION_MS = {"m5": 300_000, "s5": 5_000, "h1": 3_600_000}
 APM_METRICS = ("thread_count", "thread_daemon", "thread_peak_count", "threadpool_active", "threadpool_queue", "apdex")
 MXQL_STEP_MS = 5_000
+#: HTTP 200 bodies the double can be told to answer instead of data (besides 429, 500 and "slow")
+FAULT_BODIES = {
+    "error_body": [{"error": "injected failure"}],  # what a bad MXQL query really returns
+    "message_body": {"message": "injected message: no data permission"},
+    "msg_body": {"msg": "injected msg: request rejected"},
+    "msg_row": [{"msg": "injected msg row"}],
+}
+FAULT_KINDS = {"429", "500", "slow", *FAULT_BODIES}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,21 +104,26 @@ class WhatapDouble:
     """The server state: projects, switches and the fault queue. `start()` serves on 127.0.0.1."""
 
     def __init__(self, projects: list[Project] | None = None, *, account_token: str = "acct-token-7f2e9d",
-                 apm_shape: str = "objects", auth_status: int = 401, string_numbers: bool = False):
+                 apm_shape: str = "objects", auth_status: int = 401, string_numbers: bool = False,
+                 row_cap: int | None = None, apm_merge_above_ms: int | None = None):
         if apm_shape not in ("objects", "data"):
             raise ValueError("apm_shape is 'objects' or 'data'")
         self.projects = {p.code: p for p in (projects or demo_projects())}
         self.account_token = account_token
         self.apm_shape, self.auth_status, self.string_numbers = apm_shape, auth_status, string_numbers
-        # ("429" | "500" | "slow" | "error_body", seconds, path fragment the fault is for or None)
+        self.row_cap, self.apm_merge_above_ms = row_cap, apm_merge_above_ms
+        self.cut_answers = 0  # answers cut at `row_cap`
+        # (kind, seconds, path fragment the fault is for or None); kinds: FAULT_KINDS
         self.faults: deque[tuple[str, float, str | None]] = deque()
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request
         self._server: ThreadingHTTPServer | None = None
 
     # -- control -------------------------------------------------------------------------------
     def fail_next(self, kind: str, times: int = 1, seconds: float = 0.0, path: str | None = None) -> None:
-        """Answer the next `times` requests with fault `kind`; with `path`, only requests whose
-        path contains it (e.g. "sm_stat"), the others being served normally meanwhile."""
+        """Answer the next `times` requests with fault `kind` (one of FAULT_KINDS); with `path`, only
+        requests whose path contains it (e.g. "sm_stat"), the others being served normally meanwhile."""
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"fault kind is one of {sorted(FAULT_KINDS)}")
         self.faults.extend([(kind, seconds, path)] * times)
 
     def start(self) -> str:
@@ -124,6 +145,15 @@ class WhatapDouble:
     # -- data ----------------------------------------------------------------------------------
     def num(self, v: float):
         return str(v) if self.string_numbers else v
+
+    def cut(self, rows: list, limit: int | None = None) -> list:
+        """The first rows up to the smaller of `limit` and the server's `row_cap` (rows are in time order)."""
+        caps = [c for c in (limit, self.row_cap) if c is not None]
+        if caps and len(rows) > min(caps):
+            if self.row_cap is not None and len(rows) > self.row_cap:
+                self.cut_answers += 1
+            return rows[:min(caps)]
+        return rows
 
     def project_for(self, headers) -> Project | None:
         token, pcode = headers.get("x-whatap-token"), headers.get("x-whatap-pcode")
@@ -163,8 +193,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(429, {"message": "Too Many Requests"})
         elif kind == "500":
             self._send(500, {"message": "Internal Server Error"})
-        elif kind == "error_body":
-            self._send(200, [{"error": "injected failure"}])
+        else:
+            self._send(200, FAULT_BODIES[kind])
         return True
 
     def do_GET(self) -> None:
@@ -186,6 +216,8 @@ class _Handler(BaseHTTPRequestHandler):
         if project is None:
             return self._send(self.state.auth_status, {"code": self.state.auth_status, "message": "invalid token or pcode"})
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        if url.path == "/open/api/json/project" and method == "GET":
+            return self._project(project)
         if url.path == "/open/json/sm_servers" and method == "GET":
             return self._send(200, {"pcode": project.code, "pname": project.name, "timezone": 9, "values": [
                 {"oid": a.oid, "oname": a.oname, "os.name": "linux", "os.status": "ok", "isActive": True}
@@ -207,6 +239,17 @@ class _Handler(BaseHTTPRequestHandler):
                  "platform": p.platform, "gatewayName": "SEOUL", "apiToken": p.token}
                 for p in self.state.projects.values()]
         self._send(200, {"data": data, "accountEmail": "ops@example.com", "total": len(data)})
+
+    def _project(self, project: Project) -> None:
+        """The two shapes the reference gives: APM `{name, productType, ...}` (used here for every
+        product but servers), server `{pname, values}` (no product type)."""
+        if project.product_type != "SMS":
+            return self._send(200, {"platform": project.platform, "createTime": "Tue Sep 18 10:11:12 GMT 2018",
+                                    "gatewayName": "SEOUL", "projectCode": project.code, "status": "subscribe",
+                                    "lastUpdatedTime": "2024-01-01 00:00:00.000", "name": project.name,
+                                    "productType": project.product_type})
+        self._send(200, {"pname": project.name, "timezone": 9, "regionName": "SEOUL", "values": {"servers": [
+            {"oid": a.oid, "oname": a.oname} for a in project.agents]}})
 
     def _range(self, stime, etime, limit_ms: int) -> tuple[int, int] | None:
         try:
@@ -232,14 +275,11 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(400, {"message": "filter must be m5, s5 or h1"})
         s, e = window
         fields = ("cpu", "memory_pused", "memory_swappused", "usedPercent", "ioPercent", "trafficIn", "trafficOut")
-        servers = []
-        for agent in project.agents:
-            if query.get("oid") and str(agent.oid) != query["oid"]:
-                continue
-            times = range((s + step - 1) // step * step, e, step)
-            servers.append({"oid": agent.oid, "timeData": [
-                {"time": t, **{f: self.state.num(value(project.code, agent.oid, f, t)) for f in fields}} for t in times]})
-        self._send(200, {"servers": servers})
+        agents = [a for a in project.agents if not query.get("oid") or str(a.oid) == query["oid"]]
+        rows = self.state.cut([(a, t) for t in range((s + step - 1) // step * step, e, step) for a in agents])
+        self._send(200, {"servers": [{"oid": agent.oid, "timeData": [
+            {"time": t, **{f: self.state.num(value(project.code, agent.oid, f, t)) for f in fields}}
+            for a, t in rows if a is agent]} for agent in agents]})
 
     def _mxql(self, project: Project, body: bytes) -> None:
         try:
@@ -259,7 +299,7 @@ class _Handler(BaseHTTPRequestHandler):
         rows = self._category_rows(project, category.group(1), *window)
         if wanted:
             rows = [{k: v for k, v in row.items() if k in wanted} for row in rows]
-        self._send(200, rows[:limit])
+        self._send(200, self.state.cut(rows, limit))
 
     def _category_rows(self, project: Project, category: str, s: int, e: int) -> list[dict]:
         num = self.state.num
@@ -287,12 +327,13 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(404, {"message": f"unknown APM metric {metric}"})
         if e <= s or e - s > DAY_MS:
             return self._send(400, {"message": "time range must be positive and at most 1 day"})
-        step = 300_000
-        per_agent = [
-            (a, [[t, self.state.num(value(project.code, a.oid, metric, t))] for t in range((s + step - 1) // step * step, e, step)])
-            for a in project.agents
-        ] if project.product_type == "APM" else []
-        head = {"pcode": project.code, "type": metric, "stime": s, "etime": e, "interval": 300}
+        merged = self.state.apm_merge_above_ms is not None and e - s > self.state.apm_merge_above_ms
+        step = HOUR_MS if merged else 300_000
+        agents = project.agents if project.product_type == "APM" else ()
+        kept = self.state.cut([(a, t) for t in range((s + step - 1) // step * step, e, step) for a in agents])
+        per_agent = [(a, [[t, self.state.num(value(project.code, a.oid, metric, t))] for b, t in kept if b is a])
+                     for a in agents]
+        head = {"pcode": project.code, "type": metric, "stime": s, "etime": e, "interval": step // 1000}
         if self.state.apm_shape == "objects":
             body = {**head, "timeMerge": "sum", "objects": [{"oid": a.oid, "oname": a.oname, "series": pts} for a, pts in per_agent]}
         else:

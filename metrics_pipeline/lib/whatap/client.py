@@ -5,10 +5,13 @@
   name the project code and endpoint only.
 * 429, 5xx, timeouts and connection errors are retried with exponential backoff and jitter, a
   bounded number of times; 401/403 are configuration errors and never retried.
-* An HTTP 200 whose body is `[{"error": ...}]` (what a bad MXQL query returns) is an error, not empty
-  data; so is a JSON object carrying `error`.
-* Times are epoch milliseconds UTC. `sm_stat` windows are split into <= 1 hour requests; MXQL windows
-  into <= 31 days. Both documented APM series shapes (`objects[].series`, `data[].data`) are parsed.
+* An HTTP 200 is data only in the shape the endpoint documents: `[{"error": ...}]` (a bad MXQL
+  query), `{"message": ...}`, `{"msg": ...}` and other shapes are errors, never empty data
+  (`responses.py` says why).
+* Times are epoch milliseconds UTC. Every windowed request asks for at most one hour and is split
+  further whenever its answer may have been cut (a row cap, merged points): `split.py`. A project
+  token alone tells a project's type and name (`/open/api/json/project`).
+  Both documented APM series shapes (`objects[].series`, `data[].data`) are parsed.
 * Numbers may arrive as strings; they are parsed, and values that do not parse are counted and
   skipped with their reason (`ClientStats.skipped`).
 """
@@ -20,20 +23,23 @@ import math
 import random
 import time
 from collections import Counter
-from collections.abc import Iterator
 
 import requests
 
-HOUR_MS = 3_600_000
-MXQL_MAX_MS = 31 * 24 * HOUR_MS
+from metrics_pipeline.lib.whatap import responses
+from metrics_pipeline.lib.whatap.errors import (
+    WhatapAuthError,
+    WhatapError,
+    WhatapRowsCut,
+)
+from metrics_pipeline.lib.whatap.split import HOUR_MS, Page, Splitter, see_cap
 
+__all__ = ["ClientStats", "Project", "WhatapAuthError", "WhatapClient", "WhatapError", "WhatapRowsCut", "number"]
 
-class WhatapError(RuntimeError):
-    """A WhaTap call failed after retries, or answered with an error body."""
-
-
-class WhatapAuthError(WhatapError):
-    """401/403: a token or project code is wrong. Never retried."""
+MXQL_LIMIT = 100_000  # the most rows one MXQL answer holds (WhaTap's cap, and our default `limit`)
+MXQL_STEP_MS = 5_000  # MXQL server and APM counters: one row per agent (disk, NIC) every 5 s
+APM_STEP_MS = 300_000  # APM series: one point per agent every 5 minutes
+RESOLUTION_MS = {"m5": 300_000, "s5": 5_000, "h1": HOUR_MS}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +56,8 @@ class ClientStats:
     calls: Counter = dataclasses.field(default_factory=Counter)  # endpoint -> requests sent
     errors: Counter = dataclasses.field(default_factory=Counter)  # endpoint -> failed attempts
     skipped: Counter = dataclasses.field(default_factory=Counter)  # reason -> values skipped
+    splits: Counter = dataclasses.field(default_factory=Counter)  # endpoint -> requests split (answer cut)
+    caps: dict = dataclasses.field(default_factory=dict)  # endpoint -> smallest row cap seen
 
 
 def number(raw, stats: ClientStats, where: str) -> float | None:
@@ -75,10 +83,11 @@ class WhatapClient:
         self.timeout, self.max_attempts, self.backoff_s = timeout, max_attempts, backoff_s
         self.session = session or requests.Session()
         self.stats = ClientStats()
+        self.splitter = Splitter(self.stats.caps, self.stats.splits)
 
     # -- transport -----------------------------------------------------------------------------
     def _request(self, method: str, path: str, endpoint: str, *, token: str, pcode: int | None = None,
-                 params: dict | None = None, body: dict | None = None):
+                 params: dict | None = None, body: dict | None = None, expect: tuple[str, ...] | type = ()):
         headers = {"x-whatap-token": token, "Accept": "application/json"}
         if pcode is not None:
             headers["x-whatap-pcode"] = str(pcode)
@@ -105,11 +114,11 @@ class WhatapClient:
                     raise WhatapError(f"WhaTap {endpoint} for {who} answered HTTP {response.status_code}: "
                                       f"{_message(response, token)}")
                 else:
-                    payload = _json(response)
-                    error = _error_in(payload)
-                    if error is not None:
+                    payload = _json(response, endpoint, who)
+                    problem = responses.problem(payload, expect) if expect else None
+                    if problem is not None:  # not retried: the same request gets the same answer
                         self.stats.errors[endpoint] += 1
-                        raise WhatapError(f"WhaTap {endpoint} for {who} returned an error: {_redact(error, token)[:200]}")
+                        raise WhatapError(f"WhaTap {endpoint} for {who} {_redact(problem, token)[:240]}")
                     return payload
             self.stats.errors[endpoint] += 1
             if attempt < self.max_attempts:
@@ -118,56 +127,109 @@ class WhatapClient:
 
     # -- endpoints -----------------------------------------------------------------------------
     def projects(self, account_token: str) -> list[Project]:
-        payload = self._request("GET", "/open/api/json/projects", "projects", token=account_token)
+        """Every project of the account, with its token (`/open/api/json/projects`)."""
+        payload = self._request("GET", "/open/api/json/projects", "projects", token=account_token, expect=("data",))
         return [
             Project(int(p["projectCode"]), str(p.get("projectName", "")), str(p.get("productType", "")),
                     str(p.get("platform", "")), str(p["apiToken"]))
-            for p in (payload or {}).get("data", []) if p.get("apiToken")
+            for p in payload["data"] or [] if isinstance(p, dict) and p.get("apiToken")
         ]
 
+    def project(self, code: int, token: str) -> Project:
+        """A project's type and name from its own token (`/open/api/json/project`), so a project
+        configured by token yields the same series as when the account token discovers it.
+
+        The reference documents two shapes: APM `{name, productType, platform, ...}` and server
+        `{pname, timezone, regionName, values: {servers}}` (no type: a server project)."""
+        payload = self._request("GET", "/open/api/json/project", "project", token=token, pcode=code,
+                                expect=("productType", "pname"))
+        if payload.get("productType"):
+            return Project(code, str(payload.get("name") or payload.get("projectName") or payload.get("pname") or ""),
+                           str(payload["productType"]), str(payload.get("platform", "")), token)
+        return Project(code, str(payload["pname"]), "SMS", str(payload.get("platform", "")), token)
+
     def servers(self, project: Project) -> list[dict]:
-        payload = self._request("GET", "/open/json/sm_servers", "sm_servers", token=project.token, pcode=project.code)
-        return list((payload or {}).get("values", []))
+        payload = self._request("GET", "/open/json/sm_servers", "sm_servers", token=project.token, pcode=project.code,
+                                expect=("values",))
+        return [s for s in payload["values"] or [] if isinstance(s, dict)]
 
-    def sm_stat(self, project: Project, start_ms: int, end_ms: int, resolution: str = "m5") -> Iterator[dict]:
-        """Rows {oid, time, cpu, ...} over [start, end), one request per hour at most."""
-        for s, e in _windows(start_ms, end_ms, HOUR_MS):
-            payload = self._request("GET", "/open/json/stat/sm_stat", "sm_stat", token=project.token, pcode=project.code,
-                                    params={"stime": s, "etime": e, "filter": resolution})
-            for server in (payload or {}).get("servers", []):
-                for row in server.get("timeData", []):
-                    yield {"oid": server.get("oid"), **row}
+    def sm_stat(self, project: Project, start_ms: int, end_ms: int, resolution: str = "m5") -> list[dict]:
+        """Rows {oid, time, cpu, ...} over [start, end): one request per hour at most (the endpoint's
+        limit), split further if an answer may have been cut."""
+        def fetch(s: int, e: int) -> Page:
+            payload = self._request("GET", "/open/json/stat/sm_stat", "sm_stat", token=project.token,
+                                    pcode=project.code, params={"stime": s, "etime": e, "filter": resolution},
+                                    expect=("servers",))
+            rows = [{"oid": server.get("oid"), **row} for server in payload["servers"] or [] if isinstance(server, dict)
+                    for row in server.get("timeData") or [] if isinstance(row, dict)]
+            return self._page(rows, s, e, lambda r: r.get("time"), lambda r: r["oid"], "sm_stat")
 
-    def mxql(self, project: Project, start_ms: int, end_ms: int, mql: str, limit: int = 100_000) -> list[dict]:
-        rows: list[dict] = []
-        for s, e in _windows(start_ms, end_ms, MXQL_MAX_MS):
+        return self.splitter.collect("sm_stat", f"sm_stat for project {project.code}", start_ms, end_ms,
+                                     span=HOUR_MS, step=RESOLUTION_MS[resolution], fetch=fetch)
+
+    def mxql(self, project: Project, start_ms: int, end_ms: int, mql: str, limit: int = MXQL_LIMIT) -> list[dict]:
+        """The rows of an MXQL query over [start, end). MXQL has no paging, only `limit`: an answer
+        whose row count reaches the smallest cap seen (this `limit`, or a smaller one the server
+        revealed) is split in two, down to one 5-second step (then the run fails)."""
+        category = mql.split("\n", 1)[0].removeprefix("CATEGORY").strip() or "?"
+        see_cap(self.stats.caps, "mxql", limit)
+
+        def fetch(s: int, e: int) -> Page:
             payload = self._request("POST", "/open/api/flush/mxql/text", "mxql", token=project.token, pcode=project.code,
-                                    body={"stime": s, "etime": e, "mql": mql, "limit": limit, "pageKey": "mxql"})
-            if not isinstance(payload, list):
-                raise WhatapError(f"WhaTap mxql for project {project.code} returned {type(payload).__name__}, not a list")
-            if len(payload) >= limit:  # MXQL has no paging: a full page may have lost rows
-                self.stats.skipped[f"mxql: {limit}-row limit reached, later rows not returned"] += 1
-            rows += [r for r in payload if isinstance(r, dict) and "_head_" not in r]
-        return rows
+                                    body={"stime": s, "etime": e, "mql": mql, "limit": limit, "pageKey": "mxql"},
+                                    expect=list)
+            rows = [r for r in payload if isinstance(r, dict) and "_head_" not in r]
+            page = self._page(rows, s, e, lambda r: r.get("time"),
+                              lambda r: (r.get("oid"), r.get("mountPoint"), r.get("desc")), f"mxql {category}")
+            page.rows = len(payload)  # metadata rows count too, in case the server's cap counts them
+            return page
 
-    def apm_series(self, project: Project, metric: str, start_ms: int, end_ms: int) -> Iterator[tuple[int, str, int, object]]:
-        """(oid, oname, time_ms, raw value) of an APM series; both documented response shapes."""
-        payload = self._request("GET", f"/open/api/json/{metric}/{start_ms}/{end_ms}", f"apm:{metric}",
-                                token=project.token, pcode=project.code) or {}
-        for obj in payload.get("objects") or payload.get("data") or []:
-            points = obj.get("series") if "series" in obj else obj.get("data", [])
-            for point in points or []:
-                if isinstance(point, (list, tuple)) and len(point) == 2:
-                    yield obj.get("oid"), str(obj.get("oname", "")), int(point[0]), point[1]
-                else:
-                    self.stats.skipped[f"apm:{metric}: malformed point"] += 1
+        return self.splitter.collect("mxql", f"mxql {category} for project {project.code}", start_ms, end_ms,
+                                     span=HOUR_MS, step=MXQL_STEP_MS, fetch=fetch)
+
+    def apm_series(self, project: Project, metric: str, start_ms: int, end_ms: int) -> list[tuple[int, str, int, object]]:
+        """(oid, oname, time_ms, raw value) of an APM series; both documented response shapes. An
+        answer whose `interval` is coarser than 5 minutes had its points merged: it is split."""
+        def fetch(s: int, e: int) -> Page:
+            payload = self._request("GET", f"/open/api/json/{metric}/{s}/{e}", f"apm:{metric}", token=project.token,
+                                    pcode=project.code, expect=("objects", "data"))
+            points = []
+            for obj in payload.get("objects") or payload.get("data") or []:
+                if not isinstance(obj, dict):
+                    continue
+                for point in (obj.get("series") if "series" in obj else obj.get("data")) or []:
+                    if isinstance(point, (list, tuple)) and len(point) == 2:
+                        points.append((obj.get("oid"), str(obj.get("oname", "")), point[0], point[1]))
+                    else:
+                        self.stats.skipped[f"apm:{metric}: malformed point"] += 1
+            page = self._page(points, s, e, lambda p: p[2], lambda p: p[0], f"apm:{metric}")
+            interval = payload.get("interval")
+            if isinstance(interval, (int, float)) and not isinstance(interval, bool) and interval * 1000 > APM_STEP_MS:
+                page.merged = f"points merged to a {interval:g}-second interval instead of {APM_STEP_MS // 1000}"
+            return page
+
+        return self.splitter.collect("apm_series", f"apm:{metric} for project {project.code}", start_ms, end_ms,
+                                     span=HOUR_MS, step=APM_STEP_MS, fetch=fetch)
+
+    def _page(self, items: list, s: int, e: int, time_of, series_of, where: str) -> Page:
+        """The items of [s, e) (an inclusive `etime` must not count a boundary row twice), with their
+        times made integers, and when each series was last seen; items without a usable time are
+        counted in `skipped`."""
+        kept, latest = [], {}
+        for item in items:
+            try:
+                t = int(time_of(item))
+            except (TypeError, ValueError, OverflowError):
+                self.stats.skipped[f"{where}: row without a valid time"] += 1
+                continue
+            if s <= t < e:
+                kept.append({**item, "time": t} if isinstance(item, dict) else (*item[:2], t, *item[3:]))
+                key = str(series_of(item))
+                latest[key] = max(t, latest.get(key, t))
+        return Page(kept, len(items), min(latest.values(), default=None))
 
 
-def _windows(start_ms: int, end_ms: int, step: int) -> list[tuple[int, int]]:
-    return [(s, min(end_ms, s + step)) for s in range(start_ms, end_ms, step)]
-
-
-def _json(response: requests.Response):
+def _json(response: requests.Response, endpoint: str, who: str):
     try:
         return response.json()
     except ValueError:
@@ -175,15 +237,8 @@ def _json(response: requests.Response):
         try:
             return float(text)  # the single-value spot endpoints answer a bare number
         except ValueError:
-            raise WhatapError(f"WhaTap answered non-JSON content ({response.headers.get('Content-Type', '?')})") from None
-
-
-def _error_in(payload) -> str | None:
-    if isinstance(payload, list) and payload and isinstance(payload[0], dict) and "error" in payload[0]:
-        return str(payload[0]["error"])
-    if isinstance(payload, dict) and "error" in payload and not any(k in payload for k in ("data", "servers", "values")):
-        return str(payload["error"])
-    return None
+            raise WhatapError(f"WhaTap {endpoint} for {who} answered non-JSON content "
+                              f"({response.headers.get('Content-Type', '?')})") from None
 
 
 def _redact(text: str, token: str) -> str:

@@ -5,6 +5,13 @@ Server projects (SMS): `sm_stat` at the configured resolution and MXQL `server_b
 becomes a point of series `whatap_<server|apm>_<field>` on resource `oname`, labelled with project
 code and name, oid, oname, category (the endpoint or MXQL category) and the disk mount or NIC.
 Units follow the reference; sm_stat's traffic unit is not documented (bytes per the schema).
+
+A project's type and name come from WhaTap, whichever token names it: the account's project list,
+or, for a project configured by its own token, `/open/api/json/project`. They are not configuration:
+a name typed into the file could differ from the account's (labels would then depend on how the
+project was configured) and a wrong type would silently drop series. A project of another product
+(DB, Kubernetes, browser, ...) is skipped and listed when the account token discovered it, and
+fails the run when the configuration names it.
 """
 
 from __future__ import annotations
@@ -18,8 +25,17 @@ import numpy as np
 import pandas as pd
 
 from metrics_pipeline.lib.points import points_frame
-from metrics_pipeline.lib.whatap.client import ClientStats, Project, WhatapClient, WhatapError, number
+from metrics_pipeline.lib.whatap.client import (
+    ClientStats,
+    Project,
+    WhatapClient,
+    WhatapError,
+    number,
+)
 from metrics_pipeline.lib.whatap.config import WhatapConfig
+
+APM, SERVER = "apm", "server"
+PRODUCT_KINDS = {"APM": APM, "SMS": SERVER, "SERVER": SERVER, "INFRA": SERVER}
 
 SM_STAT_FIELDS = {
     "cpu": ("whatap_server_cpu", "percent"), "memory_pused": ("whatap_server_memory", "percent"),
@@ -51,10 +67,17 @@ class WhatapStats:
     projects: int = 0
     agents: set = dataclasses.field(default_factory=set)
     client: ClientStats = dataclasses.field(default_factory=ClientStats)
+    skipped_projects: dict = dataclasses.field(default_factory=dict)  # "code (name)" -> product type
+
+
+def kind_of(project: Project) -> str | None:
+    """APM or SERVER, or None for a product we do not collect."""
+    return PRODUCT_KINDS.get(project.product_type.strip().upper())
 
 
 def resolve_projects(config: WhatapConfig, client: WhatapClient) -> list[Project]:
-    """Explicit projects (token from their variable) plus, with an account token, every project."""
+    """Explicit projects (token from their variable) plus, with an account token, every project.
+    A project the account list does not give is asked about with its own token."""
     projects: dict[int, Project] = {}
     account_token = os.environ.get(config.account_token_env or "", "")
     if account_token:
@@ -64,8 +87,7 @@ def resolve_projects(config: WhatapConfig, client: WhatapClient) -> list[Project
         if not token:
             raise WhatapError(f"WhaTap project {ref.code}: environment variable {ref.token_env} is not set")
         known = projects.get(ref.code)
-        projects[ref.code] = Project(ref.code, known.name if known else str(ref.code),
-                                     known.product_type if known else "", known.platform if known else "", token)
+        projects[ref.code] = dataclasses.replace(known, token=token) if known else client.project(ref.code, token)
     return list(projects.values())
 
 
@@ -92,12 +114,22 @@ def fetch(config: WhatapConfig, start: datetime, end: datetime) -> tuple[pd.Data
         series[key][1].append(v)
         stats.agents.add((project.code, oid))
 
-    projects = resolve_projects(config, client)
+    configured = {ref.code for ref in config.projects}
+    projects = []
+    for project in resolve_projects(config, client):
+        if kind_of(project) is not None:
+            projects.append(project)
+        elif project.code in configured:
+            raise WhatapError(f"WhaTap project {project.code} ({project.name}) is a "
+                              f"{project.product_type or 'typeless'} project: only APM and server (SMS) projects "
+                              "are collected; remove it from `projects` in the WhaTap configuration")
+        else:
+            stats.skipped_projects[f"{project.code} ({project.name})"] = project.product_type or "none"
     stats.projects = len(projects)
     for project in projects:
-        kind = project.product_type.upper()
+        kind = kind_of(project)
         names: dict = {}
-        if kind != "APM":
+        if kind == SERVER:
             names = {str(a.get("oid")): str(a.get("oname", a.get("oid"))) for a in client.servers(project)}
             if "sm_stat" in config.collect:
                 for row in client.sm_stat(project, s_ms, e_ms, config.resolution):
@@ -106,11 +138,11 @@ def fetch(config: WhatapConfig, start: datetime, end: datetime) -> tuple[pd.Data
                         if field in row:
                             add(metric, unit, project, oid, names.get(str(oid), str(oid)), "sm_stat", row.get("time", -1),
                                 row[field], {"resolution": config.resolution})
-        categories = [c for c in config.mxql_categories if (c == "app_counter") == (kind == "APM")] if "mxql" in config.collect else []
+        categories = [c for c in config.mxql_categories if (c == "app_counter") == (kind == APM)] if "mxql" in config.collect else []
         for category in categories:
             fields = MXQL_FIELDS[category]
             mql = f"CATEGORY {category}\nTAGLOAD\nSELECT [time, oid, oname, {', '.join([*fields, *([MXQL_SUB[category][0]] if category in MXQL_SUB else [])])}]"
-            for row in client.mxql(project, s_ms, e_ms, mql):
+            for row in client.mxql(project, s_ms, e_ms, mql, config.mxql_limit):
                 extra = {}
                 if category in MXQL_SUB:
                     column, label = MXQL_SUB[category]
@@ -119,7 +151,7 @@ def fetch(config: WhatapConfig, start: datetime, end: datetime) -> tuple[pd.Data
                     if field in row:
                         add(f"{MXQL_NAMES[category]}_{field.lower()}", unit, project, row.get("oid"),
                             str(row.get("oname", row.get("oid"))), category, row.get("time", -1), row[field], extra)
-        if kind == "APM" and "apm" in config.collect:
+        if kind == APM and "apm" in config.collect:
             for metric in config.apm_metrics:
                 for oid, oname, t_ms, raw in client.apm_series(project, metric, s_ms, e_ms):
                     add(f"whatap_apm_{metric}", APM_UNITS.get(metric, "count"), project, oid, oname, "apm_series", t_ms, raw)

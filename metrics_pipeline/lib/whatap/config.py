@@ -49,6 +49,9 @@ class WhatapConfig(BaseModel):
     collect: Collections = Field(default_factory=lambda: ["sm_stat", "mxql", "apm"])
     mxql_categories: Categories = Field(default_factory=lambda: ["server_base", "server_disk", "server_network", "app_counter"])
     apm_metrics: ApmMetrics = Field(default_factory=lambda: ["thread_count", "threadpool_active", "threadpool_queue", "apdex"])
+    # MXQL `limit` (rows per answer; WhaTap's own cap is 100,000 and may be lower): an answer that
+    # reaches it, or a smaller cap the server revealed, is split (lib/whatap/split.py)
+    mxql_limit: int = Field(default=100_000, ge=1, le=100_000)
     fetch_delay_minutes: int = Field(default=5, ge=0, le=59)
     late_rerun_hours: int = Field(default=2, ge=1, le=23)
     refresh_current_hour_minutes: int = Field(default=10, ge=0, le=60)
