@@ -111,6 +111,44 @@ def test_file_names_leaving_the_zone_and_oversized_files_are_quarantined_and_goo
     assert len(_quarantine(warehouse_dsn)) == len(planted) + 1 and _runs(warehouse_dsn) == 1
 
 
+def test_file_names_postgres_cannot_store_are_quarantined_escaped_and_good_files_still_load(warehouse_dsn, zone):
+    """Issue 16: a name that is not UTF-8 (local disks hand back bytes), holds a NUL (a valid S3 key
+    character) or is too long for the warehouse's index made every ingestion run and sensor tick fail."""
+    import os
+
+    zone.write("ingestion_logs/good.json", b"[" + _record_line() + b"]")
+    if isinstance(zone, LocalLanding):
+        with open(os.fsencode(zone.root) + b"/ingestion_logs/r\xe9sultats.jsonl", "wb") as fh:
+            fh.write(_record_line(7) + b"\n")
+        zone.write("ingestion_logs/" + "/".join(["d" * 250] * 12) + "/deep.jsonl", _record_line(8) + b"\n")
+        expected = {"ingestion_logs/r\\xe9sultats.jsonl": "file name is not valid UTF-8"}
+    else:
+        _plant(zone, "ingestion_logs/nul\x00.jsonl", _record_line(7) + b"\n")
+        _plant(zone, "ingestion_logs/" + "d" * 1100 + ".jsonl", _record_line(8) + b"\n")  # S3 allows 1,024; moto more
+        expected = {"ingestion_logs/nul\\x00.jsonl": "file name contains a NUL character"}
+    for _ in range(2):  # idempotent
+        result = ingestion_load.load_window(Warehouse(warehouse_dsn, "metrics"), zone, HOUR, NOW + timedelta(hours=1), OPTIONS)
+        assert (result.loaded, result.quarantined, result.refused_files) == (1, 2, 2) and _runs(warehouse_dsn) == 1
+    quarantined = {key: (position, reason) for key, position, reason in _quarantine(warehouse_dsn)}
+    for key, reason in expected.items():
+        assert quarantined.pop(key)[1].startswith(reason)
+    (long_key, (position, reason)), = quarantined.items()
+    assert position == -1 and "more than the 1024 allowed" in reason and len(long_key.encode()) <= 1024
+
+
+def test_an_s3_object_we_cannot_get_is_quarantined_and_the_rest_loads(warehouse_dsn, s3_landing_url, moto_endpoint):
+    """An object archived to Glacier by a lifecycle rule answers GetObject with InvalidObjectState:
+    retrying never helps, so it is refused like an oversized file instead of failing every tick and
+    run. (AccessDenied still fails loudly: it is usually a policy denying every object.)"""
+    zone = open_landing(s3_landing_url, endpoint_url=moto_endpoint, region_name="us-east-1")
+    zone.write("ingestion_logs/good.jsonl", _record_line() + b"\n")
+    zone.client.put_object(Bucket=zone.bucket, Key=zone._full("ingestion_logs/cold.jsonl"), Body=_record_line(7) + b"\n",
+                           StorageClass="GLACIER")
+    result = ingestion_load.load_window(Warehouse(warehouse_dsn, "metrics"), zone, HOUR, NOW + timedelta(hours=1), OPTIONS)
+    assert (result.loaded, result.quarantined, result.refused_files) == (1, 1, 1)
+    assert _quarantine(warehouse_dsn) == [("ingestion_logs/cold.jsonl", -1, "file cannot be read (InvalidObjectState)")]
+
+
 @pytest.mark.timeout(60)
 def test_a_fifo_or_a_symlink_in_the_zone_is_never_opened_so_a_load_cannot_hang_or_escape(warehouse_dsn, tmp_path):
     import os
@@ -133,8 +171,10 @@ def test_host_files_the_zone_refuses_are_counted_and_the_other_hosts_load(tmp_pa
     _plant(zone, prefix + "h2/h2\\1.jsonl", _host_line(HOUR.timestamp() + 60, host="h2") + b"\n")
     zone.write(prefix + "h3/h3-1.jsonl", _host_line(HOUR.timestamp() + 60, host="h3") + b"\n" * 20_000)
     batch, objects = read_window(zone, HOUR, HOUR + timedelta(hours=1))
-    assert len(objects) == 3 and batch.hosts == {"h1"}
-    assert batch.problems["refused_files"] == 2
+    assert batch.hosts == {"h1"} and batch.problems["refused_files"] == 2
+    # Only the file read comes back: the refused ones are never marked processed, so landing
+    # retention cannot delete samples nobody read.
+    assert [o.key for o in objects] == [prefix + "h1/h1-1.jsonl"]
 
 
 # -- memory and time -------------------------------------------------------------------------------

@@ -157,15 +157,19 @@ def files_for_window(zone: LandingZone, start: datetime, end: datetime) -> list[
 
 
 def read_window(zone: LandingZone, start: datetime, end: datetime) -> tuple[HostBatch, list[LandingObject]]:
-    """Read every host file of [start, end) into one batch."""
+    """Read every host file of [start, end) into one batch; returns it and the files read. A file
+    the zone refuses is counted, not returned: it is never marked processed, so landing retention
+    never deletes samples nobody read."""
     batch = HostBatch()
     objects = files_for_window(zone, start, end)
-    for _, data in read_many(zone, [o.key for o in objects]):
-        if isinstance(data, RefusedObject):  # a name leaving the zone, or over the size limit
+    read = []
+    for obj, (_, data) in zip(objects, read_many(zone, objects)):
+        if isinstance(data, RefusedObject):  # a name leaving the zone or not UTF-8, too large, unreadable
             batch.problems["refused_files"] += 1
         else:
             batch.read(data)
-    return batch, objects
+            read.append(obj)
+    return batch, read
 
 
 @dataclasses.dataclass(frozen=True)

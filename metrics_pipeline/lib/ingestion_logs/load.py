@@ -10,11 +10,23 @@ Records are partitioned by their start hour, and one file may hold records of ma
 
 Rows of files that are gone from the landing zone are kept: a re-run after landing retention must
 not erase history. Re-processing a file never duplicates a run (natural-key upsert).
+
+Every file is owned by at least one hour: an empty file, or one the zone refuses to read, belongs to
+its arrival hour. So an empty file is marked processed by that hour's run, and landing retention
+deletes it in time. A refused file (a name that is not UTF-8, over the size limit, unreadable) is
+quarantined as one record (position -1) and counted, but never marked processed: its content was
+never read, so retention must not delete it; someone renames or fixes it, or removes it by hand.
+
+Records are judged against the file's arrival (its modification time), not the clock of the run, so
+re-running an hour judges a file exactly as its first run did. A record may start up to a day after
+that (a wrong clock, naive times in the wrong zone) and then belongs to an hour that has no
+partition yet: the sensor (`plan_sensor_tick`) defers it and requests the hour once it exists.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import operator
 from collections import Counter
 from datetime import datetime, timezone
@@ -47,39 +59,60 @@ class IngestionLoadResult:
     rows: int = 0  # distinct runs written
     failures: int = 0  # runs with status FAILED
     missing_files: int = 0  # indexed files no longer in the landing zone (their rows are kept)
+    refused_files: int = 0  # files the zone would not read (each also one quarantined record)
+    empty_files: int = 0  # files holding no record at all (marked processed with their arrival hour)
     reasons: Counter = dataclasses.field(default_factory=Counter)
 
     def as_metadata(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "reasons"}
 
 
-def _fallback_hour(obj: LandingObject, options: ParseOptions) -> datetime:
-    """Home hour of a file with no good record: its arrival hour, kept inside the partition range."""
-    hour = datetime.fromtimestamp(obj.mtime, tz=timezone.utc)
-    if options.min_start and hour < options.min_start:
-        hour = options.min_start
-    return min(hour, datetime.now(timezone.utc))
+def arrival(obj: LandingObject, options: ParseOptions) -> datetime:
+    """When `obj` arrived: its modification time, unless that clock cannot be trusted (ahead of now,
+    or before the first partition), then now. Records are judged against it, and a file without a
+    usable record start belongs to its hour."""
+    now = options.now or datetime.now(timezone.utc)
+    mtime = datetime.fromtimestamp(obj.mtime, tz=timezone.utc)
+    if mtime > now or (options.min_start and mtime < options.min_start):
+        return now
+    return mtime
+
+
+def _hour(ts: datetime) -> datetime:
+    return ts.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexedFile:
+    """One parsed landing file: its records and the hour each belongs to."""
+
+    obj: LandingObject
+    parsed: ParsedFile
+    hours: dict[int, datetime]  # by record position
+    file_hours: list[datetime]  # the hours it is indexed under (its arrival hour if it has no record)
 
 
 def index_objects(
     conn: psycopg.Connection, schema: str, zone: LandingZone, objects: list[LandingObject], options: ParseOptions
-) -> dict[str, tuple[LandingObject, ParsedFile, dict[int, datetime]]]:
+) -> dict[str, IndexedFile]:
     """Parse `objects` and record their hours in `landing_files`. Returns what was parsed."""
     parsed = {}
     entries = []
-    for obj, (_, data) in zip(objects, read_many(zone, [o.key for o in objects])):
+    for obj, (_, data) in zip(objects, read_many(zone, objects)):
+        arrived = arrival(obj, options)
         if isinstance(data, RefusedObject):  # quarantined as a whole file, with the reason
-            result = ParsedFile(obj.key, rejected=[Rejected(-1, "", str(data))])
+            result = ParsedFile(obj.key, rejected=[Rejected(-1, "", data.reason)], refused=True)
         else:
-            result = parse_file(data, obj.key, options)
-        hours = result.hours(_fallback_hour(obj, options))
-        parsed[obj.key] = (obj, result, hours)
-        entries.append((obj, sorted(set(hours.values())), result.read))
+            result = parse_file(data, obj.key, dataclasses.replace(options, now=arrived))
+        hours = result.hours(arrived)
+        file_hours = sorted(set(hours.values())) or [_hour(arrived)]
+        parsed[obj.key] = IndexedFile(obj, result, hours, file_hours)
+        entries.append((obj, file_hours, result.read))
     landing_index.index_files(conn, schema, SOURCE, entries)
     return parsed
 
 
-def sync_index(conn, schema, zone, options) -> tuple[dict[str, LandingObject], dict]:
+def sync_index(conn, schema, zone, options) -> tuple[dict[str, LandingObject], dict[str, IndexedFile]]:
     """Index every new or changed file under the prefix. Returns (listed objects by key, parsed)."""
     listed = {o.key: o for o in zone.list(PREFIX)}
     known = landing_index.indexed(conn, schema, SOURCE)
@@ -104,9 +137,14 @@ def load_window(
         for key in present:
             if key not in parsed:
                 parsed.update(index_objects(conn, schema, zone, [listed[key]], options))
-            obj, parsed_file, hours = parsed[key]
-            touched.append((obj, sorted(set(hours.values()))))
+            indexed = parsed[key]
+            obj, parsed_file, hours = indexed.obj, indexed.parsed, indexed.hours
             result.files += 1
+            if parsed_file.refused:
+                result.refused_files += 1  # never marked processed: its content was never read
+            else:
+                touched.append((obj, indexed.file_hours))
+                result.empty_files += int(parsed_file.read == 0)
             for record in parsed_file.accepted:
                 if not start <= hours[record["source_position"]] < end:
                     continue
@@ -230,22 +268,69 @@ def plan_requests(
 
 
 @dataclasses.dataclass(frozen=True)
+class SensorCursor:
+    """The ingestion sensor's cursor: its walk over the landing zone, and the hour that was current
+    at its last tick (hours after it had no partition then, so records stamped in them waited)."""
+
+    walk: Cursor = dataclasses.field(default_factory=Cursor)
+    through: datetime | None = None
+
+    def encode(self) -> str:
+        return json.dumps({"mtime": self.walk.mtime, "key": self.walk.key,
+                           "through": self.through.isoformat() if self.through else None})
+
+    @classmethod
+    def decode(cls, text: str | None) -> SensorCursor:
+        if not text:
+            return cls()
+        if not text.startswith("{"):  # the walk alone, as cursors were written before deferral
+            return cls(Cursor.decode(text))
+        raw = json.loads(text)
+        through = datetime.fromisoformat(raw["through"]) if raw.get("through") else None
+        return cls(Cursor(float(raw["mtime"]), str(raw["key"])), through)
+
+
+@dataclasses.dataclass(frozen=True)
 class SensorPlan:
-    """One sensor tick: the hours new files touch (each with a digest of the files feeding it)."""
+    """One sensor tick: the hours to request now (each with a digest of the files feeding it), the
+    hours new files touch that have no partition yet (deferred), and the next cursor."""
 
     hours: dict[datetime, str]
-    cursor: Cursor
+    cursor: SensorCursor
     files: int
+    deferred: list[datetime] = dataclasses.field(default_factory=list)
+    arrived: list[datetime] = dataclasses.field(default_factory=list)  # deferred hours now due
 
 
-def plan_sensor_tick(warehouse: Warehouse, zone: LandingZone, cursor: Cursor, options: ParseOptions, *,
-                     budget_s: float = 40.0) -> SensorPlan:
-    """`plan_requests`, plus a digest per touched hour of the files feeding it (the run key: a file
-    arriving behind the cursor still makes a new run, and a retried tick makes none twice)."""
+def plan_sensor_tick(warehouse: Warehouse, zone: LandingZone, cursor: SensorCursor, options: ParseOptions, *,
+                     now: datetime | None = None, budget_s: float = 40.0) -> SensorPlan:
+    """`plan_requests`, split into hours that exist (up to the current one: the hourly partitions
+    include the hour in progress) and hours ahead of `now`, which are deferred (SPEC §12: items
+    stamped ahead of now stay in the landing zone until their hour's partition exists).
+
+    A deferred hour is not kept in the cursor: each tick asks the index which hours that were ahead
+    at the previous tick (after `cursor.through`, up to the current hour) hold records not yet
+    committed, and requests those. So a record stamped ahead is loaded when its hour begins, whoever
+    indexed its file (this sensor or a run), and an hour that was loaded since is not requested
+    again. Without a previous tick the last `options.max_future` is looked at: no record further
+    ahead than that is accepted. Each hour comes with a digest of the files feeding it (the run
+    key: a file arriving behind the cursor still makes a new run, and a retried tick makes none twice).
+    """
+    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    current = _hour(now)
+    since = cursor.through if cursor.through is not None else current - options.max_future
     with warehouse.connect() as conn:
-        hours, cursor, files = plan_requests(conn, warehouse.schema, zone, cursor, options, budget_s=budget_s)
-        digests = landing_index.inputs_digest(conn, warehouse.schema, SOURCE, hours)
-    return SensorPlan({h: digests.get(h, "none") for h in hours}, cursor, files)
+        hours, walk, files = plan_requests(conn, warehouse.schema, zone, cursor.walk, options, budget_s=budget_s)
+        arrived = landing_index.uncommitted_hours(conn, warehouse.schema, SOURCE, since, current) if since < current else []
+        due = sorted({h for h in hours if h <= current} | set(arrived))
+        digests = landing_index.inputs_digest(conn, warehouse.schema, SOURCE, due)
+    return SensorPlan(
+        {h: digests.get(h, "none") for h in due},
+        SensorCursor(walk, max(current, cursor.through or current)),
+        files,
+        deferred=sorted(h for h in hours if h > current),
+        arrived=sorted(set(arrived) - set(hours)),
+    )
 
 
 def _index_batch(conn, schema, zone, objects, options) -> set[datetime]:
@@ -253,6 +338,5 @@ def _index_batch(conn, schema, zone, objects, options) -> set[datetime]:
     windows must be recomputed too, or the file's old rows would stay there."""
     before = landing_index.hours_of(conn, schema, SOURCE, [o.key for o in objects])
     parsed = index_objects(conn, schema, zone, objects, options)
-    now = {h for _, _, hours in parsed.values() for h in hours.values()}
+    now = {h for indexed in parsed.values() for h in indexed.file_hours}
     return now | {h for hours in before.values() for h in hours}
-

@@ -3,13 +3,19 @@
 `index_files` stores which hours a file holds records for, so a partition run finds its files with
 one indexed query; `mark_processed` runs inside the load's transaction and adds the hours just
 committed, so a file counts as processed exactly when the data of all its hours is committed.
-A file whose content changed (new etag) starts over.
+A file whose content changed (new etag) starts over. `uncommitted_hours` finds hours that hold
+records not committed yet, for a sensor coming back to hours that had no partition when their
+files arrived (records stamped ahead of now).
+
+Keys are stored as the landing zone lists them: always valid UTF-8 without NUL and at most
+`landing.MAX_KEY_BYTES` long (odd names are listed under an escaped stand-in), so one producer's
+file name can never make an insert here fail for every file of a batch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 
 import psycopg
 
@@ -65,6 +71,26 @@ def inputs_digest(conn: psycopg.Connection, schema: str, kind: str, hours: list[
         (kind, hours, hours),
     ).fetchall()
     return dict(rows)
+
+
+def uncommitted_hours(conn: psycopg.Connection, schema: str, kind: str, after: datetime, through: datetime) -> list[datetime]:
+    """Hours in (after, through] that some indexed file holds records of which are not committed
+    yet (the hour is not among the file's `processed_hours`)."""
+    hours = []
+    hour = after.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    while hour <= through:
+        hours.append(hour)
+        hour += timedelta(hours=1)
+    if not hours:
+        return []
+    rows = conn.execute(
+        f"""SELECT DISTINCT h FROM {schema}.landing_files f CROSS JOIN LATERAL unnest(f.hours) h
+            WHERE f.kind = %s AND f.hours && %s::timestamptz[] AND h = ANY(%s::timestamptz[])
+              AND NOT h = ANY(f.processed_hours)
+            ORDER BY h""",
+        (kind, hours, hours),
+    ).fetchall()
+    return [h for (h,) in rows]
 
 
 def files_touching(conn: psycopg.Connection, schema: str, kind: str, start: datetime, end: datetime) -> list[str]:

@@ -19,6 +19,7 @@ is safe at any age: a re-run only touches rows of files still in the zone.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
 from datetime import datetime, timedelta, timezone
@@ -28,10 +29,13 @@ import psycopg
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from metrics_pipeline.lib import settings, yaml_config
+from metrics_pipeline.lib.landing import LandingError, RefusedObject
 from metrics_pipeline.lib.warehouse import partitioning
 from metrics_pipeline.lib.warehouse.db import Warehouse
 
 CONFIG_ENV = "METRICS_PIPELINE_RETENTION_CONFIG"
+_log = logging.getLogger(__name__)
+_MAX_DELETE_FAILURES = 20
 DEFAULT_LANDING = timedelta(days=14)
 def parse_duration(text) -> timedelta:
     """Retention durations: `14d`, `48h`, or a bare number of days."""
@@ -151,22 +155,51 @@ def expired_landing_files(conn: psycopg.Connection, schema: str, config: Retenti
 
 def apply_landing(warehouse: Warehouse, zone, *, config: RetentionConfig | None = None,
                   now: datetime | None = None, dry_run: bool = False) -> list[LandingFile]:
-    """Delete expired committed files from the landing zone `zone`, then their index rows.
+    """Delete expired committed files from the landing zone `zone`, then their index rows. Returns
+    the files deleted (or, with `dry_run`, those that would be).
 
     A file goes first, its row second: a crash in between leaves a row whose file is gone, which
-    the next run deletes again (deleting a missing file is not an error)."""
+    the next run deletes again (deleting a missing file is not an error). One file never stops the
+    others: a key the zone refuses to touch (a name it lists escaped, such as one that is not
+    UTF-8) is left in place and its row dropped, so it is not retried every day (a warning names
+    it; someone removes it by hand); any other failure is collected, the rest is deleted, and the
+    run then fails naming the files it could not delete (it stops early once
+    `_MAX_DELETE_FAILURES` deletes failed: then the zone itself is failing).
+    """
     config = config or load_config()
     now = now or datetime.now(timezone.utc)
     schema = warehouse.schema
+    deleted: list[LandingFile] = []
+    failed: list[tuple[LandingFile, Exception]] = []
     with warehouse.connect() as conn:
         expired = expired_landing_files(conn, schema, config, now)
-        if not dry_run:
-            for lo in range(0, len(expired), 1000):
-                batch = expired[lo:lo + 1000]
-                for item in batch:
+        if dry_run:
+            return expired
+        for lo in range(0, len(expired), 1000):
+            if len(failed) >= _MAX_DELETE_FAILURES:
+                break  # the zone itself is failing (S3 down, a read-only disk): stop, and say so
+            batch = expired[lo:lo + 1000]
+            gone = []
+            for item in batch:
+                if len(failed) >= _MAX_DELETE_FAILURES:
+                    break
+                try:
                     zone.delete(item.key)
-                conn.execute(
-                    f"DELETE FROM {schema}.landing_files WHERE (kind, key) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
-                    ([i.kind for i in batch], [i.key for i in batch]),
-                )
-    return expired
+                except RefusedObject as exc:
+                    _log.warning("landing retention leaves %r in place: %s", item.key, exc)
+                    gone.append(item)  # its row goes; the file is not ours to delete
+                    continue
+                except Exception as exc:  # noqa: BLE001 - reported below, after the other files
+                    failed.append((item, exc))
+                    continue
+                gone.append(item)
+                deleted.append(item)
+            conn.execute(
+                f"DELETE FROM {schema}.landing_files WHERE (kind, key) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+                ([i.kind for i in gone], [i.key for i in gone]),
+            )
+    if failed:
+        names = ", ".join(f"{item.key!r} ({exc})" for item, exc in failed[:5])
+        raise LandingError(f"landing retention could not delete {len(failed)} file(s) (deleted {len(deleted)}"
+                           f" of {len(expired)} expired): {names}")
+    return deleted

@@ -187,3 +187,91 @@ def test_quarantine_rows_of_files_gone_from_the_landing_zone_are_kept(warehouse_
     zone.delete("ingestion_logs/old.json")
     load(warehouse_dsn, zone)
     assert len(quarantine(warehouse_dsn)) == 1 and len(runs(warehouse_dsn)) == 1
+
+
+# -- issue 16 ------------------------------------------------------------------------------------------
+
+def _plant(zone, name: bytes, data: bytes) -> None:
+    """A file under raw bytes for a name (a producer with a latin-1 locale), beside the zone's API."""
+    import os
+
+    path = os.fsencode(zone.root) + b"/" + name
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as fh:
+        fh.write(data)
+
+
+def _landing_rows(dsn):
+    with psycopg.connect(dsn) as conn:
+        return dict(conn.execute("SELECT key, processed_at IS NOT NULL FROM metrics.landing_files").fetchall())
+
+
+def test_a_file_name_that_is_not_utf8_is_quarantined_under_its_escaped_name_and_the_rest_loads(warehouse_dsn, zone):
+    zone.write("ingestion_logs/good.jsonl", (json.dumps(at(H13, 5)) + "\n" + json.dumps(at(H13, 6, Objet_Id=7)) + "\n").encode())
+    _plant(zone, b"ingestion_logs/r\xe9sultats.jsonl", (json.dumps(at(H13, 9, Objet_Id=9)) + "\n").encode())
+    with psycopg.connect(warehouse_dsn, autocommit=True) as conn:  # the sensor's side: it indexes every file
+        hours, _, files = ingestion_load.plan_requests(conn, "metrics", zone, Cursor(), OPTIONS)
+    assert files == 2 and H13 in hours
+    for _ in range(2):  # and a re-run is idempotent
+        result = load(warehouse_dsn, zone, H13, hours=int((OPTIONS.now - H13).total_seconds() // 3600) + 1)
+        assert (result.loaded, result.quarantined, result.refused_files, result.read) == (2, 1, 1, 3)
+        assert [q[:2] for q in quarantine(warehouse_dsn)] == [("ingestion_logs/r\\xe9sultats.jsonl", -1)]
+        assert "file name is not valid UTF-8" in quarantine(warehouse_dsn)[0][2]
+    # Its content was never read: it is never marked processed, so retention will not delete it.
+    assert _landing_rows(warehouse_dsn) == {"ingestion_logs/good.jsonl": True, "ingestion_logs/r\\xe9sultats.jsonl": False}
+
+
+def test_a_path_too_long_for_the_warehouse_index_is_quarantined_and_the_rest_loads(warehouse_dsn, zone):
+    deep = "/".join(["d" * 250] * 12)  # 3,000 bytes: over PostgreSQL's btree entry limit of about 2,700
+    zone.write(f"ingestion_logs/{deep}/jobs.jsonl", (json.dumps(at(H13, 9, Objet_Id=9)) + "\n").encode())
+    zone.write("ingestion_logs/good.jsonl", (json.dumps(at(H13, 5)) + "\n").encode())
+    with psycopg.connect(warehouse_dsn, autocommit=True) as conn:
+        assert ingestion_load.plan_requests(conn, "metrics", zone, Cursor(), OPTIONS)[2] == 2
+    result = load(warehouse_dsn, zone, H13, hours=int((OPTIONS.now - H13).total_seconds() // 3600) + 1)
+    assert (result.loaded, result.quarantined, result.refused_files) == (1, 1, 1)
+    (key, position, reason, _), = quarantine(warehouse_dsn)
+    assert position == -1 and len(key.encode()) <= 1024 and "more than the 1024 allowed" in reason
+
+
+def test_an_empty_file_belongs_to_its_arrival_hour_and_is_marked_processed(warehouse_dsn, zone):
+    import os
+
+    zone.write("ingestion_logs/good.jsonl", (json.dumps(at(H13, 5)) + "\n").encode())
+    for name, data in (("empty.jsonl", b""), ("blank.json", b"\xef\xbb\xbf \n"), ("nothing.json", b"[]")):
+        zone.write(f"ingestion_logs/{name}", data)
+        os.utime(zone.path(f"ingestion_logs/{name}"), ((H13 + timedelta(minutes=40)).timestamp(),) * 2)
+    with psycopg.connect(warehouse_dsn, autocommit=True) as conn:
+        hours, _, _ = ingestion_load.plan_requests(conn, "metrics", zone, Cursor(), OPTIONS)
+    assert hours == [H13]  # the sensor requests the hour that owns them
+    result = load(warehouse_dsn, zone)
+    assert (result.files, result.empty_files, result.read, result.loaded) == (4, 3, 1, 1)
+    assert set(_landing_rows(warehouse_dsn).values()) == {True}
+
+
+def test_records_are_judged_against_the_files_arrival_so_a_rerun_days_later_changes_nothing(warehouse_dsn, zone):
+    """A record up to a day ahead of its file's arrival is kept for its own hour; one further ahead
+    is quarantined, and stays so when the hour is re-run after the clock has passed its start."""
+    import dataclasses
+    import os
+
+    arrived = H13 + timedelta(minutes=20)
+    zone.write("ingestion_logs/skewed.jsonl", "".join(json.dumps(r) + "\n" for r in (
+        at(H13, 5, Objet_Id=1),
+        at(H13 + timedelta(hours=2), 10, Objet_Id=2),  # 1 h 50 ahead: a clock or time-zone slip
+        at(H13 + timedelta(hours=30), 30, Objet_Id=3),  # 30 h 10 ahead: no slip explains it
+    )).encode())
+    os.utime(zone.path("ingestion_logs/skewed.jsonl"), (arrived.timestamp(),) * 2)
+
+    def run(now):
+        options = dataclasses.replace(OPTIONS, now=now)
+        result = ingestion_load.load_window(Warehouse(warehouse_dsn, "metrics"), zone, H13, H13 + timedelta(hours=1), options)
+        return result, runs(warehouse_dsn, H13, hours=40), quarantine(warehouse_dsn)
+
+    first = run(arrived + timedelta(minutes=1))
+    later = run(arrived + timedelta(days=3))  # a re-run once the clock is past every start
+    assert later[1:] == first[1:] and later[0] == first[0]
+    assert [r[1] for r in first[1]] == ["1"] and (first[0].loaded, first[0].quarantined) == (1, 1)
+    (_, position, reason, hour), = first[2]
+    assert (position, hour) == (3, H13)
+    assert reason.startswith(f"start {(H13 + timedelta(hours=30, minutes=30)).isoformat()} is in the future: 30.2 h after "
+                             f"the file arrived ({arrived.isoformat()}), more than the 24 h")

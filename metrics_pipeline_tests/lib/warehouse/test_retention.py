@@ -1,6 +1,7 @@
 from datetime import datetime, timedelta, timezone
 
 import pandas as pd
+import psycopg
 import pytest
 
 from metrics_pipeline.lib.warehouse import retention
@@ -132,3 +133,59 @@ def test_landing_retention_shorter_than_points_is_refused_and_follows_a_longer_p
     assert retention.RetentionConfig().landing_files == timedelta(days=14)
     with pytest.raises(ValueError, match="landing .* must be at least points"):
         retention.RetentionConfig(points="30d", landing="7d")
+
+
+# -- landing retention and odd files (issue 16) --------------------------------------------------------
+
+def test_empty_landing_files_are_committed_with_their_hour_and_deleted_in_time(warehouse_dsn, db, tmp_path):
+    import json
+    import os
+
+    from metrics_pipeline.lib.ingestion_logs import load as ingestion_load
+    from metrics_pipeline.lib.ingestion_logs.parse import ParseOptions
+    from metrics_pipeline.lib.landing import LocalLanding
+    from metrics_pipeline_tests.support.ingestion_logs import at
+
+    hour = NOW.replace(minute=0) - timedelta(days=20)
+    zone = LocalLanding(tmp_path)
+    zone.write("ingestion_logs/jobs.jsonl", (json.dumps(at(hour, 5)) + "\n").encode())
+    for key, data in (("ingestion_logs/empty.jsonl", b""), ("ingestion_logs/none.json", b"[]")):
+        zone.write(key, data)  # a job that ran nothing, or created its file and died
+    for o in zone.list():
+        os.utime(zone.path(o.key), ((hour + timedelta(minutes=50)).timestamp(),) * 2)
+    options = ParseOptions(now=NOW)
+    with psycopg.connect(warehouse_dsn, autocommit=True) as conn:  # the sensor indexes them
+        assert ingestion_load.plan_requests(conn, "metrics", zone, ingestion_load.Cursor(), options)[0] == [hour]
+    ingestion_load.load_window(Warehouse(warehouse_dsn, "metrics"), zone, hour, hour + timedelta(hours=1), options)
+    deleted = retention.apply_landing(Warehouse(warehouse_dsn, "metrics"), zone, config=retention.RetentionConfig(), now=NOW)
+    assert sorted(f.key for f in deleted) == ["ingestion_logs/empty.jsonl", "ingestion_logs/jobs.jsonl", "ingestion_logs/none.json"]
+    assert zone.list() == [] and db.execute("SELECT count(*) FROM metrics.landing_files").fetchone() == (0,)
+
+
+def test_a_landing_file_retention_cannot_delete_never_stops_the_others(warehouse_dsn, db, tmp_path):
+    """Keys the zone refuses to touch (a backslash, a name it lists escaped) are left in place and
+    dropped from the index; a delete that fails is reported after every other file is deleted."""
+    import os
+
+    from metrics_pipeline.lib.landing import LandingError, LandingObject, LocalLanding
+    from metrics_pipeline.lib.warehouse import landing_index
+
+    zone = LocalLanding(tmp_path)
+    old = NOW.replace(minute=0) - timedelta(days=30)
+    (tmp_path / "host" / "d").mkdir(parents=True)
+    (tmp_path / "host" / "d" / "a\\b.jsonl").write_bytes(b"{}\n")  # refused: a backslash
+    with open(os.fsencode(tmp_path) + b"/host/d/r\xe9sum\xe9.jsonl", "wb") as fh:
+        fh.write(b"{}\n")
+    (tmp_path / "host" / "d" / "stuck.jsonl").mkdir()  # unlink fails: a directory where a file was
+    for i in range(3):
+        zone.write(f"host/d/ok-{i}.jsonl", b"{}\n")
+    keys = ["host/d/a\\b.jsonl", "host/d/r\\xe9sum\\xe9.jsonl", "host/d/stuck.jsonl"] + [f"host/d/ok-{i}.jsonl" for i in range(3)]
+    objects = [LandingObject(0.0, key, 3, f"e{n}") for n, key in enumerate(keys)]
+    with db.transaction():  # as a load leaves them: committed, a month old
+        landing_index.mark_processed(db, "metrics", "host", [(o, [old]) for o in objects], old, old + timedelta(hours=1))
+
+    with pytest.raises(LandingError, match=r"could not delete 1 file\(s\) \(deleted 3 of 6 expired\): 'host/d/stuck.jsonl'"):
+        retention.apply_landing(Warehouse(warehouse_dsn, "metrics"), zone, config=retention.RetentionConfig(), now=NOW)
+    assert sorted(o.key for o in zone.list()) == ["host/d/a\\b.jsonl", "host/d/r\\xe9sum\\xe9.jsonl"]
+    # The refused keys leave the index (nothing retries them daily); the failed one stays for the next run.
+    assert [k for (k,) in db.execute("SELECT key FROM metrics.landing_files ORDER BY key")] == ["host/d/stuck.jsonl"]
