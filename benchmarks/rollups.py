@@ -1,6 +1,7 @@
 """5 m + 1 h rollups of one day of 1-second data vs the bare SQL aggregate, same run (SPEC §8 "Rollups").
 
     python benchmarks/rollups.py [--series 50] [--repeat 3] [--work-mem 4MB,256MB] [--alternatives] [--explain]
+                                 [--fresh-series 515] [--fresh-interval 60] [--fresh-repeat 3] [--label TEXT]
 
 One day of 1-second samples for 50 host series (4.32 M points: CPU, memory, filesystem, network
 and disk rates, so sketches see both narrow and heavy-tailed buckets) is loaded with the COPY
@@ -18,6 +19,14 @@ percentiles within the sketch's bound plus the gap between percentile_cont and a
 copy of from_points.sql (see ALTERNATIVES; the package is not touched); `--explain` prints
 EXPLAIN (ANALYZE, BUFFERS) of every statement.
 
+Fresh hour (issue 16): an hour is rolled up right after its load, before anything has analysed it,
+in a day partition whose statistics predate the load (the normal order; a plan that depended on
+statistics went from 0.27 s to 165 s there). `--fresh-series` CloudWatch-like series x 1 hour at
+`--fresh-interval` s are loaded after 3 earlier hours that were analysed (autovacuum off on the
+day's partitions), rolled up (5 m + 1 h) `--fresh-repeat` times, then ANALYZEd and rolled up again;
+both medians are reported, in the results row and in the `rollups_fresh_hour` section.
+`--label` prefixes the results row (e.g. "before the fix").
+
 Uses METRICS_PIPELINE_DSN's server if set, otherwise the embedded PostgreSQL under
 .metrics_pipeline/bench-pg (durable settings, fsync on); the scratch database is dropped afterwards.
 """
@@ -25,6 +34,7 @@ Uses METRICS_PIPELINE_DSN's server if set, otherwise the embedded PostgreSQL und
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -34,7 +44,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pandas as pd
 import psycopg
-from common import append_result, scratch_database
+from common import append_result, replace_section, scratch_database
 from psycopg.conninfo import make_conninfo
 
 from metrics_pipeline.lib import points, rollups
@@ -63,6 +73,11 @@ GROUP BY 1, 2
 """
 REFERENCE_TIERS = (("5m", "5 minutes"), ("1h", "1 hour"))
 
+# The fresh-hour case (issue 16): the normal order is "load an hour, then roll it up", so the hour is
+# rolled up before anything has analysed it, while its day partition holds statistics from before.
+FRESH_DAY = END  # the next day: partitions of its own
+FRESH_HOUR = (FRESH_DAY + timedelta(hours=3), FRESH_DAY + timedelta(hours=4))
+
 
 # Alternatives to lib/rollups/sql/from_points.sql, timed by --alternatives on a copy of the SQL
 # (the package is left alone; `rollups.tier_sql` is swapped for the duration of the race).
@@ -72,55 +87,10 @@ SKETCH_KEY_INLINE = (
     "CASE WHEN p.value > 1e-9 THEN 1000000 + ceil(ln(p.value) / 0.020000666706669)::integer "
     "WHEN p.value < -1e-9 THEN -(1000000 + ceil(ln(-p.value) / 0.020000666706669)::integer) ELSE 0 END"
 )
-# B: A, and one pass over the bins: the bucket statistics are folded into the sketch aggregation,
-#    so `binned` is read once (no materialised CTE scanned twice, no second aggregation, no hash join).
-# C: B, with the points fed to the bin aggregation sorted by (series, bucket, key): one incremental
-#    sort per series over the primary-key order, then streaming GroupAggregates and window functions
-#    that need no further sort, instead of a HashAggregate of ~1 M groups that spills past work_mem.
-BINNED_HASHED = """
-WITH binned AS (
-    SELECT p.series_id, date_bin(interval '5 minutes', p.ts, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket,
-           {key} AS k, count(*) AS n, sum(p.value) AS s, min(p.value) AS lo, max(p.value) AS hi, max(p.ts) AS last_ts
-    FROM {schema}.points p
-    WHERE p.ts >= %(start)s AND p.ts < %(end)s
-    GROUP BY 1, 2, 3
-)"""
-BINNED_SORTED = """
-WITH binned AS (
-    SELECT series_id, bucket, k, count(*) AS n, sum(value) AS s, min(value) AS lo, max(value) AS hi, max(ts) AS last_ts
-    FROM (SELECT p.series_id, date_bin(interval '5 minutes', p.ts, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket,
-                 {key} AS k, p.ts, p.value
-          FROM {schema}.points p
-          WHERE p.ts >= %(start)s AND p.ts < %(end)s
-          ORDER BY 1, 2, 3) p
-    GROUP BY 1, 2, 3
-)"""
-SINGLE_PASS_TAIL = """, ranked AS (
-    SELECT series_id, bucket, k, n, s, lo, hi, last_ts,
-           sum(n) OVER (PARTITION BY series_id, bucket ORDER BY k ROWS UNBOUNDED PRECEDING) AS cum,
-           sum(n) OVER (PARTITION BY series_id, bucket) AS total
-    FROM binned
-), sketch AS (
-    SELECT series_id, bucket, sum(n)::bigint AS count, sum(s) AS sum, min(lo) AS min, max(hi) AS max,
-           max(last_ts) AS last_ts,
-           min(k) FILTER (WHERE cum > 0.50 * (total - 1)) AS k50,
-           min(k) FILTER (WHERE cum > 0.95 * (total - 1)) AS k95,
-           min(k) FILTER (WHERE cum > 0.99 * (total - 1)) AS k99,
-           array_agg(k ORDER BY k) AS keys, array_agg(n ORDER BY k) AS counts
-    FROM ranked
-    GROUP BY series_id, bucket
-)
-INSERT INTO {schema}.rollup_5m
-    (series_id, bucket, count, sum, min, max, avg, last, p50, p95, p99, sketch_keys, sketch_counts)
-SELECT sk.series_id, sk.bucket, sk.count, sk.sum, sk.min, sk.max, sk.sum / sk.count, p.value,
-       least(sk.max, greatest(sk.min, {schema}.sketch_value(sk.k50))),
-       least(sk.max, greatest(sk.min, {schema}.sketch_value(sk.k95))),
-       least(sk.max, greatest(sk.min, {schema}.sketch_value(sk.k99))),
-       sk.keys, sk.counts
-FROM sketch sk
-JOIN {schema}.points p ON p.series_id = sk.series_id AND p.ts = sk.last_ts
-WHERE p.ts >= %(start)s AND p.ts < %(end)s
-"""
+# B: sums added in whatever order rows arrive (what issue 16 fixed): the cost of deterministic sums.
+# C: no exact extremes (min_count / max_count left NULL, percentiles the clamped bin representative,
+#    as before issue 16): the cost of counting the values equal to the minimum and the maximum.
+UNORDERED_SUMS = {"sum(value ORDER BY value)": "sum(value)", "sum(s ORDER BY k)": "sum(s)"}
 _SHIPPED_TIER_SQL = rollups.tier_sql
 
 
@@ -133,19 +103,33 @@ def inlined_key_sql(schema: str, table: str) -> str:
     return text
 
 
-def single_pass_sql(binned: str) -> Callable[[str, str], str]:
+def _rewritten(table_name: str, replacements: dict[str, str]) -> Callable[[str, str], str]:
+    """The shipped SQL of `table_name` with each key of `replacements` (which must occur) replaced."""
     def build(schema: str, table: str) -> str:
-        if table == "rollup_5m":
-            return (binned + SINGLE_PASS_TAIL).format(schema=schema, key=SKETCH_KEY_INLINE)
-        return _SHIPPED_TIER_SQL(schema, table)
+        text = _SHIPPED_TIER_SQL(schema, table)
+        if table == table_name:
+            for old, new in replacements.items():
+                assert old in text, f"{table} SQL no longer contains {old!r}: the alternative is stale"
+                text = text.replace(old, new)
+        return text
     return build
 
 
-#: name -> the tier SQL builder standing in for `rollups.tier_sql`
-ALTERNATIVES: dict[str, Callable[[str, str], str]] = {
-    "A: sketch_key inlined": inlined_key_sql,
-    "B: A + single pass over the bins": single_pass_sql(BINNED_HASHED),
-    "C: B + points sorted into the bin aggregation": single_pass_sql(BINNED_SORTED),
+def without_exact_extremes(schema: str, table: str) -> str:
+    text = _SHIPPED_TIER_SQL(schema, table)
+    if table == "rollup_5m":
+        head, tail = text.split("           CASE WHEN m.hi_first = m.min", 1)
+        assert "AS max_count\n" in tail, "from_points.sql changed: alternative C is stale"
+        text = head + "           NULL::bigint AS min_count, NULL::bigint AS max_count\n" + tail.split("AS max_count\n", 1)[1]
+    return text
+
+
+#: name -> (the tier SQL builder standing in for `rollups.tier_sql`, whether its percentiles must
+#: equal the shipped ones: C's read the bin representative where the shipped ones read an extreme)
+ALTERNATIVES: dict[str, tuple[Callable[[str, str], str], bool]] = {
+    "A: sketch_key inlined": (inlined_key_sql, True),
+    "B: sums in arrival order (not deterministic)": (_rewritten("rollup_5m", UNORDERED_SUMS), True),
+    "C: no exact extremes": (without_exact_extremes, False),
 }
 
 
@@ -247,14 +231,16 @@ def snapshot(conn: psycopg.Connection) -> None:
         conn.execute(f"CREATE TABLE bench_ref.shipped_{name} AS SELECT * FROM {SCHEMA}.rollup_{name}")
 
 
-def same_as_shipped(conn: psycopg.Connection, alternative: str) -> None:
-    """Same buckets, counts, extremes, last, percentiles and sketches; sums to rounding (they are
-    added up in another order)."""
+def same_as_shipped(conn: psycopg.Connection, alternative: str, percentiles: bool = True) -> None:
+    """Same buckets, counts, extremes, last, sketches and (if `percentiles`) percentiles; sums to
+    rounding (an alternative may add them up in another order)."""
+    exact = "a.count, a.min, a.max, a.last, a.sketch_keys, a.sketch_counts"
+    if percentiles:
+        exact += ", a.p50, a.p95, a.p99"
     for name, _ in REFERENCE_TIERS:
         row = conn.execute(f"""
             SELECT count(*), count(*) FILTER (WHERE a.series_id IS NULL OR b.series_id IS NULL
-                OR (a.count, a.min, a.max, a.last, a.p50, a.p95, a.p99, a.sketch_keys, a.sketch_counts)
-                   IS DISTINCT FROM (b.count, b.min, b.max, b.last, b.p50, b.p95, b.p99, b.sketch_keys, b.sketch_counts)
+                OR ({exact}) IS DISTINCT FROM ({exact.replace("a.", "b.")})
                 OR abs(a.sum - b.sum) > 1e-9 * greatest(1, abs(b.sum)))
             FROM {SCHEMA}.rollup_{name} a FULL JOIN bench_ref.shipped_{name} b USING (series_id, bucket)""").fetchone()
         assert row[0] > 0 and row[1] == 0, f"alternative {alternative}: rollup_{name} differs from the shipped SQL's: {row}"
@@ -268,7 +254,7 @@ def explain(dsn: str, alternatives: bool) -> None:
                    for name, width in REFERENCE_TIERS]
     if alternatives:
         statements += [(f"alternative {name}: rollup_5m", builder(SCHEMA, "rollup_5m"))
-                       for name, builder in ALTERNATIVES.items()]
+                       for name, (builder, _) in ALTERNATIVES.items()]
     with psycopg.connect(dsn) as conn:
         conn.execute(f"TRUNCATE {SCHEMA}.rollup_5m, {SCHEMA}.rollup_1h, bench_ref.ref_5m, bench_ref.ref_1h")
         for title, sql in statements:  # ANALYZE executes: the 1 h tier reads the 5 m rows just written
@@ -285,8 +271,13 @@ def main() -> None:
     parser.add_argument("--series", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--work-mem", default="4MB,256MB", help="comma-separated work_mem values to re-time ('' for none)")
-    parser.add_argument("--alternatives", action="store_true", help="also time the SQL alternatives A, B, C")
+    parser.add_argument("--alternatives", action="store_true", help="also time the SQL alternatives (ALTERNATIVES)")
     parser.add_argument("--explain", action="store_true", help="print EXPLAIN (ANALYZE, BUFFERS) of every statement")
+    parser.add_argument("--fresh-series", type=int, default=515,
+                        help="series of the fresh-hour case (0: skip it)")
+    parser.add_argument("--fresh-interval", type=int, default=60, help="sampling interval (s) of the fresh-hour case")
+    parser.add_argument("--fresh-repeat", type=int, default=3, help="runs per case of the fresh-hour case")
+    parser.add_argument("--label", default="", help="prefix of this run's figures in docs/benchmarks.md")
     parser.add_argument("--no-write", action="store_true", help="do not append to docs/benchmarks.md")
     args = parser.parse_args()
 
@@ -330,23 +321,119 @@ def run(dsn: str, args: argparse.Namespace) -> None:
             print(f"work_mem {work_mem:>6}: ours {o:6.2f} s, reference {r:6.2f} s, ratio {o / r:.2f} x")
         if args.alternatives:
             print("alternatives to lib/rollups/sql/from_points.sql (a copy, timed the same way):")
-            for name, builder in ALTERNATIVES.items():
+            for name, (builder, same_percentiles) in ALTERNATIVES.items():
                 with tier_sql_replaced(builder):
                     o, r = race(conn, dsn, args.repeat)
-                same_as_shipped(conn, name)  # the alternative must write exactly the same rollups
+                same_as_shipped(conn, name, same_percentiles)  # the alternative must write the same rollups
                 extra.append(f"alt. {name.split(':')[0]}: {o:.2f} s vs {r:.2f} s = {o / r:.2f} x")
                 print(f"  {name:<50}: ours {o:6.2f} s, reference {r:6.2f} s, ratio {o / r:.2f} x")
+
+    fresh = fresh_hour(dsn, args.fresh_series, args.fresh_interval, args.fresh_repeat) if args.fresh_series else None
+    if fresh:
+        extra.append(f"fresh hour ({fresh.series} series x 1 h at {fresh.interval_s} s, no ANALYZE since its load) "
+                     f"{fresh.fresh_s:.2f} s vs {fresh.analysed_s:.2f} s analysed")
 
     if args.explain:
         explain(dsn, args.alternatives)
 
     if not args.no_write:
+        label = f"{args.label}: " if args.label else ""
         append_result(
             "rollups", f"{n:,} points / {args.series} series, 1 day at 1 s (COPY load {load_s:.1f} s, not timed)",
-            f"refresh 5 m + 1 h {ours_s:.2f} s ({n / ours_s:,.0f} pts/s) at work_mem {default_work_mem}"
+            f"{label}refresh 5 m + 1 h {ours_s:.2f} s ({n / ours_s:,.0f} pts/s) at work_mem {default_work_mem}"
             + "".join(f"; {v}" for v in extra),
             f"bare GROUP BY 5 m + 1 h, percentile_cont: {ref_s:.2f} s", f"{ratio:.2f} x",
         )
+        if fresh:
+            replace_section("rollups_fresh_hour", fresh.markdown(args.label))
+
+
+def fresh_frame(n_series: int, interval_s: int, start: datetime, end: datetime, seed: int) -> pd.DataFrame:
+    """CloudWatch-like series (EC2/RDS gauges and counters) at `interval_s` over [start, end)."""
+    ts = pd.date_range(start, end, freq=f"{interval_s}s", inclusive="left")
+    rng = np.random.default_rng(seed)
+    metrics = ("aws_ec2_cpuutilization", "aws_ec2_networkin", "aws_rds_databaseconnections", "aws_ec2_statuscheckfailed")
+    values = {
+        "aws_ec2_cpuutilization": lambda: rng.gamma(2.0, 6.0, len(ts)).round(2),
+        "aws_ec2_networkin": lambda: rng.lognormal(12, 1.5, len(ts)).round(),
+        "aws_rds_databaseconnections": lambda: rng.poisson(20, len(ts)).astype(float),
+        "aws_ec2_statuscheckfailed": lambda: (rng.random(len(ts)) < 0.02).astype(float),
+    }
+    return points.points_frame([
+        {"metric": metrics[i % len(metrics)], "resource": f"i-{i:05d}", "labels": {}, "unit": "1", "ts": ts,
+         "value": values[metrics[i % len(metrics)]]()}
+        for i in range(n_series)
+    ])
+
+
+@dataclasses.dataclass(frozen=True)
+class FreshHour:
+    series: int
+    interval_s: int
+    points: int
+    repeat: int
+    estimate_fresh: float  # the planner's row estimate for the hour's points, before / after ANALYZE
+    estimate_analysed: float
+    fresh_s: float
+    analyze_s: float
+    analysed_s: float
+
+    def markdown(self, label: str | None) -> str:
+        when = f"{datetime.now(timezone.utc):%Y-%m-%d}" + (f", {label}" if label else "")
+        return (
+            f"Last run ({when}; `python benchmarks/rollups.py`): {self.series} series x 1 hour at {self.interval_s} s "
+            f"({self.points:,} points) loaded into a day partition analysed with the 3 hours before it (autovacuum off "
+            f"on the day's partitions, so nothing analyses in between), then `rollups.refresh(..., [\"rollup_5m\", "
+            f"\"rollup_1h\"], hour)`; median of {self.repeat} runs per case.\n\n"
+            "| case | planner's estimate of the hour's points | refresh 5 m + 1 h |\n|---|---|---|\n"
+            f"| fresh: right after the load, no ANALYZE since | {self.estimate_fresh:,.0f} of {self.points:,} "
+            f"| {self.fresh_s:.2f} s |\n"
+            f"| analysed: after ANALYZE of the day partition (itself {self.analyze_s:.2f} s) "
+            f"| {self.estimate_analysed:,.0f} of {self.points:,} | {self.analysed_s:.2f} s |\n\n"
+            f"Fresh / analysed: **{self.fresh_s / self.analysed_s:.2f} x**."
+        )
+
+
+def hour_estimate(conn: psycopg.Connection) -> float:
+    (plan,) = conn.execute(f"EXPLAIN (FORMAT JSON) SELECT * FROM {SCHEMA}.points WHERE ts >= %s AND ts < %s",
+                           FRESH_HOUR).fetchone()
+    return plan[0]["Plan"]["Plan Rows"]
+
+
+def fresh_hour(dsn: str, n_series: int, interval_s: int, repeat: int) -> FreshHour:
+    """Roll up an hour right after loading it, with statistics from before the load; then again after
+    ANALYZE. The day partition was analysed with the earlier hours, as autovacuum would have done."""
+    warehouse = Warehouse(dsn, SCHEMA)
+    day_end = FRESH_DAY + timedelta(days=1)
+    (partition, _, _), = partitioning.partition_bounds("points", FRESH_DAY, day_end)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for table in ("points", "rollup_5m", "rollup_1h"):
+            partitioning.ensure_partitions(conn, SCHEMA, table, FRESH_DAY, day_end)
+            for name, _, _ in partitioning.partition_bounds(table, FRESH_DAY, day_end):
+                conn.execute(f"ALTER TABLE {SCHEMA}.{name} SET (autovacuum_enabled = off)")
+        loader.load_points(warehouse, fresh_frame(n_series, interval_s, FRESH_DAY, FRESH_HOUR[0], seed=1),
+                           source="cloudwatch", start=FRESH_DAY, end=FRESH_HOUR[0])
+        conn.execute(f"ANALYZE {SCHEMA}.{partition}")
+        frame = fresh_frame(n_series, interval_s, *FRESH_HOUR, seed=2)
+        loader.load_points(warehouse, frame, source="cloudwatch", start=FRESH_HOUR[0], end=FRESH_HOUR[1])
+        estimate_fresh = hour_estimate(conn)
+
+        def refresh() -> None:
+            rollups.refresh(warehouse, ["rollup_5m", "rollup_1h"], *FRESH_HOUR)
+
+        fresh = []
+        for _ in range(repeat):
+            fresh.append(timed(refresh))
+            print(f"fresh hour, no ANALYZE since its load: {fresh[-1]:.2f} s", flush=True)
+        analyze_s = timed(lambda: conn.execute(f"ANALYZE {SCHEMA}.{partition}"))
+        estimate_analysed = hour_estimate(conn)
+        analysed = [timed(refresh) for _ in range(repeat)]
+    result = FreshHour(n_series, interval_s, len(frame), repeat, estimate_fresh, estimate_analysed,
+                       statistics.median(fresh), analyze_s, statistics.median(analysed))
+    print(f"fresh hour ({n_series} series x 1 h at {interval_s} s, {len(frame):,} points): planner expected "
+          f"{estimate_fresh:,.0f} rows; refresh {result.fresh_s:.2f} s; after ANALYZE ({analyze_s:.2f} s, "
+          f"expects {estimate_analysed:,.0f}): {result.analysed_s:.2f} s; ratio {result.fresh_s / result.analysed_s:.2f} x")
+    return result
 
 
 if __name__ == "__main__":

@@ -1,26 +1,21 @@
 -- Shared tail: percentiles from the merged bins, and the insert into {{target}}.
--- Percentile q is the sketch value of the bin holding the sample of 0-based rank floor(q * (n - 1))
--- (numpy's method="lower"), clamped to the bucket's exact [min, max]: within 1 percent of that sample.
-, ranked AS (
-    SELECT series_id, bucket, k, n,
-           sum(n) OVER (PARTITION BY series_id, bucket ORDER BY k ROWS UNBOUNDED PRECEDING) AS cum,
-           sum(n) OVER (PARTITION BY series_id, bucket) AS total
-    FROM binned
-), sketch AS (
-    SELECT series_id, bucket,
-           min(k) FILTER (WHERE cum > 0.50 * (total - 1)) AS k50,
-           min(k) FILTER (WHERE cum > 0.95 * (total - 1)) AS k95,
-           min(k) FILTER (WHERE cum > 0.99 * (total - 1)) AS k99,
-           array_agg(k ORDER BY k) AS keys, array_agg(n ORDER BY k) AS counts
-    FROM ranked
-    GROUP BY series_id, bucket
-)
+-- Percentile q is the sample of 0-based rank r = floor(q * (n - 1)) (numpy's method="lower"):
+-- * r < min_count (the values equal to the minimum): that sample is the minimum, returned exactly;
+-- * r >= n - max_count (the values equal to the maximum): it is the maximum, returned exactly;
+-- * otherwise the sketch value of the bin holding it (kq), clamped to [min, max]: within 1 percent.
+-- So a p95 of a 0/1 metric reads 1, not the bin's 0.99, and every answer stays within the bound.
 INSERT INTO {{schema}}.{{target}}
-    (series_id, bucket, count, sum, min, max, avg, last, p50, p95, p99, sketch_keys, sketch_counts)
-SELECT st.series_id, st.bucket, st.count, st.sum, st.min, st.max, st.sum / st.count, st.last,
-       least(st.max, greatest(st.min, {{schema}}.sketch_value(sk.k50))),
-       least(st.max, greatest(st.min, {{schema}}.sketch_value(sk.k95))),
-       least(st.max, greatest(st.min, {{schema}}.sketch_value(sk.k99))),
-       sk.keys, sk.counts
-FROM stats st
-JOIN sketch sk ON sk.series_id = st.series_id AND sk.bucket = st.bucket
+    (series_id, bucket, count, sum, min, max, avg, last, p50, p95, p99, sketch_keys, sketch_counts,
+     min_count, max_count)
+SELECT b.series_id, b.bucket, b.count, b.sum, b.min, b.max, b.sum / b.count, b.last,
+       CASE WHEN floor(0.50 * (b.count - 1)) < b.min_count THEN b.min
+            WHEN floor(0.50 * (b.count - 1)) >= b.count - b.max_count THEN b.max
+            ELSE least(b.max, greatest(b.min, {{schema}}.sketch_value(b.k50))) END,
+       CASE WHEN floor(0.95 * (b.count - 1)) < b.min_count THEN b.min
+            WHEN floor(0.95 * (b.count - 1)) >= b.count - b.max_count THEN b.max
+            ELSE least(b.max, greatest(b.min, {{schema}}.sketch_value(b.k95))) END,
+       CASE WHEN floor(0.99 * (b.count - 1)) < b.min_count THEN b.min
+            WHEN floor(0.99 * (b.count - 1)) >= b.count - b.max_count THEN b.max
+            ELSE least(b.max, greatest(b.min, {{schema}}.sketch_value(b.k99))) END,
+       b.keys, b.counts, b.min_count, b.max_count
+FROM buckets b
