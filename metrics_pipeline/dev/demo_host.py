@@ -63,7 +63,8 @@ def busy_minute_lines(minute_start: int) -> str:
 
 
 class BusyHost(threading.Thread):
-    """Writes the busy host's minute files: the last `hours_back` at start, then each minute as it ends."""
+    """Writes the busy host's minute files like the agent does: the last `hours_back` at start, then
+    the current minute's file growing every second (the live alert loop reads what is new)."""
 
     def __init__(self, url: str, hours_back: float = 2.0):
         super().__init__(name="demo-busy-host", daemon=True)
@@ -76,14 +77,19 @@ class BusyHost(threading.Thread):
         zone = open_landing(self.url, endpoint_url=os.environ.get(settings.S3_ENDPOINT_ENV))
         minute = int((time.time() - self.hours_back * 3600) // 60 * 60)
         while not self.stopped.is_set():
-            while minute + 60 <= time.time():
-                try:
+            now = time.time()
+            try:
+                while minute + 60 <= now:  # finished minutes, whole
                     zone.write(host_key(BUSY_HOST, minute), busy_minute_lines(minute).encode())
-                except Exception as exc:  # noqa: BLE001 - the demo goes on; the next minute retries
-                    log.warning("busy host samples could not be written: %s", exc)
-                    break
-                minute += 60
-            self.stopped.wait(5)
+                    minute += 60
+                # The minute in progress: every second so far (the file grows as the agent's does).
+                seconds = int(now) - minute
+                if seconds > 0:
+                    lines = busy_minute_lines(minute).splitlines(keepends=True)[:seconds]
+                    zone.write(host_key(BUSY_HOST, minute), "".join(lines).encode())
+            except Exception as exc:  # noqa: BLE001 - the demo goes on; the next second retries
+                log.warning("busy host samples could not be written: %s", exc)
+            self.stopped.wait(1)
 
 
 def start_alertmanager(state: Path, port: int = 9093) -> subprocess.Popen | None:

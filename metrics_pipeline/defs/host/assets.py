@@ -1,12 +1,17 @@
 """`host_points`: every host's agent samples of an hour, loaded into `points` (SPEC §2.3)."""
 
+from datetime import datetime, timedelta, timezone
+
 import dagster as dg
 
 from metrics_pipeline.defs.partitions import SOURCE_BACKFILL_POLICY, hourly_partitions
 from metrics_pipeline.defs.resources import LandingZoneResource, WarehouseResource
 from metrics_pipeline.lib.host import files as host_files
+from metrics_pipeline.lib.host import live as host_live
 
 SOURCE = host_files.SOURCE
+#: The tag the host sensor puts on its runs: complete | late | refresh (the hour in progress).
+REASON_TAG = "metrics_pipeline/reason"
 
 
 @dg.asset(
@@ -22,8 +27,24 @@ def host_points(
 ) -> dg.MaterializeResult:
     """One row per host sample (source `host`): CPU, load, memory, swap, network, disk I/O and disk
     usage of our own hosts, as written by `metrics-pipeline collect`. A run replaces its hours'
-    window with exactly what the landing files hold; files are marked processed in the same commit."""
+    window with exactly what the landing files hold; files are marked processed in the same commit.
+    The sensor's refreshes of the hour in progress load only what landed since the previous load."""
     window = context.partition_time_window
+    now = datetime.now(timezone.utc)
+    refresh = context.run.tags.get(REASON_TAG) == "refresh"
+    if refresh and window.start <= now < window.end and window.end - window.start == timedelta(hours=1):
+        # The sensor's refresh of the hour in progress: only what landed since the last load (the
+        # live path's offsets). Any other run of an hour (closed, late files, by hand) replaces it.
+        live_load = host_live.load_new(warehouse.get(), landing.zone(), now)
+        if live_load.batch.problems:
+            context.log.warning(f"skipped while reading host files: {dict(live_load.batch.problems)}")
+        return dg.MaterializeResult(metadata={
+            "status": "in progress: loaded what is new",
+            **(live_load.load.as_metadata() if live_load.load else {"points": 0}),
+            "files": live_load.files, "new_bytes": live_load.new_bytes,
+            **{name: live_load.batch.problems.get(name, 0)
+               for name in ("partial_lines", "corrupt_lines", "invalid_samples", "refused_files")},
+        })
     loaded = host_files.load_window(warehouse.get(), landing.zone(), window.start, window.end)
     if loaded.batch.problems:
         context.log.warning(f"skipped while reading host files: {dict(loaded.batch.problems)}")

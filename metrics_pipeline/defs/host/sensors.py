@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 
 from metrics_pipeline.defs.automation import AUTOMATION_STATUS
-from metrics_pipeline.defs.host.assets import host_points
+from metrics_pipeline.defs.host.assets import REASON_TAG, host_points
 from metrics_pipeline.defs.partitions import hour_key
 from metrics_pipeline.defs.resources import LandingZoneResource
 from metrics_pipeline.lib.host.files import HostSensorState, plan_host_requests
@@ -31,7 +31,7 @@ def host_points_sensor(context: dg.SensorEvaluationContext, landing: LandingZone
             dg.RunRequest(
                 run_key=r.run_key,
                 partition_key=hour_key(r.hour),
-                tags={"metrics_pipeline/reason": r.reason},
+                tags={REASON_TAG: r.reason},
             )
             for r in requests
         ],

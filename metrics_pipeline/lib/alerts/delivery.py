@@ -46,6 +46,7 @@ class DeliveryResult:
     sent: int = 0
     failed: int = 0
     errors: list[str] = dataclasses.field(default_factory=list)
+    skipped: bool = False  # another delivery was running
 
 
 def due_alerts(conn: psycopg.Connection, schema: str, now: datetime, resend: timedelta = RESEND_INTERVAL,
@@ -139,25 +140,39 @@ def deliver(warehouse: Warehouse, *, alertmanager_url: str | None = None, webhoo
     if not targets:
         return result
     with warehouse.connect() as conn, requests.Session() as session:
-        for name, url, interval, build in targets:
-            rows = due_alerts(conn, schema, now, interval, target=name)
-            result.due += len(rows)
-            if not rows:
-                continue
-            ids = [r["alert_id"] for r in rows]
-            error = _post(session, url, build(rows), timeout, name)
-            if error:
-                conn.execute(
-                    f"UPDATE {schema}.alerts SET send_attempts = send_attempts + 1, last_error = %s WHERE alert_id = ANY(%s)",
-                    (error[:1000], ids),
-                )
-                result.failed += len(rows)
-                result.errors.append(error)
-            else:  # this target's state only; an error another target recorded stays until it succeeds
-                conn.execute(
-                    f"UPDATE {schema}.alerts SET {SENT_COLUMN[name]} = %s, send_attempts = send_attempts + 1, "
-                    "last_error = CASE WHEN last_error LIKE %s THEN NULL ELSE last_error END WHERE alert_id = ANY(%s)",
-                    (now, f"{name}:%", ids),
-                )
-                result.sent += len(rows)
+        # One delivery at a time (the delivery sensor and the live loop both deliver): two at once
+        # could both read the same due rows and send them twice. The other simply finds nothing due.
+        lock = f"metrics_pipeline.delivery:{schema}"
+        if not conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (lock,)).fetchone()[0]:
+            result.skipped = True
+            return result
+        try:
+            _deliver_locked(conn, schema, session, targets, now, timeout, result)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (lock,))
     return result
+
+
+def _deliver_locked(conn, schema, session, targets, now, timeout: float, result: DeliveryResult) -> None:
+    """Send each target its due rows; mark what went, record what failed."""
+    for name, url, interval, build in targets:
+        rows = due_alerts(conn, schema, now, interval, target=name)
+        result.due += len(rows)
+        if not rows:
+            continue
+        ids = [r["alert_id"] for r in rows]
+        error = _post(session, url, build(rows), timeout, name)
+        if error:
+            conn.execute(
+                f"UPDATE {schema}.alerts SET send_attempts = send_attempts + 1, last_error = %s WHERE alert_id = ANY(%s)",
+                (error[:1000], ids),
+            )
+            result.failed += len(rows)
+            result.errors.append(error)
+        else:  # this target's state only; an error another target recorded stays until it succeeds
+            conn.execute(
+                f"UPDATE {schema}.alerts SET {SENT_COLUMN[name]} = %s, send_attempts = send_attempts + 1, "
+                "last_error = CASE WHEN last_error LIKE %s THEN NULL ELSE last_error END WHERE alert_id = ANY(%s)",
+                (now, f"{name}:%", ids),
+            )
+            result.sent += len(rows)

@@ -172,7 +172,8 @@ def _copy_into_empty_window(conn, schema, target, series_ids, prepared) -> dict[
     return {"inserted": len(series_ids), "updated": 0, "deleted": 0}
 
 
-def _merge_into_window(conn, schema, target, source, start, end, series_ids, prepared, only=None) -> dict[str, int]:
+def _merge_into_window(conn, schema, target, source, start, end, series_ids, prepared, only=None,
+                       delete: bool = True) -> dict[str, int]:
     """Re-load of a window that holds data: touch only what differs.
 
     A late-data re-run usually fetches what is stored plus a few points. Deleting and re-inserting
@@ -186,7 +187,7 @@ def _merge_into_window(conn, schema, target, source, start, end, series_ids, pre
     _copy_rows(conn, "_mp_stage", series_ids, prepared)
     conn.execute("ANALYZE _mp_stage")
     window = {"source": source, "start": start, "end": end, "only": only}
-    deleted = conn.execute(
+    deleted = 0 if not delete else conn.execute(
         f"""DELETE FROM {schema}.points p USING {schema}.series s
             WHERE s.source = %(source)s AND p.series_id = s.series_id
               AND p.ts >= %(start)s AND p.ts < %(end)s
@@ -250,7 +251,9 @@ def load_points(
             points are written (e.g. to mark landing files processed in the same commit).
         scope: "window" (default): the source's whole window is replaced; "series": only the
             series present in the frame are replaced, others keep their points (for sources whose
-            fetch may legitimately omit series, like CloudWatch discovery of terminated resources).
+            fetch may legitimately omit series, like CloudWatch discovery of terminated resources);
+            "append": the frame's rows are inserted (or update a stored value), nothing is deleted
+            (the hour in progress, loaded as it grows; its closed-hour run replaces the window).
 
     Returns:
         LoadResult with points written, points replaced, series seen and created, and the rows
@@ -260,8 +263,8 @@ def load_points(
         ValueError: a malformed frame or window, naming the column and an example row.
     """
     schema = warehouse.schema
-    if scope not in ("window", "series"):
-        raise ValueError(f"scope must be 'window' or 'series', got {scope!r}")
+    if scope not in ("window", "series", "append"):
+        raise ValueError(f"scope must be 'window', 'series' or 'append', got {scope!r}")
     if not isinstance(source, str) or not source or text_problem(source, max_bytes=MAX_NAME_BYTES):
         raise ValueError(f"source must be a non-empty string without NUL characters, at most {MAX_NAME_BYTES} "
                          f"bytes, got {source[:100] if isinstance(source, str) else source!r}")
@@ -285,7 +288,7 @@ def load_points(
                 series_ids, new_series = _register_series(conn, schema, source, prepared)
                 _record_intervals(conn, schema, series_ids, prepared)
             rows = series_ids[prepared.codes]
-            only = [int(i) for i in series_ids] if scope == "series" else None
+            only = [int(i) for i in series_ids] if scope in ("series", "append") else None
             if len(rows) and not is_sorted(rows, prepared.ts_us):
                 # Rows are grouped by series already; put the groups in series_id order so the
                 # primary-key index is filled left to right (append-only page splits).
@@ -300,7 +303,8 @@ def load_points(
             ).fetchone()[0]:
                 changes = _copy_into_empty_window(conn, schema, target, rows, prepared)
             else:
-                changes = _merge_into_window(conn, schema, target, source, start, end, rows, prepared, only)
+                changes = _merge_into_window(conn, schema, target, source, start, end, rows, prepared, only,
+                                             delete=scope != "append")
             if in_transaction is not None:
                 in_transaction(conn)
 
