@@ -143,6 +143,8 @@ class CloudWatchDouble:
         self._index: tuple[int, dict] = (-1, {})
         self.faults: deque[str] = deque()
         self.page_size: int | None = None
+        #: Cut results as CloudWatch may: the first page says PartialData and no NextToken follows.
+        self.cut_results = False
         self.requests: list[dict] = []
         self._pages: dict[str, list[dict]] = {}
 
@@ -285,7 +287,9 @@ class CloudWatchDouble:
         if rest:  # as CloudWatch does: more of these series follow on the next page
             first = [{**r, "status_code": "PartialData"} for r in first]
         response = {"MetricDataResults": first}
-        if rest:
+        if rest and self.cut_results:
+            response["Messages"] = [{"Code": "MaxDatapointsExceeded", "Value": "results were cut"}]
+        elif rest:
             token = uuid.uuid4().hex
             self._pages[token] = rest
             response["NextToken"] = token

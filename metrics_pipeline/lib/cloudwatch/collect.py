@@ -306,6 +306,7 @@ def fetch(
         account = accounts[call.region_key[0]]
         by_id = {f"q{i}": q for i, q in enumerate(call.queries)}
         collected: dict[str, tuple[list, list]] = {qid: ([], []) for qid in by_id}
+        cut: list = []
         kwargs = {
             "MetricDataQueries": [q.request(qid) for qid, q in by_id.items()],
             "StartTime": call.start,
@@ -325,10 +326,21 @@ def fetch(
                 values.extend(result.get("Values", []))
                 if result.get("StatusCode") == "PartialData" and not response.get("NextToken"):
                     stats.partial_results += 1
+                    cut.append(by_id[result["Id"]])
             token = response.get("NextToken")
             if not token:
                 break
             kwargs["NextToken"] = token
+        if cut:
+            # PartialData with nothing to follow: CloudWatch cut the results. Loading them would store a
+            # window with points missing in a green run; fail naming what was cut instead.
+            messages = "; ".join(f"{m.get('Code')}: {m.get('Value')}" for m in response.get("Messages", [])) or "none"
+            raise CloudWatchError(
+                f"GetMetricData for account {account.name!r} in {call.region_key[1]} returned incomplete results "
+                f"(PartialData, no NextToken) for {len(cut)} of {len(by_id)} queries over "
+                f"{call.start.isoformat()} .. {call.end.isoformat()}, e.g. {cut[0].series_metric} of {cut[0].resource}; "
+                f"CloudWatch messages: {messages}. Nothing was loaded: re-run, or shorten the run window"
+            )
         for qid, query in by_id.items():
             ts, values = collected[qid]
             stats.periods.add(query.period)

@@ -77,6 +77,16 @@ def test_next_token_pages_are_followed_and_reassembled_in_order(double, moto_end
     assert all(r["scan_by"] == "TimestampAscending" for r in double.requests)
 
 
+def test_results_cloudwatch_cut_without_a_next_token_fail_the_fetch_naming_what_was_cut(
+        double, moto_endpoint, busy_instance, tmp_path):
+    """PartialData on the last page: the data is incomplete, and a green run must not hide it."""
+    instance, _ = busy_instance
+    double.page_size, double.cut_results = 25, True
+    with pytest.raises(CloudWatchError, match=r"incomplete results \(PartialData, no NextToken\) .* "
+                                              r"MaxDatapointsExceeded: results were cut. Nothing was loaded"):
+        fetch(config_for(moto_endpoint, instance), HOUR, HOUR + timedelta(hours=1), cache_dir=tmp_path)
+
+
 def test_long_windows_are_split_so_no_call_exceeds_100800_datapoints(double, moto_endpoint, tmp_path):
     config = parse_config({"discovery_cache_seconds": 0, "statistics": ["Average"], "accounts": [{
         "name": "prod", "regions": ["eu-west-1"], "endpoint_url": moto_endpoint, "metrics": [{
