@@ -8,6 +8,8 @@ ingestion_runs 1 year, landing-zone files 14 days (or `points` if longer); confi
 A partition is dropped only when its upper bound is at or before `now - retention`, so no row
 inside the retention window is ever touched; expiry is `DROP TABLE` of a partition, not a DELETE.
 Each drop is its own short transaction (DETACH is not needed: a dropped partition is gone at once).
+The nominal sampling intervals of series (`series_intervals`, one row per series and day) go
+with the raw points they describe.
 
 Landing files (`landing`) are deleted only once committed (`landing_files.processed_at`: every hour
 of the file is in the warehouse) and when every hour they hold is older than the retention; files
@@ -128,6 +130,10 @@ def apply(warehouse: Warehouse, *, config: RetentionConfig | None = None,
             for item in expired:
                 with conn.transaction():
                     conn.execute(f'DROP TABLE IF EXISTS {schema}."{item.partition}"')
+            # A series' sampling interval matters only while its raw points exist (alert gap tolerance);
+            # a small table, one row per series and day: a DELETE, not a partition drop.
+            conn.execute(f"DELETE FROM {schema}.series_intervals WHERE day < %s",
+                         ((now - config.points).astimezone(timezone.utc).date(),))
     return expired
 
 

@@ -41,6 +41,20 @@ def test_only_partitions_entirely_past_retention_are_dropped(warehouse_dsn, db):
     assert retention.apply(Warehouse(warehouse_dsn), config=retention.RetentionConfig(), now=NOW) == []
 
 
+def test_series_intervals_go_with_the_raw_points_they_describe(warehouse_dsn, db):
+    """The nominal interval of a series per day (alert gap tolerance) is kept as long as raw points."""
+    for days in (9, 1):
+        ts = NOW - timedelta(days=days)
+        frame = pd.concat([point(ts), point(ts + timedelta(seconds=10))])
+        load_points(Warehouse(warehouse_dsn), frame, source="host", start=ts, end=ts + timedelta(hours=1))
+    assert db.execute("SELECT count(*) FROM metrics.series_intervals").fetchone() == (2,)
+    retention.apply(Warehouse(warehouse_dsn), config=retention.RetentionConfig(), now=NOW, dry_run=True)
+    assert db.execute("SELECT count(*) FROM metrics.series_intervals").fetchone() == (2,)
+    retention.apply(Warehouse(warehouse_dsn), config=retention.RetentionConfig(), now=NOW)
+    assert db.execute("SELECT day, interval_s FROM metrics.series_intervals").fetchall() == [
+        ((NOW - timedelta(days=1)).date(), 10.0)]
+
+
 def test_retention_is_configurable_and_validated(tmp_path):
     path = tmp_path / "retention.yaml"
     path.write_text("points: 48h\nrollup_5m: 30d\n")
