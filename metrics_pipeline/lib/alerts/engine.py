@@ -344,6 +344,16 @@ def evaluate_window(conn: psycopg.Connection, schema: str, rules: list[Rule], st
     result = WindowResult()
     owned: list[tuple] = []
     vanished: list[tuple] = []
+    # A source's data edge is the same for every rule of one evaluation (one transaction): read it
+    # once per source, not once per rule (it probes the newest point of every series of the source).
+    seen_edges: dict[tuple[str, str], int | None] = {}
+
+    def edge_of(src: str, rule: Rule) -> int | None:
+        key = (rule.kind, src)
+        if key not in seen_edges:
+            seen_edges[key] = _source_edge(conn, schema, src, rule)
+        return seen_edges[key]
+
     lag = {**DEFAULT_DATA_LAG, **(data_lag or {})}
     start_ns, end_ns, now_ns = _ns(start), _ns(end), _ns(now)
     for rule in rules:
@@ -356,7 +366,7 @@ def evaluate_window(conn: psycopg.Connection, schema: str, rules: list[Rule], st
 
             def fetch(bounds, rule=rule, series=series):
                 return _fetch_sla(conn, schema, rule, series, bounds)
-            edges = {SLA_SOURCE: _source_edge(conn, schema, SLA_SOURCE, rule)}
+            edges = {SLA_SOURCE: edge_of(SLA_SOURCE, rule)}
         else:
             series = select_series(conn, schema, rule, source)
             if not series:
@@ -365,7 +375,7 @@ def evaluate_window(conn: psycopg.Connection, schema: str, rules: list[Rule], st
 
             def fetch(bounds):
                 return _fetch_points(conn, schema, bounds)
-            edges = {src: _source_edge(conn, schema, src, rule) for src in {s.source for s in series}}
+            edges = {src: edge_of(src, rule) for src in {s.source for s in series}}
         result.series += len(series)
         for src in {s.source for s in series}:
             group = [s for s in series if s.source == src]
