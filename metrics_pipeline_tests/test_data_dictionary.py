@@ -55,7 +55,7 @@ def database_views(conn: psycopg.Connection) -> dict[str, list[tuple[str, str]]]
         """SELECT c.table_name, c.column_name, c.data_type
            FROM information_schema.columns c
            JOIN information_schema.views v USING (table_schema, table_name)
-           WHERE c.table_schema = 'metrics'
+           WHERE c.table_schema = 'metrics' AND c.table_name LIKE 'v\\_%'  -- bi_* views are internal
            ORDER BY c.table_name, c.ordinal_position"""
     ).fetchall()
     views: dict[str, list[tuple[str, str]]] = {}
