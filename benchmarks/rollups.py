@@ -8,7 +8,8 @@ and disk rates, so sketches see both narrow and heavy-tailed buckets) is loaded 
 loader (timed and reported, not part of the result). Then, on the same server, both sides compute
 5-minute and 1-hour statistics for the day and commit what they wrote:
 * ours: `rollups.refresh(warehouse, ["rollup_5m", "rollup_1h"], day, day + 1)`, end to end
-  (sketches, 5 m from the points, 1 h merged from the fresh 5 m rows, one transaction);
+  (sketches, written to their own tables, 5 m from the points, 1 h merged from the fresh 5 m rows,
+  one transaction);
 * reference: the GROUP BY a person would write over the raw points, once for 5-minute and once
   for 1-hour buckets: count, sum, min, max, avg, last, percentile_cont(0.5/0.95/0.99), INSERTed into
   unlogged scratch tables (no sketch, nothing mergeable: the floor, not an alternative).
@@ -195,7 +196,8 @@ def race(conn: psycopg.Connection, dsn: str, repeat: int) -> tuple[float, float]
     """Median seconds of (ours, reference) over `repeat` alternating runs; both results kept."""
     times: dict[str, list[float]] = {"ours": [], "ref": []}
     steps = [
-        ("ours", (f"{SCHEMA}.rollup_5m", f"{SCHEMA}.rollup_1h"), lambda: ours(dsn)),
+        ("ours", tuple(f"{SCHEMA}.{t}" for t in ("rollup_5m", "rollup_1h", "rollup_5m_sketch", "rollup_1h_sketch")),
+         lambda: ours(dsn)),
         ("ref", ("bench_ref.ref_5m", "bench_ref.ref_1h"), lambda: reference(dsn)),
     ]
     for i in range(repeat):
@@ -225,10 +227,16 @@ def compare(conn: psycopg.Connection) -> str:
     return "; ".join(report)
 
 
+def with_sketches(name: str) -> str:
+    """The rows of rollup_`name` with their sketches (kept in rollup_`name`_sketch, migration 0013)."""
+    return (f"SELECT r.*, k.sketch_keys, k.sketch_counts FROM {SCHEMA}.rollup_{name} r "
+            f"LEFT JOIN {SCHEMA}.rollup_{name}_sketch k USING (series_id, bucket)")
+
+
 def snapshot(conn: psycopg.Connection) -> None:
     """Keep the shipped SQL's rollups, to check that every alternative writes exactly the same rows."""
     for name, _ in REFERENCE_TIERS:
-        conn.execute(f"CREATE TABLE bench_ref.shipped_{name} AS SELECT * FROM {SCHEMA}.rollup_{name}")
+        conn.execute(f"CREATE TABLE bench_ref.shipped_{name} AS {with_sketches(name)}")
 
 
 def same_as_shipped(conn: psycopg.Connection, alternative: str, percentiles: bool = True) -> None:
@@ -242,7 +250,7 @@ def same_as_shipped(conn: psycopg.Connection, alternative: str, percentiles: boo
             SELECT count(*), count(*) FILTER (WHERE a.series_id IS NULL OR b.series_id IS NULL
                 OR ({exact}) IS DISTINCT FROM ({exact.replace("a.", "b.")})
                 OR abs(a.sum - b.sum) > 1e-9 * greatest(1, abs(b.sum)))
-            FROM {SCHEMA}.rollup_{name} a FULL JOIN bench_ref.shipped_{name} b USING (series_id, bucket)""").fetchone()
+            FROM ({with_sketches(name)}) a FULL JOIN bench_ref.shipped_{name} b USING (series_id, bucket)""").fetchone()
         assert row[0] > 0 and row[1] == 0, f"alternative {alternative}: rollup_{name} differs from the shipped SQL's: {row}"
 
 
@@ -256,10 +264,11 @@ def explain(dsn: str, alternatives: bool) -> None:
         statements += [(f"alternative {name}: rollup_5m", builder(SCHEMA, "rollup_5m"))
                        for name, (builder, _) in ALTERNATIVES.items()]
     with psycopg.connect(dsn) as conn:
-        conn.execute(f"TRUNCATE {SCHEMA}.rollup_5m, {SCHEMA}.rollup_1h, bench_ref.ref_5m, bench_ref.ref_1h")
+        conn.execute(f"TRUNCATE {SCHEMA}.rollup_5m, {SCHEMA}.rollup_1h, {SCHEMA}.rollup_5m_sketch, "
+                     f"{SCHEMA}.rollup_1h_sketch, bench_ref.ref_5m, bench_ref.ref_1h")
         for title, sql in statements:  # ANALYZE executes: the 1 h tier reads the 5 m rows just written
             if title.startswith("alternative"):
-                conn.execute(f"TRUNCATE {SCHEMA}.rollup_5m")
+                conn.execute(f"TRUNCATE {SCHEMA}.rollup_5m, {SCHEMA}.rollup_5m_sketch")
             plan = conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params).fetchall()
             print(f"\n--- EXPLAIN (ANALYZE, BUFFERS) {title}")
             print("\n".join(line for (line,) in plan))

@@ -126,10 +126,11 @@ def test_rollups_series_health_and_rollup_1d_twice_are_byte_identical(warehouse_
     # The hour before first: its health rows are the history that makes the silent series `no_data` in H.
     assert dg.materialize([hourly_rollups], partition_key=hour_key(H - timedelta(hours=1)), resources=resources).success
     dumps = assert_materialises_identically([hourly_rollups], hour_key(H), resources, warehouse_dsn,
-                                            ["rollup_5m", "rollup_1h", "series_health_hourly"], H, H + timedelta(hours=1))
+                                            ["rollup_5m", "rollup_1h", "rollup_5m_sketch", "rollup_1h_sketch",
+                                             "series_health_hourly"], H, H + timedelta(hours=1))
     assert b"\tt\t" in dumps["series_health_hourly"]  # the silent series' no_data row is part of it
     assert_materialises_identically([rollup_1d], DAY.strftime("%Y-%m-%d"), resources, warehouse_dsn,
-                                    ["rollup_1d"], DAY, DAY + timedelta(days=1))
+                                    ["rollup_1d", "rollup_1d_sketch"], DAY, DAY + timedelta(days=1))
 
 
 @pytest.fixture

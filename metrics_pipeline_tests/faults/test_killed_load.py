@@ -126,7 +126,8 @@ GATE_KEY = 4242
     ("load", "points", ["points", "series"], "UPDATE metrics.points"),
     # the window's rows deleted, new ones being inserted (pg_stat_activity shows the statement's
     # first kilobyte: the head of from_points.sql)
-    ("rollup", "rollup_5m", ["rollup_5m", "rollup_1h"], "each 5-minute bucket, from the raw points"),
+    ("rollup", "rollup_5m", ["rollup_5m", "rollup_1h", "rollup_5m_sketch", "rollup_1h_sketch"],
+     "each 5-minute bucket, from the raw points"),
 ], ids=["load-merge", "rollup-refresh"])
 def test_sigkill_while_the_window_is_being_rewritten_leaves_it_byte_identical(
         warehouse_dsn, db, what, table, tables, statement):

@@ -4,10 +4,14 @@ Each tier replaces its window in one statement for the whole window, however lon
 backfill is one INSERT .. SELECT, not a loop per hour): `rollup_5m` from the raw points,
 `rollup_1h` from `rollup_5m` and `rollup_1d` from `rollup_1h`.
 
-Percentiles must survive merging (SPEC §3), so every row carries a sparse log-scale histogram
+Percentiles must survive merging (SPEC §3), so every row has a sparse log-scale histogram
 (`sketch_keys`, `sketch_counts`; the DDSketch mapping with 1 % relative accuracy, see migration
 0005). Coarser tiers add the bins of the finer rows, and p50/p95/p99 are read from the merged bins:
 within 1 % of the true sample quantile at every tier, never an average of percentiles.
+The sketches are kept apart from the rows, in `rollup_5m_sketch`, `rollup_1h_sketch` and
+`rollup_1d_sketch` (migration 0013): they were four fifths of every row, and BI scans, which never
+read them, paid for them on every page. A tier's statement writes both tables; the coarser tier reads
+a finer row's sketch by a primary-key probe.
 
 Each tier's statement is one pipeline of sorts, window functions and aggregates, with no join of
 two aggregated inputs: points (or finer rows) -> one row per sketch bin -> one row per bucket. Rows
@@ -99,8 +103,10 @@ def tier_sql(schema: str, table: str) -> str:
     body = _read("from_points.sql") if tier.source == "points" else _read("merge.sql")
     text = body + _read("insert.sql")
     return (
-        text.replace("{{schema}}", schema).replace("{{source}}", tier.source)
-        .replace("{{target}}", tier.table).replace("{{width}}", tier.width_sql)
+        text.replace("{{schema}}", schema)
+        .replace("{{source_sketches}}", partitioning.SKETCH_TABLES.get(tier.source, ""))
+        .replace("{{sketches}}", partitioning.SKETCH_TABLES[tier.table])
+        .replace("{{source}}", tier.source).replace("{{target}}", tier.table).replace("{{width}}", tier.width_sql)
     )
 
 

@@ -8,6 +8,10 @@ one, every new partition would have to scan it, and expiry could not drop whole 
 Partitions are created in their own short transaction under an advisory lock (two concurrent runs
 for the same new day would otherwise race on CREATE TABLE), before the load's own transaction, so
 the load never holds the parent's lock while it copies data.
+
+A rollup tier keeps its percentile sketches in a table of their own (`rollup_1h_sketch` for
+`rollup_1h`, migration 0013), partitioned the same way: whoever creates a partition of the tier
+creates the sketch table's partition of the same range with it, and retention drops both.
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ import hashlib
 from datetime import datetime, timedelta, timezone
 
 import psycopg
+
+#: rollup tier -> the table holding the percentile sketches of its rows (migration 0013).
+SKETCH_TABLES: dict[str, str] = {tier: f"{tier}_sketch" for tier in ("rollup_5m", "rollup_1h", "rollup_1d")}
 
 #: table -> partition grain. Retention (SPEC §3) drops whole partitions of these tables.
 PARTITIONED_TABLES: dict[str, str] = {
@@ -26,6 +33,10 @@ PARTITIONED_TABLES: dict[str, str] = {
     "ingestion_runs": "month",
     "series_health_hourly": "month",
 }
+PARTITIONED_TABLES.update({sketch: PARTITIONED_TABLES[tier] for tier, sketch in SKETCH_TABLES.items()})
+
+#: sketch table -> the tier whose rows it describes (and whose retention it follows)
+SKETCHES_OF: dict[str, str] = {sketch: tier for tier, sketch in SKETCH_TABLES.items()}
 
 
 def _floor(ts: datetime, grain: str) -> datetime:
@@ -99,25 +110,32 @@ def oldest_partition_start(conn: psycopg.Connection, schema: str, table: str) ->
     return min(lowers) if lowers else None
 
 
+def _missing(conn: psycopg.Connection, schema: str, tables: list[str], start: datetime,
+             end: datetime) -> list[tuple[str, str, datetime, datetime]]:
+    found = []
+    for table in tables:
+        have = existing_partitions(conn, schema, table)
+        found += [(table, *b) for b in partition_bounds(table, start, end) if b[0] not in have]
+    return found
+
+
 def ensure_partitions(conn: psycopg.Connection, schema: str, table: str, start: datetime, end: datetime) -> list[str]:
     """Create the missing partitions of `schema.table` for [start, end). Returns the names created.
 
+    A rollup tier's sketch table (`SKETCH_TABLES`) gets its partitions of the same ranges in the
+    same transaction: a tier partition never exists without the one its sketches go to.
     `conn` must be in autocommit mode (no open transaction): the partitions are committed here.
     """
-    wanted = partition_bounds(table, start, end)
-    have = existing_partitions(conn, schema, table)
-    missing = [b for b in wanted if b[0] not in have]
-    if not missing:
+    tables = [table, SKETCH_TABLES[table]] if table in SKETCH_TABLES else [table]
+    if not _missing(conn, schema, tables, start, end):
         return []
     created = []
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(schema, table),))
-        have = existing_partitions(conn, schema, table)
-        for name, lower, upper in missing:
-            if name in have:
-                continue
+        # one lock per tier and its sketch table, whichever of the two is asked for
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(schema, SKETCHES_OF.get(table, table)),))
+        for parent, name, lower, upper in _missing(conn, schema, tables, start, end):
             conn.execute(
-                f"CREATE TABLE {schema}.{name} PARTITION OF {schema}.{table} "
+                f"CREATE TABLE {schema}.{name} PARTITION OF {schema}.{parent} "
                 f"FOR VALUES FROM ('{lower.isoformat()}') TO ('{upper.isoformat()}')"
             )
             created.append(name)

@@ -8,6 +8,8 @@ ingestion_runs 1 year, landing-zone files 14 days (or `points` if longer); confi
 A partition is dropped only when its upper bound is at or before `now - retention`, so no row
 inside the retention window is ever touched; expiry is `DROP TABLE` of a partition, not a DELETE.
 Each drop is its own short transaction (DETACH is not needed: a dropped partition is gone at once).
+A rollup tier's sketch table (`rollup_1h_sketch`, migration 0013) is partitioned like the tier and
+follows its retention, so a tier's partition and its sketches expire together.
 The nominal sampling intervals of series (`series_intervals`, one row per series and day) go
 with the raw points they describe.
 
@@ -97,7 +99,7 @@ def expired_partitions(conn: psycopg.Connection, schema: str, config: RetentionC
     """Partitions whose every row is older than their table's retention."""
     found = []
     for table in partitioning.PARTITIONED_TABLES:
-        cutoff = now - getattr(config, table)
+        cutoff = now - getattr(config, partitioning.SKETCHES_OF.get(table, table))
         rows = conn.execute(
             """SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i
                JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent

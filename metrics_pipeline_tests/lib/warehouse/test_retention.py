@@ -41,6 +41,19 @@ def test_only_partitions_entirely_past_retention_are_dropped(warehouse_dsn, db):
     assert retention.apply(Warehouse(warehouse_dsn), config=retention.RetentionConfig(), now=NOW) == []
 
 
+def test_sketch_partitions_expire_with_their_tier(warehouse_dsn, db):
+    """Each rollup tier's sketches (migration 0013) follow the tier's retention, partition for partition."""
+    for table, days in (("rollup_5m", 100), ("rollup_1h", 800), ("rollup_1d", 2500)):
+        ensure_partitions(db, "metrics", table, NOW - timedelta(days=days), NOW)
+    dropped = retention.apply(Warehouse(warehouse_dsn), config=retention.RetentionConfig(), now=NOW)
+    for tier, keep in (("rollup_5m", 90), ("rollup_1h", 730), ("rollup_1d", 1825)):
+        ours = {d.partition.removeprefix(f"{tier}_sketch_") for d in dropped if d.table == f"{tier}_sketch"}
+        assert ours and ours == {d.partition.removeprefix(f"{tier}_") for d in dropped if d.table == tier}
+        assert all(d.upper <= NOW - timedelta(days=keep) for d in dropped if d.table == f"{tier}_sketch")
+        left = [p.removeprefix(f"{tier}_") for p in partitions(db, tier)]
+        assert left and left == [p.removeprefix(f"{tier}_sketch_") for p in partitions(db, f"{tier}_sketch")]
+
+
 def test_series_intervals_go_with_the_raw_points_they_describe(warehouse_dsn, db):
     """The nominal interval of a series per day (alert gap tolerance) is kept as long as raw points."""
     for days in (9, 1):

@@ -3,9 +3,13 @@
 -- fine rows sorted by (series, bucket, fine bucket) -> the bucket's statistics by window functions,
 -- carried on every fine row -> the fine rows' bins -> one row per bin -> one row per bucket.
 WITH fine AS (
+    -- The fine row's sketch lives in {{source_sketches}} (migration 0013): one primary-key probe per
+    -- fine row, a scalar subquery so that it stays a probe whatever the statistics say.
     SELECT r.series_id, date_bin(interval '{{width}}', r.bucket, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket,
            r.bucket AS fine_bucket, r.count, r.sum, r.min, r.max, r.last, r.min_count, r.max_count,
-           r.sketch_keys, r.sketch_counts
+           (SELECT k FROM {{schema}}.{{source_sketches}} k
+            WHERE k.series_id = r.series_id AND k.bucket = r.bucket
+              AND k.bucket >= %(start)s AND k.bucket < %(end)s) AS sketch
     FROM {{schema}}.{{source}} r
     WHERE r.bucket >= %(start)s AND r.bucket < %(end)s
 ), bucket_extremes AS (
@@ -17,7 +21,7 @@ WITH fine AS (
     -- min_count / max_count: values equal to the bucket's extremes, from the fine rows that hold
     -- them. Rows written before migration 0010 have NULL (unknown): sum() leaves them out, so the
     -- count stays a lower bound (still safe to read an exact extreme from), or NULL if all are.
-    SELECT e.series_id, e.bucket, e.sketch_keys, e.sketch_counts,
+    SELECT e.series_id, e.bucket, (e.sketch).sketch_keys, (e.sketch).sketch_counts,
            (sum(e.count) OVER w)::bigint AS count, sum(e.sum) OVER w AS sum, e.bucket_min AS min, e.bucket_max AS max,
            last_value(e.last) OVER w AS last,
            (sum(e.min_count) FILTER (WHERE e.min = e.bucket_min) OVER w)::bigint AS min_count,
