@@ -14,15 +14,17 @@ Then VACUUM ANALYZE, and creates two BI logins with `bi.ensure_role`: `metrics_b
 and `metrics_bi_tenant` (restricted to RESTRICTED_TENANTS). Each query of QUERIES runs `--runs`
 times (5 with `--quick`) as each BI login, with varying parameters (host, metric, tenant, time
 window), sent as a BI tool sends them: text with the values inlined (ClientCursor), planned each
-time. The same statements run as the superuser for a reference column only. BI_TOOL_QUERIES are
+time. For a reference column, the superuser runs the same statements on the bare joins of the
+tables (`bi_all_*`: the views without their tenant gate), to show what the views cost. BI_TOOL_QUERIES are
 written the way Grafana, Metabase, Superset and psql users write them (issue 17). p50/p95 per query
 and login against its target (p95 < 50 ms for dashboard queries, < 500 ms for whole-year
 aggregates) are printed, the table is written into docs/benchmarks.md's BI section and one row
 (the worst query relative to its target) is appended to the results table.
 
 `--explain` prints EXPLAIN (ANALYZE, BUFFERS) of every query that misses, as the login that missed;
-`--experiments` re-times the affected queries as the BI login after each change of EXPERIMENTS,
-applied to the scratch database only (candidate index/view changes for a migration, measured, not shipped).
+`--experiments` re-times the affected queries as each BI login after each change of EXPERIMENTS
+(rewrites of a query the way docs/data-dictionary.md "Writing fast queries" advises, or candidate
+index/view changes applied to the scratch database only), paired with the query as written.
 
 The logins are cluster-wide roles: they stay on the benchmark's server (their grants and tenant
 rows go with the scratch database); `--bi-role` / `--tenant-role` choose other names on a shared one.
@@ -37,6 +39,7 @@ import argparse
 import dataclasses
 import json
 import random
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -110,9 +113,9 @@ def make_series() -> list[Series]:
 
 
 ROLLUP_SQL = """
-INSERT INTO {schema}.{table} (series_id, bucket, count, sum, min, max, avg, last, p50, p95, p99, sketch_keys, sketch_counts)
+INSERT INTO {schema}.{table} (series_id, bucket, count, sum, min, max, avg, last, p50, p95, p99)
 SELECT sh.series_id, b.bucket, c.n, v.avg * c.n, v.avg - v.spread, v.avg + v.spread, v.avg, v.avg + 0.1 * v.spread,
-       v.avg - 0.05 * v.spread, v.avg + 0.8 * v.spread, v.avg + 0.95 * v.spread, sh.keys_{tier}, sh.counts_{tier}
+       v.avg - 0.05 * v.spread, v.avg + 0.8 * v.spread, v.avg + 0.95 * v.spread
 FROM generate_series(%(start)s::timestamptz, %(end)s::timestamptz - interval '{width}', interval '{width}') AS b(bucket)
 CROSS JOIN bench.shape sh
 CROSS JOIN LATERAL (SELECT sh.samples_5m * {per5m} AS n) c
@@ -121,6 +124,15 @@ CROSS JOIN LATERAL (
                                       + 0.1 * sh.amp * (random() - 0.5))) AS avg,
            0.2 * sh.amp AS spread
 ) v
+ORDER BY b.bucket, sh.series_id
+"""
+
+#: Every rollup row's sketch, in the tier's side table (migration 0013), as the rollups write them.
+SKETCH_SQL = """
+INSERT INTO {schema}.{table}_sketch (series_id, bucket, sketch_keys, sketch_counts)
+SELECT sh.series_id, b.bucket, sh.keys_{tier}, sh.counts_{tier}
+FROM generate_series(%(start)s::timestamptz, %(end)s::timestamptz - interval '{width}', interval '{width}') AS b(bucket)
+CROSS JOIN bench.shape sh
 ORDER BY b.bucket, sh.series_id
 """
 
@@ -153,8 +165,9 @@ def build(conn: psycopg.Connection, series: list[Series]) -> dict[str, int]:
     for table, (start, width, per5m, tier) in windows.items():
         end = TODAY if table == "rollup_1d" else NOW
         partitioning.ensure_partitions(conn, SCHEMA, table, start, end)
-        conn.execute(ROLLUP_SQL.format(schema=SCHEMA, table=table, tier=tier, width=width, per5m=per5m),
-                     {"start": start, "end": end})
+        for statement in (ROLLUP_SQL, SKETCH_SQL):
+            conn.execute(statement.format(schema=SCHEMA, table=table, tier=tier, width=width, per5m=per5m),
+                         {"start": start, "end": end})
 
     # Raw points: the last 7 days at 60 s (SPEC raw retention), for v_latest.
     partitioning.ensure_partitions(conn, SCHEMA, "points", NOW - timedelta(days=7), NOW)
@@ -329,6 +342,15 @@ BI_TOOL_QUERIES = [
                 AND bucket_start < date_trunc('month', %(now)s::timestamptz)
               GROUP BY 1, 2, 3 ORDER BY 1, 2, 3""",
           lambda r: {"now": NOW}, YEAR_TARGET_MS),
+    Query("sla_monthly_report", "the same monthly SLA report from v_sla_monthly (the coarse tier), 12 months",
+          f"""SELECT bucket_start AS month, company, source_system, sum(runs) AS runs, sum(failures) AS failures,
+                     1 - sum(failures)::float8 / nullif(sum(runs), 0) AS success_rate, sum(sla_breaches) AS breaches,
+                     sum(days_sla_met)::float8 / sum(days) AS days_sla_met
+              FROM {SCHEMA}.v_sla_monthly
+              WHERE bucket_start >= date_trunc('month', %(now)s::timestamptz, 'UTC') - interval '12 months'
+                AND bucket_start < date_trunc('month', %(now)s::timestamptz, 'UTC')
+              GROUP BY 1, 2, 3 ORDER BY 1, 2, 3""",
+          lambda r: {"now": NOW}),
     Query("label_containment_7d", "hourly series matching labels @> '{\"account\": ..., \"namespace\": ...}', 7 d",
           f"""SELECT bucket_start, resource, avg, max FROM {SCHEMA}.v_rollup_1h
               WHERE labels @> %(match)s::jsonb AND bucket_start >= %(start)s AND bucket_start < %(end)s ORDER BY 2, 1""",
@@ -482,7 +504,7 @@ def explain(conn: psycopg.Connection, query: Query, sql: str | None = None) -> s
 
 
 def table(timings: dict[tuple[str, str], Timing], logins: list[str], reference: str) -> str:
-    """One line per query and BI login, the superuser's p95 for the same statements beside it."""
+    """One line per query and BI login, the superuser's p95 for the same statements on the bare joins beside it."""
     lines = [f"| query | what | login | rows (median) | p50 ms | p95 ms | server p95 ms | {reference} p95 ms | target p95 | meets |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for q in QUERIES:
@@ -505,56 +527,52 @@ class Experiment:
     same_rows: bool = True  # False: the change returns other rows on purpose (a coarser tier)
 
 
-_COVERED = "count, sum, min, max, avg, last, p50, p95, p99"
-HOST_COLUMN_SQL = QUERY_SQL["host_memory_90d_hourly"].replace("labels ->> 'host'", "host")
-STATISTIC_COLUMN_SQL = QUERY_SQL["ec2_cpu_by_statistic_30d"].replace("labels ->> 'statistic'", "statistic")
+RAW_EXPORT_HOST_SQL = QUERY_SQL["raw_export_day_labels"].replace("value, labels FROM", "value, host FROM")
+TIMESTAMPTZ_BOUND_SQL = QUERY_SQL["psql_current_date_14"].replace("CURRENT_DATE - 14", "(CURRENT_DATE - 14)::timestamptz")
 EXPERIMENTS: list[Experiment] = [
     Experiment(
-        "filter on the views' `host` / `statistic` columns instead of `labels ->> ...` (no schema change)",
+        "export: the label column needed (`host`) instead of the whole `labels` jsonb, which the client decodes row by row",
         [],
-        [("host_memory_90d_hourly", HOST_COLUMN_SQL), ("ec2_cpu_by_statistic_30d", STATISTIC_COLUMN_SQL)],
+        [("raw_export_day_labels", RAW_EXPORT_HOST_SQL)],
     ),
     Experiment(
-        f"covering primary keys on rollup_1h and rollup_1d: PRIMARY KEY (series_id, bucket) INCLUDE ({_COVERED})",
-        [f"ALTER TABLE {{schema}}.{t} DROP CONSTRAINT {t}_pkey, "
-         f"ADD CONSTRAINT {t}_pkey PRIMARY KEY (series_id, bucket) INCLUDE ({_COVERED})" for t in ("rollup_1h", "rollup_1d")]
-        + ["VACUUM (ANALYZE) {schema}.rollup_1h", "VACUUM (ANALYZE) {schema}.rollup_1d"],
-        [(name, None) for name in ("p95_1h_7d_all_hosts", "max_1d_30d_per_host", "trend_1d_1y", "ec2_cpu_by_statistic_30d",
-                                   "cw_account_region_7d", "host_memory_90d_hourly")]
-        + [("host_memory_90d_hourly", HOST_COLUMN_SQL), ("ec2_cpu_by_statistic_30d", STATISTIC_COLUMN_SQL)],
+        "psql: a timestamptz bound, `bucket_start >= (CURRENT_DATE - 14)::timestamptz`, instead of comparing with a date",
+        [],
+        [("psql_current_date_14", TIMESTAMPTZ_BOUND_SQL)],
     ),
     Experiment(
-        "the dashboard's $rollup variable picking v_rollup_1d above 14 days (it picks 1 h up to 60 days), "
-        "on top of the covering keys",
+        "Superset: a year-long chart on v_rollup_1d instead of v_rollup_1h (365 rows a series instead of 8,760)",
         [],
-        [("ec2_cpu_by_statistic_30d", STATISTIC_COLUMN_SQL.replace("v_rollup_1h", "v_rollup_1d"))],
+        [("superset_count_1y", QUERY_SQL["superset_count_1y"].replace("v_rollup_1h", "v_rollup_1d"))],
         same_rows=False,
     ),
 ]
 
 
-def run_experiments(admin: psycopg.Connection, conn: psycopg.Connection, runs: int,
-                    baseline: dict[str, Timing]) -> list[tuple[str, list[str]]]:
-    """Each experiment: re-time its queries as shipped (a paired baseline), apply its change to the
-    scratch database, time them again (rewritten where the change is in the query)."""
+def run_experiments(admin: psycopg.Connection, conns: dict[str, psycopg.Connection], runs: int,
+                    baseline: dict[tuple[str, str], Timing]) -> list[tuple[str, list[str]]]:
+    """Each experiment, as each BI login: re-time its queries as shipped (a paired baseline), apply its
+    change to the scratch database, time them again (rewritten where the change is in the query)."""
     findings = []
     for exp in EXPERIMENTS:
         names = dict.fromkeys(name for name, _ in exp.queries)
-        before = {name: time_query(conn, baseline[name].query, runs, seed=baseline[name].seed) for name in names}
+        before = {(name, login): time_query(conn, baseline[name, login].query, runs, seed=baseline[name, login].seed)
+                  for name in names for login, conn in conns.items()}
         t0 = time.perf_counter()
         for ddl in exp.ddl:
             admin.execute(ddl.format(schema=SCHEMA))
         print(f"\nexperiment: {exp.name} (setup {time.perf_counter() - t0:.1f} s)")
         findings.append((exp.name, []))
         for name, sql in exp.queries:
-            after = time_query(conn, before[name].query, runs, seed=before[name].seed, sql=sql)
-            assert after.rows == before[name].rows or not exp.same_rows, f"{exp.name} changed the rows of {name}"
-            b, a = before[name], after
-            rows = "" if exp.same_rows else f", {int(np.median(b.rows)):,} -> {int(np.median(a.rows)):,} rows"
-            line = (f"{name}{' (query rewritten' + rows + ')' if sql else ''}: p95 {b.p95:.1f} -> {a.p95:.1f} ms "
-                    f"(p50 {b.p50:.1f} -> {a.p50:.1f}; server p95 {b.server_p95:.1f} -> {a.server_p95:.1f})")
-            print("  " + line)
-            findings[-1][1].append(line)
+            for login, conn in conns.items():
+                b = before[name, login]
+                a = time_query(conn, b.query, runs, seed=b.seed, sql=sql)
+                assert a.rows == b.rows or not exp.same_rows, f"{exp.name} changed the rows of {name}"
+                rows = "" if exp.same_rows else f", {int(np.median(b.rows)):,} -> {int(np.median(a.rows)):,} rows"
+                line = (f"{name} as {login}{' (query rewritten' + rows + ')' if sql else ''}: p95 {b.p95:.1f} -> {a.p95:.1f} ms "
+                        f"(p50 {b.p50:.1f} -> {a.p50:.1f}; server p95 {b.server_p95:.1f} -> {a.server_p95:.1f})")
+                print("  " + line)
+                findings[-1][1].append(line)
     return findings
 
 
@@ -578,6 +596,12 @@ def main() -> None:
 #: the log simulator's companies, its series to the CloudWatch accounts' tenants).
 RESTRICTED_TENANTS = ["acme", COMPANIES[0]]
 SUPERUSER = "superuser"
+
+
+def base_table_sql(sql: str) -> str:
+    """The reference statement: the same query on the bare joins of the tables (`bi_all_*`, what every
+    `v_*` view is for a login that sees every tenant, with no tenant gate), as the superuser."""
+    return re.sub(r"\bv_(\w+)", r"bi_all_\1", sql)
 
 
 def bi_logins(dsn: str, args: argparse.Namespace) -> dict[str, str]:
@@ -610,7 +634,8 @@ def run(dsn: str, args: argparse.Namespace) -> None:
             who = conn.execute("SELECT current_user, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user), "
                                f"{SCHEMA}.visible_tenants(current_user::text)").fetchone()
             print(f"{login}: connected as {who[0]} (superuser {who[1]}), visible tenants {who[2] or 'all'}")
-        timings = {(q.name, login): time_query(conns[login], q, args.runs, seed=i, login=login, warmup=1 if args.quick else 2)
+        timings = {(q.name, login): time_query(conns[login], q, args.runs, seed=i, login=login, warmup=1 if args.quick else 2,
+                                               sql=base_table_sql(q.sql) if login == SUPERUSER else None)
                    for i, q in enumerate(QUERIES) for login in [*logins, SUPERUSER]}
         print(f"\n{args.runs} runs per query and login ({time.perf_counter() - t0:.0f} s), varying parameters; "
               "end to end = execute + fetch in psycopg; server = planning + execution, rows not sent\n")
@@ -619,8 +644,8 @@ def run(dsn: str, args: argparse.Namespace) -> None:
         if args.explain:
             for t in missed:
                 print(f"\n--- EXPLAIN (ANALYZE, BUFFERS) {t.query.name} as {t.login}\n{explain(conns[t.login], t.query)}")
-        bi_timings = {q.name: timings[q.name, args.bi_role] for q in QUERIES}
-        findings = run_experiments(conns[SUPERUSER], conns[args.bi_role], args.runs, bi_timings) if args.experiments else []
+        findings = (run_experiments(conns[SUPERUSER], {login: conns[login] for login in logins}, args.runs, timings)
+                    if args.experiments else [])
     finally:
         for conn in conns.values():
             conn.close()
@@ -636,7 +661,8 @@ def run(dsn: str, args: argparse.Namespace) -> None:
             f"Last run ({datetime.now(timezone.utc):%Y-%m-%d}, {args.runs} runs per query and login"
             f"{' (--quick)' if args.quick else ''}, {data}; {args.bi_role} unrestricted, {args.tenant_role} restricted to "
             f"{', '.join(RESTRICTED_TENANTS)}; p50/p95 end to end in psycopg, server = planning + execution without "
-            f"sending rows; the {SUPERUSER} column is the same statements as the superuser, a reference only):\n\n"
+            f"sending rows; the {SUPERUSER} column is the same statements on the bare table joins `bi_all_*`, "
+            "the views without their tenant gate, as the superuser: what the views cost):\n\n"
             + table(timings, logins, SUPERUSER)
             + ("\n\nCandidate fixes, measured in the scratch database as " + args.bi_role + " (paired: as shipped -> changed):\n"
                + "\n".join(f"- {name}:\n" + "\n".join(f"  - {line}" for line in lines) for name, lines in findings)
