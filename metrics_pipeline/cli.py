@@ -76,6 +76,7 @@ def _cmd_collect(args: argparse.Namespace) -> int:
         spool_dir=args.spool_dir,
         endpoint_url=args.endpoint_url,
         include_loopback=args.include_loopback,
+        tenant=args.tenant,
     )
     stats = run_collector(config, stats_file=args.stats_file)
     print(f"collected {stats.samples} samples in {stats.lines} lines ({stats.ticks} ticks)", file=sys.stderr)
@@ -164,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     col = sub.add_parser("collect", help="sample this host with psutil into the landing zone")
     col.add_argument("--landing", help="directory or s3://bucket/prefix (default $METRICS_PIPELINE_LANDING or .metrics_pipeline/landing)")
     col.add_argument("--host-name", help="host name to record (default: this machine's)")
+    col.add_argument("--tenant", help="tenant owning this host: label `tenant` of every sample (the host "
+                                      "configuration's rule for this host, if any, wins)")
     col.add_argument("--duration", type=float, help="stop after this many seconds (default: run until SIGTERM/SIGINT)")
     col.add_argument("--cpu-interval", type=float, default=1.0, help="CPU, load, memory, swap (s)")
     col.add_argument("--network-interval", type=float, default=1.0, help="network counters (s)")

@@ -2,7 +2,8 @@
 
 Six EC2 instances with a daily load curve and noise (one of them, `i-0busy...`, runs hot in the
 afternoon, so threshold rules have something to find), two RDS instances, at one datapoint a
-minute; `feed()` keeps publishing the current minute while the demo runs.
+minute; `feed()` keeps publishing the current minute while the demo runs. The account belongs to
+the demo tenant (`demo_host.DEMO_TENANT`), like the demo hosts.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import math
 import random
 from datetime import datetime, timedelta, timezone
+
+from metrics_pipeline.dev.demo_host import DEMO_TENANT
 
 INSTANCES = ("i-0a1b2c3d4e5f60001", "i-0a1b2c3d4e5f60002", "i-0a1b2c3d4e5f60003",
              "i-0a1b2c3d4e5f60004", "i-0a1b2c3d4e5f60005", "i-0busy0000000000006")
@@ -66,7 +69,8 @@ def demo_config(endpoint_url: str) -> dict:
         "discovery_cache_seconds": 300,
         "statistics": ["Average", "Minimum", "Maximum", "SampleCount"],
         "accounts": [{
-            "name": "demo", "account_id": "000000000000", "regions": ["eu-west-1"], "endpoint_url": endpoint_url,
+            "name": "demo", "account_id": "000000000000", "tenant": DEMO_TENANT, "regions": ["eu-west-1"],
+            "endpoint_url": endpoint_url,
             "metrics": [
                 {"namespace": "AWS/EC2", "metric_names": ["CPUUtilization", "NetworkIn", "NetworkOut"],
                  "dimensions": {"InstanceId": "*"}},

@@ -4,6 +4,9 @@
   file per minute, 1-second samples). Every hour its CPU climbs past 80 % at :10 for 8 minutes and
   past 95 % at :16 for 2 minutes, then recovers, so the host checks fail (warning, then critical)
   and the alerts table fills, then resolves, every hour (SPEC §6's scenario).
+* Every demo host, like the agent `make dev` starts (`collect --tenant demo`), belongs to the demo
+  tenant `DEMO_TENANT`, which also owns the local CloudWatch account (SPEC §12): a BI login or API
+  key restricted to it sees the demo's data.
 * If Alertmanager is installed (`prometheus-alertmanager`), one runs on 127.0.0.1:9093 with
   `alertmanager.example.yml`, and the delivery sensor sends to it.
 """
@@ -25,6 +28,8 @@ from metrics_pipeline.lib.host.agent import host_key
 
 log = logging.getLogger(__name__)
 BUSY_HOST = "demo-busy-1"
+#: The tenant of the demo hosts and the demo CloudWatch account.
+DEMO_TENANT = "demo"
 
 
 def busy_cpu(ts: float) -> float:
@@ -44,8 +49,9 @@ def demo_cpu(host_index: int, ts: float) -> float:
     return 30.0 + 15 * math.sin(ts / (400 + 97 * host_index)) + host_index
 
 
-def host_minute_lines(host: str, host_index: int, minute_start: int) -> str:
-    """One minute of agent lines (JSON Lines, 1 s ticks: CPU, memory, one filesystem) of a demo host."""
+def host_minute_lines(host: str, host_index: int, minute_start: int, tenant: str | None = DEMO_TENANT) -> str:
+    """One minute of agent lines (JSON Lines, 1 s ticks: CPU, memory, one filesystem) of a demo host,
+    written as by an agent started with `--tenant <tenant>` (None: without)."""
     lines = []
     for ts in range(minute_start, minute_start + 60):
         samples = [
@@ -53,7 +59,8 @@ def host_minute_lines(host: str, host_index: int, minute_start: int) -> str:
             ["host_memory_percent", round(62.0 + 2 * math.sin(ts / 300) + host_index, 2), "percent", {}],
             ["host_filesystem_used_percent", 55.0 + host_index, "percent", {"mount": "/", "fstype": "ext4"}],
         ]
-        lines.append(json.dumps({"ts": float(ts), "host": host, "samples": samples}))
+        tick = {"ts": float(ts), "host": host, **({"tenant": tenant} if tenant else {}), "samples": samples}
+        lines.append(json.dumps(tick))
     return "\n".join(lines) + "\n"
 
 

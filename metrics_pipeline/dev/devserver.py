@@ -134,6 +134,12 @@ def dagster_command(home: Path, host: str, port: int) -> list[str]:
     ]
 
 
+def collector_command(landing: str) -> list[str]:
+    """The host agent `make dev` runs on this machine: a demo host, so it belongs to the demo tenant."""
+    return [sys.executable, "-m", "metrics_pipeline.cli", "collect", "--landing", landing,
+            "--tenant", demo_host.DEMO_TENANT]
+
+
 class LogSimulator(threading.Thread):
     """Writes simulated ingestion logs: the last hours at start, then what happened since, every few minutes."""
 
@@ -271,10 +277,9 @@ def run_dev(host: str = "127.0.0.1", port: int = 3000) -> int:
         landing = settings.landing_url()
         env[settings.LANDING_ENV] = landing
         collector = subprocess.Popen(
-            [sys.executable, "-m", "metrics_pipeline.cli", "collect", "--landing", landing],
-            env=env, start_new_session=True, preexec_fn=default_signals,
+            collector_command(landing), env=env, start_new_session=True, preexec_fn=default_signals,
         )
-        print(f"host collector writing to {landing}", flush=True)
+        print(f"host collector writing to {landing} (tenant {demo_host.DEMO_TENANT})", flush=True)
         simulator = LogSimulator(landing)
         simulator.start()
         busy = demo_host.BusyHost(landing)

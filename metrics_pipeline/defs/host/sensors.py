@@ -1,6 +1,7 @@
 """The host sensor: load each hour once its files are complete, refresh the current hour (SPEC §4).
 
-Off by default (like every sensor and schedule here); `make dev` turns it on.
+Off by default (like every sensor and schedule here); `make dev` turns it on. Each tick reads the host
+configuration too, so a broken one fails the ticks (naming the file and key) as well as the runs.
 """
 
 from datetime import datetime, timedelta, timezone
@@ -11,6 +12,7 @@ from metrics_pipeline.defs.automation import AUTOMATION_STATUS
 from metrics_pipeline.defs.host.assets import REASON_TAG, host_points
 from metrics_pipeline.defs.partitions import hour_key
 from metrics_pipeline.defs.resources import LandingZoneResource
+from metrics_pipeline.lib.host.config import load_config
 from metrics_pipeline.lib.host.files import HostSensorState, plan_host_requests
 
 REFRESH_EVERY = timedelta(minutes=5)
@@ -24,6 +26,7 @@ REFRESH_EVERY = timedelta(minutes=5)
     "the in-progress hour every 5 minutes.",
 )
 def host_points_sensor(context: dg.SensorEvaluationContext, landing: LandingZoneResource) -> dg.SensorResult:
+    load_config()  # a broken host configuration fails the tick loudly, not only the runs it requests
     state = HostSensorState.decode(context.cursor)
     requests, state = plan_host_requests(landing.zone(), state, datetime.now(timezone.utc), refresh_every=REFRESH_EVERY)
     return dg.SensorResult(

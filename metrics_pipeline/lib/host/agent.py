@@ -8,7 +8,10 @@ and meanings, is `CATALOGUE` below and `docs/metrics.md`.
 
 Output: one JSON Lines file per host and minute,
 `host/<YYYY-MM-DD>/<HH>/<host>/<host>-<YYYYMMDDTHHMM>.jsonl`, one line per tick:
-`{"ts": <epoch s>, "host": "...", "samples": [[metric, value, unit, {labels}], ...]}`.
+`{"ts": <epoch s>, "host": "...", "samples": [[metric, value, unit, {labels}], ...]}`, with
+`"tenant": "..."` after `host` when the agent was given one (`--tenant`): the loader makes it the
+`tenant` label of every sample of the line, unless the host source's configuration names the
+tenant of this host's landing directory (`lib/host/config.py`, which wins).
 Each line is written with a single write(), flushed and fsynced, so a crash leaves at most a
 partial last line (the loader skips and counts it). With an S3 landing zone, lines are spooled to a
 local file and the finished minute is uploaded; spool files left by a crash are uploaded at start,
@@ -75,6 +78,30 @@ CATALOGUE: dict[str, tuple[str, str, str]] = {
 _SKIP_DISKS = re.compile(r"^(loop|ram|zram|sr|fd|dm-)\d*")
 _SKIP_FS = {"squashfs", "tmpfs", "devtmpfs", "overlay", "proc", "sysfs", "cgroup", "cgroup2", "nsfs", "autofs"}
 _HOST_SAFE = re.compile(r"[^A-Za-z0-9._-]")
+#: = lib.points.MAX_NAME_BYTES (not imported: lib.points pulls in pandas, and the agent stays small).
+MAX_TENANT_BYTES = 1000
+#: The longest tenant a configuration or an agent may name, as for CloudWatch's `accounts[].tenant`.
+MAX_TENANT_CHARS = 200
+
+
+def tenant_problem(tenant: object) -> str | None:
+    """Why `tenant` cannot name a tenant (the `tenant` label of a series), or None.
+
+    A tenant is 1-200 characters that PostgreSQL can store (no NUL, no unpaired surrogates); that
+    keeps it within the warehouse's limit for the indexed `series.tenant` (MAX_TENANT_BYTES)."""
+    if not isinstance(tenant, str) or not tenant:
+        return "must be a non-empty string"
+    if len(tenant) > MAX_TENANT_CHARS:
+        return f"must be at most {MAX_TENANT_CHARS} characters (got {len(tenant)})"
+    if "\x00" in tenant:
+        return "must not contain NUL characters"
+    try:
+        size = len(tenant.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "must not contain unpaired UTF-16 surrogates"
+    if size > MAX_TENANT_BYTES:  # unreachable at 200 characters; kept in case the limits move
+        return f"must be at most {MAX_TENANT_BYTES} bytes of UTF-8 (got {size})"
+    return None
 
 
 def _unit(metric: str) -> str:
@@ -205,10 +232,16 @@ class Sampler:
         return out
 
 
+def host_dir(host: str) -> str:
+    """The landing directory of `host`'s files: its name with every character outside
+    `A-Za-z0-9._-` written as `_`. Tenant rules of the host configuration match this name."""
+    return _HOST_SAFE.sub("_", host) or "unknown"
+
+
 def host_key(host: str, ts: float) -> str:
     """Landing key of the minute file holding a sample taken at `ts` (UTC)."""
     tm = time.gmtime(ts)
-    safe = _HOST_SAFE.sub("_", host) or "unknown"
+    safe = host_dir(host)
     return (
         f"host/{time.strftime('%Y-%m-%d', tm)}/{time.strftime('%H', tm)}/{safe}/"
         f"{safe}-{time.strftime('%Y%m%dT%H%M', tm)}.jsonl"
@@ -257,8 +290,11 @@ class CollectorConfig:
     spool_dir: str | None = None
     endpoint_url: str | None = None
     include_loopback: bool = False
+    tenant: str | None = None  # the `tenant` label of every sample (unless the host configuration names one)
 
     def __post_init__(self) -> None:
+        if self.tenant is not None and (problem := tenant_problem(self.tenant)):
+            raise ValueError(f"tenant {problem}")
         for name in ("cpu_interval", "network_interval", "disk_io_interval", "disk_usage_interval"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0.05 <= value <= 3600):
@@ -327,9 +363,11 @@ class Collector:
         for sample in due:
             samples.extend(sample(now))
         if samples:
-            line = json.dumps(
-                {"ts": round(now, 3), "host": self.config.host, "samples": samples}, separators=(",", ":")
-            ).encode() + b"\n"
+            tick = {"ts": round(now, 3), "host": self.config.host}
+            if self.config.tenant is not None:
+                tick["tenant"] = self.config.tenant
+            tick["samples"] = samples
+            line = json.dumps(tick, separators=(",", ":")).encode() + b"\n"
             self.files.append(host_key(self.config.host, now), line)
             self.stats.lines += 1
             self.stats.samples += len(samples)

@@ -8,9 +8,16 @@ can leave damage, and strict about counting it:
 * a sample entry that is malformed inside a good line is an `invalid_sample`: skipped and counted;
 * a line longer than `MAX_LINE_BYTES` is not parsed at all (a real tick is a few kB; a hostile one
   could cost gigabytes and minutes to parse): it counts as corrupt (partial when it is the last);
-* a file the landing zone refuses (a name leaving the zone, over the size limit) is a `refused_file`.
+* a file the landing zone refuses (a name leaving the zone, over the size limit) is a `refused_file`;
+* a line whose `tenant` the warehouse cannot store (empty, not a string, NUL, too long) is corrupt.
 Nothing raises for bad content: one bad file must not block every host's hour. Files are read line
 by line from their bytes, never copied or decoded whole.
+
+Tenants: every sample of a line gets the label `tenant` of its file's host directory when the host
+configuration names one (`lib/host/config.py`, which wins), else of the line's own `tenant` (the
+agent's `--tenant`), else none. Old files, written before agents knew tenants, load as before: a
+`tenant` among a sample's own labels (a writer of our format could set one) is kept when neither the
+configuration nor the line names one, and replaced when either does.
 
 `load_window` replaces the window's host points with what the files hold and marks those files
 processed in the same transaction, so landing retention never deletes a file whose samples are not
@@ -26,6 +33,7 @@ from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 
+from metrics_pipeline.lib.host.config import HostConfig, load_config
 from metrics_pipeline.lib.landing import LandingObject, LandingZone, RefusedObject, read_many
 from metrics_pipeline.lib.points import MAX_NAME_BYTES, canonical_labels, text_problem
 from metrics_pipeline.lib.warehouse import landing_index
@@ -55,10 +63,19 @@ def hour_of_key(key: str) -> datetime | None:
         return None
 
 
+def host_dir_of_key(key: str) -> str | None:
+    """The host directory a host file lies in (`host/<date>/<HH>/<dir>/...`), None for a foreign key."""
+    parts = key.split("/")
+    return parts[3] if len(parts) >= 5 and parts[0] == "host" else None
+
+
 @dataclasses.dataclass
 class HostBatch:
-    """Samples read from a set of host files, ready for the loader."""
+    """Samples read from a set of host files, ready for the loader.
 
+    `config` holds the tenant rules (None: none, every tenant comes from the lines themselves)."""
+
+    config: HostConfig | None = None
     metric: list[str] = dataclasses.field(default_factory=list)
     resource: list[str] = dataclasses.field(default_factory=list)
     labels: list[str] = dataclasses.field(default_factory=list)
@@ -67,13 +84,20 @@ class HostBatch:
     value: list[float] = dataclasses.field(default_factory=list)
     problems: Counter = dataclasses.field(default_factory=Counter)
     hosts: set[str] = dataclasses.field(default_factory=set)
+    tenants: set[str] = dataclasses.field(default_factory=set)
     lines: int = 0
     files: int = 0
+    #: lines whose own tenant differs from the one the configuration gives their file (which won)
+    tenant_overrides: int = 0
     _labels_cache: dict = dataclasses.field(default_factory=dict, repr=False)
+    _file_tenant: str | None = dataclasses.field(default=None, repr=False)
 
-    def read(self, data: bytes) -> None:
-        """Add the samples of one file's bytes."""
+    def read(self, data: bytes, key: str | None = None) -> None:
+        """Add the samples of one file's bytes; `key`, the file's landing key, selects the tenant
+        rule of its host directory."""
         self.files += 1
+        directory = host_dir_of_key(key) if key is not None and self.config is not None else None
+        self._file_tenant = self.config.tenant_of(directory) if directory is not None else None
         start = 0
         while start < len(data):
             end = data.find(b"\n", start)
@@ -93,19 +117,28 @@ class HostBatch:
             ts = float(tick["ts"])
             host = tick["host"]
             samples = tick["samples"]
+            own_tenant = tick.get("tenant")
             if not isinstance(host, str) or not host or not isinstance(samples, list) or not _TS_MIN <= ts < _TS_MAX:
                 raise ValueError("not a tick")
             if text_problem(host):
                 raise ValueError("host name PostgreSQL cannot store")
-        except (ValueError, KeyError, TypeError, OverflowError, RecursionError):
+            if own_tenant is not None and (not isinstance(own_tenant, str) or not own_tenant
+                                           or text_problem(own_tenant, max_bytes=MAX_NAME_BYTES)):
+                raise ValueError("tenant the warehouse cannot store")
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError):
             self.problems["partial_lines" if last else "corrupt_lines"] += 1
             return
+        tenant = self._file_tenant or own_tenant
+        if self._file_tenant is not None and own_tenant is not None and own_tenant != self._file_tenant:
+            self.tenant_overrides += 1
         self.lines += 1
         self.hosts.add(host)
+        if tenant is not None:
+            self.tenants.add(tenant)
         for entry in samples:
-            self._add(host, ts, entry)
+            self._add(host, tenant, ts, entry)
 
-    def _add(self, host: str, ts: float, entry) -> None:
+    def _add(self, host: str, tenant: str | None, ts: float, entry) -> None:
         try:
             metric, value, unit, labels = entry
             if not (isinstance(metric, str) and metric and isinstance(unit, str) and unit):
@@ -116,12 +149,15 @@ class HostBatch:
             # One sample the loader would refuse must not make it refuse every host's hour.
             if text_problem(metric, max_bytes=MAX_NAME_BYTES) or text_problem(unit):
                 raise ValueError
-            cache_key = (host, json.dumps(labels, sort_keys=True) if labels else "")
+            cache_key = (host, tenant, json.dumps(labels, sort_keys=True) if labels else "")
             text = self._labels_cache.get(cache_key)
             if text is None:
                 if labels is not None and not isinstance(labels, dict):
                     raise ValueError
-                text = canonical_labels({**(labels or {}), "host": host})
+                merged = {**(labels or {}), "host": host}
+                if tenant is not None:  # the line's (or the configuration's) tenant replaces a sample's own
+                    merged["tenant"] = tenant
+                text = canonical_labels(merged)
                 self._labels_cache[cache_key] = text
         except (ValueError, TypeError, OverflowError, RecursionError):
             self.problems["invalid_samples"] += 1
@@ -156,18 +192,19 @@ def files_for_window(zone: LandingZone, start: datetime, end: datetime) -> list[
     return found
 
 
-def read_window(zone: LandingZone, start: datetime, end: datetime) -> tuple[HostBatch, list[LandingObject]]:
+def read_window(zone: LandingZone, start: datetime, end: datetime,
+                config: HostConfig | None = None) -> tuple[HostBatch, list[LandingObject]]:
     """Read every host file of [start, end) into one batch; returns it and the files read. A file
     the zone refuses is counted, not returned: it is never marked processed, so landing retention
-    never deletes samples nobody read."""
-    batch = HostBatch()
+    never deletes samples nobody read. `config`: the tenant rules (None: the configured file)."""
+    batch = HostBatch(config if config is not None else load_config())
     objects = files_for_window(zone, start, end)
     read = []
     for obj, (_, data) in zip(objects, read_many(zone, objects)):
         if isinstance(data, RefusedObject):  # a name leaving the zone or not UTF-8, too large, unreadable
             batch.problems["refused_files"] += 1
         else:
-            batch.read(data)
+            batch.read(data, obj.key)
             read.append(obj)
     return batch, read
 
@@ -185,6 +222,9 @@ class HostLoad:
         return {
             **self.load.as_metadata(),
             "hosts": len(self.batch.hosts),
+            "tenants": len(self.batch.tenants),
+            # lines naming a tenant other than the one the host configuration gives their file
+            "tenant_overrides": self.batch.tenant_overrides,
             "files": self.files,
             "lines": self.batch.lines,
             "partial_lines": problems.get("partial_lines", 0),
@@ -195,11 +235,12 @@ class HostLoad:
         }
 
 
-def load_window(warehouse: Warehouse, zone: LandingZone, start: datetime, end: datetime) -> HostLoad:
+def load_window(warehouse: Warehouse, zone: LandingZone, start: datetime, end: datetime,
+                config: HostConfig | None = None) -> HostLoad:
     """Make `points` hold exactly what the host files of [start, end) say; mark the files processed
     in the same commit. Samples stamped outside their file's hour (a broken clock) are dropped and
-    counted."""
-    batch, objects = read_window(zone, start, end)
+    counted. `config`: the tenant rules (None: the configured file, `lib.host.config.load_config`)."""
+    batch, objects = read_window(zone, start, end, config)
     files = [(o, [hour_of_key(o.key)]) for o in objects]
     result = load_points(
         warehouse, batch.frame(), source=SOURCE, start=start, end=end, out_of_window="drop",

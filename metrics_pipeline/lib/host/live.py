@@ -8,6 +8,8 @@ lines are written with the loader's "append" scope (inserted, or updating a stor
 deleted) and the offsets advance in the same transaction: a crash leaves both as they were, and the
 next load reads the same lines again (idempotent: the same rows). A file whose version changed (it
 was rewritten) is read again from the start. A partial last line is left for the next load.
+Tenants are given exactly as the closed-hour run gives them (`files.HostBatch`, the same host
+configuration), so both paths write the same series.
 
 The closed-hour run (`files.load_window`) still replaces the whole window with exactly what the
 files hold and marks them processed; this path never marks anything processed.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime, timedelta, timezone
 
+from metrics_pipeline.lib.host.config import HostConfig, load_config
 from metrics_pipeline.lib.host.files import SOURCE, HostBatch, files_for_window, hour_of_key
 from metrics_pipeline.lib.landing import LandingZone, RefusedObject, read_many
 from metrics_pipeline.lib.warehouse.db import Warehouse
@@ -52,9 +55,12 @@ def _hours(now: datetime) -> tuple[datetime, datetime]:
     return first, current + timedelta(hours=1)
 
 
-def load_new(warehouse: Warehouse, zone: LandingZone, now: datetime | None = None) -> LiveLoad:
-    """Load the complete lines that landed since the last live load, for the hour in progress."""
+def load_new(warehouse: Warehouse, zone: LandingZone, now: datetime | None = None,
+             config: HostConfig | None = None) -> LiveLoad:
+    """Load the complete lines that landed since the last live load, for the hour in progress.
+    `config`: the tenant rules (None: the configured file, `lib.host.config.load_config`)."""
     now = now or datetime.now(timezone.utc)
+    config = config if config is not None else load_config()
     lo, hi = _hours(now)
     objects = files_for_window(zone, lo, hi)
     schema = warehouse.schema
@@ -68,7 +74,7 @@ def load_new(warehouse: Warehouse, zone: LandingZone, now: datetime | None = Non
     # from its start. (A same-size rewrite waits for the closed-hour run, which replaces the window.)
     grown = [(obj, done.get(obj.key, 0) if obj.size > done.get(obj.key, 0) else 0)
              for obj in objects if obj.size != done.get(obj.key, 0)]
-    batch = HostBatch()
+    batch = HostBatch(config)
     advanced, new_bytes = [], 0
     for (obj, offset), (_, data) in zip(grown, read_many(zone, [o for o, _ in grown])):
         if isinstance(data, RefusedObject):
@@ -79,7 +85,7 @@ def load_new(warehouse: Warehouse, zone: LandingZone, now: datetime | None = Non
         complete = data.rfind(b"\n", offset) + 1  # up to the last complete line
         if complete <= offset:
             continue
-        batch.read(data[offset:complete])
+        batch.read(data[offset:complete], obj.key)
         advanced.append((obj, complete))
         new_bytes += complete - offset
 

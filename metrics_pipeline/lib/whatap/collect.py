@@ -3,7 +3,8 @@
 Server projects (SMS): `sm_stat` at the configured resolution and MXQL `server_base`,
 `server_disk`, `server_network`; APM projects: MXQL `app_counter` and the APM series. Each value
 becomes a point of series `whatap_<server|apm>_<field>` on resource `oname`, labelled with project
-code and name, oid, oname, category (the endpoint or MXQL category) and the disk mount or NIC.
+code and name, oid, oname, category (the endpoint or MXQL category), the disk mount or NIC, and the
+project's `tenant` when the configuration gives it one.
 Units follow the reference; sm_stat's traffic unit is not documented (bytes per the schema).
 
 A project's type and name come from WhaTap, whichever token names it: the account's project list,
@@ -77,12 +78,19 @@ def kind_of(project: Project) -> str | None:
 
 def resolve_projects(config: WhatapConfig, client: WhatapClient) -> list[Project]:
     """Explicit projects (token from their variable) plus, with an account token, every project.
-    A project the account list does not give is asked about with its own token."""
+    A project the account list does not give is asked about with its own token; one listed without
+    a token (for its tenant) must be in the account's list."""
     projects: dict[int, Project] = {}
     account_token = os.environ.get(config.account_token_env or "", "")
     if account_token:
         projects.update({p.code: p for p in client.projects(account_token)})
     for ref in config.projects:
+        if ref.token_env is None:
+            if ref.code not in projects:
+                why = ("is not in the account's project list" if account_token else
+                       f"has no token_env and the account token variable {config.account_token_env} is not set")
+                raise WhatapError(f"WhaTap project {ref.code} {why}: give it a token_env, or remove it from `projects`")
+            continue
         token = os.environ.get(ref.token_env, "")
         if not token:
             raise WhatapError(f"WhaTap project {ref.code}: environment variable {ref.token_env} is not set")
@@ -100,12 +108,16 @@ def fetch(config: WhatapConfig, start: datetime, end: datetime) -> tuple[pd.Data
     series: dict[tuple, tuple[list, list]] = {}
     meta: dict[tuple, tuple[str, str, str, dict]] = {}
 
+    tenants = {ref.code: ref.tenant for ref in config.projects if ref.tenant}
+
     def add(metric, unit, project, oid, oname, category, t_ms, raw, extra=None):
         v = number(raw, stats.client, f"{category}.{metric}")
         if v is None or not s_ms <= int(t_ms) < e_ms:
             return
         labels = {"project_code": str(project.code), "project_name": project.name, "oid": str(oid),
                   "oname": oname, "category": category, **(extra or {})}
+        if project.code in tenants:
+            labels["tenant"] = tenants[project.code]  # series.tenant: what tenant-restricted BI logins see
         key = (metric, oname, tuple(sorted(labels.items())))
         if key not in series:
             series[key] = ([], [])

@@ -2,6 +2,10 @@
 
 Every key, its default and the error a bad value gives: `config/whatap.example.yaml` and `docs/configuration.md`.
 The file holds variable *names*; a token in the file itself is refused.
+
+A project may name its `tenant`: every series of that project gets the label `tenant` (BI logins
+restricted to tenants see only theirs). With an account token, a project may be listed for its tenant
+alone (no `token_env`): the account's project list gives its token.
 """
 
 from __future__ import annotations
@@ -11,9 +15,10 @@ import re
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
 
 from metrics_pipeline.lib import settings, yaml_config
+from metrics_pipeline.lib.points import MAX_NAME_BYTES, text_problem
 
 CONFIG_ENV = "METRICS_PIPELINE_WHATAP_CONFIG"
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
@@ -25,7 +30,16 @@ def _env_name(value: str) -> str:
     return value
 
 
+def _storable(value: str) -> str:
+    problem = text_problem(value, max_bytes=MAX_NAME_BYTES)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
 EnvName = Annotated[str, AfterValidator(_env_name)]
+#: As CloudWatch's `accounts[].tenant`: 1-200 characters PostgreSQL can store.
+Tenant = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_storable)]
 Collections = Annotated[list[str], yaml_config.members_of(("sm_stat", "mxql", "apm"), "unknown collection(s)")]
 Categories = Annotated[list[str], yaml_config.members_of(
     ("server_base", "server_disk", "server_network", "app_counter"), "unsupported MXQL categories")]
@@ -37,7 +51,8 @@ ApmMetrics = Annotated[list[str], yaml_config.members_of(
 class ProjectRef(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     code: int
-    token_env: EnvName
+    token_env: EnvName | None = None  # None: the account token's project list gives the token
+    tenant: Tenant | None = None  # label `tenant` of every series of the project
 
 
 class WhatapConfig(BaseModel):
@@ -58,6 +73,19 @@ class WhatapConfig(BaseModel):
     catchup_hours: int = Field(default=6, ge=0, le=168)
     max_attempts: int = Field(default=5, ge=1, le=20)
     timeout_seconds: float = Field(default=30, gt=0, le=600)
+
+    @field_validator("projects")
+    @classmethod
+    def _projects(cls, value: list[ProjectRef], info: ValidationInfo) -> list[ProjectRef]:
+        seen: set[int] = set()
+        for ref in value:
+            if ref.code in seen:
+                raise ValueError(f"project {ref.code} is listed twice")
+            seen.add(ref.code)
+            if ref.token_env is None and not info.data.get("account_token_env"):
+                raise ValueError(f"project {ref.code} has no token_env: name the variable holding its token, "
+                                 "or set account_token_env so that the account's project list gives it")
+        return value
 
     @property
     def configured(self) -> bool:
