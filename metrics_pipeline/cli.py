@@ -6,6 +6,8 @@
     metrics-pipeline collect                    the host agent: psutil samples into the landing zone
     metrics-pipeline simulate-logs              realistic ingestion-job logs into the landing zone
     metrics-pipeline retention [--dry-run]      drop partitions past their tier's retention
+    metrics-pipeline tenants create|list        tenants of the HTTP API
+    metrics-pipeline keys create|list|revoke    their API keys (a token is shown once, at creation)
 
 Imports are lazy, per command: the host agent must not pay for psycopg, pandas or Dagster.
 """
@@ -143,6 +145,75 @@ def _cmd_bi_role(args: argparse.Namespace) -> int:
     return 0
 
 
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    """A plain text table; control characters in cells (a tenant name may hold them) are escaped."""
+    def cell(text: str) -> str:
+        return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+    shown = [[cell(c) for c in row] for row in [headers, *rows]]
+    widths = [max(len(row[i]) for row in shown) for i in range(len(headers))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in shown)
+
+
+def _when(ts) -> str:
+    from datetime import UTC
+
+    return ts.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ") if ts else "-"
+
+
+def _keys_warehouse():
+    from metrics_pipeline.lib.warehouse import embedded_pg, migrate
+
+    warehouse = embedded_pg.resolve_warehouse()
+    migrate.migrate(warehouse)
+    return warehouse
+
+
+def _cmd_tenants(args: argparse.Namespace) -> int:
+    from metrics_pipeline.lib import api_keys
+
+    if args.action == "create":
+        api_keys.validate_tenant(args.name)  # before starting or migrating a database
+        created = api_keys.create_tenant(_keys_warehouse(), args.name)
+        print(f"{'created tenant' if created else 'tenant already exists:'} {args.name}")
+        return 0
+    tenants = api_keys.list_tenants(_keys_warehouse())
+    if not tenants:
+        print("no tenants yet: create one with `metrics-pipeline tenants create NAME`")
+        return 0
+    print(_table(["TENANT", "CREATED", "ACTIVE KEYS"],
+                 [[t.name, _when(t.created_at), str(t.active_keys)] for t in tenants]))
+    return 0
+
+
+def _cmd_keys(args: argparse.Namespace) -> int:
+    from metrics_pipeline.lib import api_keys
+
+    if args.action == "create":
+        scopes = api_keys.validate_scopes(",".join(args.scope) if args.scope else api_keys.DEFAULT_SCOPES)
+        new = api_keys.create_key(_keys_warehouse(), args.tenant, scopes, note=args.note)
+        # The token alone on stdout (TOKEN=$(metrics-pipeline keys create ...)); everything else on stderr.
+        print(new.token)
+        print(f"created key {new.key_id} for tenant {args.tenant} (scopes {','.join(scopes)}). The token above "
+              "will not be shown again: store it now (only a hash of it is kept).", file=sys.stderr)
+        return 0
+    if args.action == "revoke":
+        api_keys.validate_key_id(args.key_id)
+        if api_keys.revoke_key(_keys_warehouse(), args.key_id):
+            print(f"revoked key {args.key_id}: running API servers refuse it within 5 s")
+        else:
+            print(f"key {args.key_id} was already revoked")
+        return 0
+    keys = api_keys.list_keys(_keys_warehouse(), args.tenant)
+    if not keys:
+        print("no API keys yet: create one with `metrics-pipeline keys create --tenant NAME`")
+        return 0
+    print(_table(["KEY ID", "TENANT", "SCOPES", "STATUS", "CREATED", "REVOKED", "NOTE"],
+                 [[k.key_id, k.tenant, ",".join(k.scopes), "active" if k.active else "revoked",
+                   _when(k.created_at), _when(k.revoked_at), k.note or ""] for k in keys]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metrics-pipeline", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -199,6 +270,25 @@ def build_parser() -> argparse.ArgumentParser:
     bir.add_argument("--all-tenants", action="store_true", default=None, help="lift any tenant restriction")
     bir.add_argument("--keep-password", action="store_true", help="update grants without setting a password")
     bir.set_defaults(func=_cmd_bi_role)
+
+    ten = sub.add_parser("tenants", help="tenants of the HTTP API (the names the BI tenant filter uses)")
+    ten_sub = ten.add_subparsers(dest="action", required=True)
+    ten_create = ten_sub.add_parser("create", help="create a tenant (no-op if it exists)")
+    ten_create.add_argument("name", help="1-200 characters, as the series label `tenant`")
+    ten_sub.add_parser("list", help="list tenants with their number of active keys")
+    ten.set_defaults(func=_cmd_tenants)
+
+    keys = sub.add_parser("keys", help="API keys of the HTTP API (stored hashed; a token is shown once)")
+    keys_sub = keys.add_subparsers(dest="action", required=True)
+    keys_create = keys_sub.add_parser("create", help="create a key: its token on stdout, shown this once")
+    keys_create.add_argument("--tenant", required=True, help="an existing tenant (`tenants create`)")
+    keys_create.add_argument("--scope", action="append", help="write, read or write,read (default write; repeatable)")
+    keys_create.add_argument("--note", help="what the key is for, shown by `keys list`")
+    keys_list = keys_sub.add_parser("list", help="list keys (ids, never tokens)")
+    keys_list.add_argument("--tenant", help="only this tenant's keys")
+    keys_revoke = keys_sub.add_parser("revoke", help="revoke a key: running API servers refuse it within 5 s")
+    keys_revoke.add_argument("key_id", help="the 12-character id `keys list` shows (not the token)")
+    keys.set_defaults(func=_cmd_keys)
     return parser
 
 

@@ -38,6 +38,7 @@ from pathlib import Path
 import psutil
 
 from metrics_pipeline.lib.landing import LocalLanding, fsync_dir, open_landing
+from metrics_pipeline.lib.tenants import tenant_problem
 
 log = logging.getLogger(__name__)
 
@@ -78,30 +79,6 @@ CATALOGUE: dict[str, tuple[str, str, str]] = {
 _SKIP_DISKS = re.compile(r"^(loop|ram|zram|sr|fd|dm-)\d*")
 _SKIP_FS = {"squashfs", "tmpfs", "devtmpfs", "overlay", "proc", "sysfs", "cgroup", "cgroup2", "nsfs", "autofs"}
 _HOST_SAFE = re.compile(r"[^A-Za-z0-9._-]")
-#: = lib.points.MAX_NAME_BYTES (not imported: lib.points pulls in pandas, and the agent stays small).
-MAX_TENANT_BYTES = 1000
-#: The longest tenant a configuration or an agent may name, as for CloudWatch's `accounts[].tenant`.
-MAX_TENANT_CHARS = 200
-
-
-def tenant_problem(tenant: object) -> str | None:
-    """Why `tenant` cannot name a tenant (the `tenant` label of a series), or None.
-
-    A tenant is 1-200 characters that PostgreSQL can store (no NUL, no unpaired surrogates); that
-    keeps it within the warehouse's limit for the indexed `series.tenant` (MAX_TENANT_BYTES)."""
-    if not isinstance(tenant, str) or not tenant:
-        return "must be a non-empty string"
-    if len(tenant) > MAX_TENANT_CHARS:
-        return f"must be at most {MAX_TENANT_CHARS} characters (got {len(tenant)})"
-    if "\x00" in tenant:
-        return "must not contain NUL characters"
-    try:
-        size = len(tenant.encode("utf-8"))
-    except UnicodeEncodeError:
-        return "must not contain unpaired UTF-16 surrogates"
-    if size > MAX_TENANT_BYTES:  # unreachable at 200 characters; kept in case the limits move
-        return f"must be at most {MAX_TENANT_BYTES} bytes of UTF-8 (got {size})"
-    return None
 
 
 def _unit(metric: str) -> str:

@@ -30,7 +30,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from metrics_pipeline.lib import settings, yaml_config
-from metrics_pipeline.lib.host.agent import tenant_problem
+from metrics_pipeline.lib.tenants import tenant_problem
 
 CONFIG_ENV = "METRICS_PIPELINE_HOST_CONFIG"
 #: Characters a host directory can hold, plus the glob characters `*`, `?`, `[`, `]`, `!`.

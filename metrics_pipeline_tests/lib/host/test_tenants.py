@@ -11,8 +11,8 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 import pytest
 
-from metrics_pipeline.lib import points
-from metrics_pipeline.lib.host import agent, files, live
+from metrics_pipeline.lib import points, tenants
+from metrics_pipeline.lib.host import files, live
 from metrics_pipeline.lib.host.agent import Collector, CollectorConfig, host_key
 from metrics_pipeline.lib.host.config import HostConfig, TenantRule, load_config
 from metrics_pipeline.lib.landing import LocalLanding
@@ -83,8 +83,8 @@ def test_a_line_naming_a_tenant_the_warehouse_cannot_store_is_corrupt_and_the_ot
     assert len(batch.frame()) == 1
 
 
-def test_the_agents_tenant_limit_is_the_warehouses():
-    assert agent.MAX_TENANT_BYTES == points.MAX_NAME_BYTES
+def test_the_tenant_limit_is_the_warehouses():
+    assert tenants.MAX_TENANT_BYTES == points.MAX_NAME_BYTES
 
 
 @pytest.mark.parametrize("tenant, message", [("", "tenant must be a non-empty string"),
