@@ -8,6 +8,7 @@
     metrics-pipeline retention [--dry-run]      drop partitions past their tier's retention
     metrics-pipeline tenants create|list        tenants of the HTTP API
     metrics-pipeline keys create|list|revoke    their API keys (a token is shown once, at creation)
+    metrics-pipeline api [--host H] [--port P]  the HTTP API: applications push measures and events
 
 Imports are lazy, per command: the host agent must not pay for psycopg, pandas or Dagster.
 """
@@ -186,6 +187,23 @@ def _cmd_tenants(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_api(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from metrics_pipeline.api import server
+    from metrics_pipeline.lib.warehouse import embedded_pg, migrate
+
+    logging.getLogger().setLevel(logging.INFO)
+    warehouse = embedded_pg.resolve_warehouse()
+    try:
+        migrate.migrate(warehouse)
+    except psycopg.OperationalError as exc:  # the landing zone is the buffer: start, keys load once it answers
+        logging.warning("the warehouse does not answer (%s): starting anyway, keys load when it does",
+                        type(exc).__name__)
+    server.serve(warehouse, host=args.host, port=args.port)
+    return 0
+
+
 def _cmd_keys(args: argparse.Namespace) -> int:
     from metrics_pipeline.lib import api_keys
 
@@ -289,6 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
     keys_revoke = keys_sub.add_parser("revoke", help="revoke a key: running API servers refuse it within 5 s")
     keys_revoke.add_argument("key_id", help="the 12-character id `keys list` shows (not the token)")
     keys.set_defaults(func=_cmd_keys)
+
+    api = sub.add_parser("api", help="the HTTP API: push measures and events with a tenant's key (config/api.yaml)")
+    api.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    api.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    api.set_defaults(func=_cmd_api)
     return parser
 
 

@@ -1,0 +1,180 @@
+"""The FastAPI application: push endpoints, health and readiness (SPEC §10, §12).
+
+Order of refusal (SPEC §12), cheapest first and before the body is read where possible:
+1. authentication: `X-PMETRICS-API-KEY: <key>` or `Authorization: Bearer <key>`; missing, unknown or
+   revoked key 401, a key without the scope 403; keys not loaded yet 503;
+2. the key's request rate: 429 with `Retry-After`;
+3. the body's size: 413 from `Content-Length`, or while it streams in, never buffered whole;
+4. JSON and validation: 422 listing every invalid item (index, field, reason); a batch over the
+   item limit 413; the key's item rate 429;
+5. the landing zone: 202 once the batch is durable there; a failing zone 503 with `Retry-After`,
+   and nothing of the batch acknowledged.
+
+Keys never reach a log line, a response or an exception message: the access log holds the method,
+path and status only, and a refused key is answered without repeating it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from metrics_pipeline.api.ratelimit import TokenBuckets, retry_after
+from metrics_pipeline.lib.api_keys import KeyRing, Principal
+from metrics_pipeline.lib.custom.config import ApiConfig
+from metrics_pipeline.lib.custom.landing import LandingUnavailable, PushWriter
+from metrics_pipeline.lib.custom.validate import BatchTooLarge, InvalidBatch, validate_events, validate_measures
+
+log = logging.getLogger(__name__)
+
+KEY_HEADER = "x-pmetrics-api-key"
+KINDS = {"measure": ("measures", validate_measures), "event": ("events", validate_events)}
+
+
+@dataclass
+class Refusal(Exception):
+    status: int
+    detail: str
+    headers: dict[str, str] | None = None
+    errors: list[dict] | None = None
+
+
+def _token(request: Request) -> str | None:
+    token = request.headers.get(KEY_HEADER)
+    if token:
+        return token.strip()
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    """The request body, refused (413) as soon as it is known to exceed `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise Refusal(413, f"the body is {int(declared):,} bytes; at most {limit:,} are accepted")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise Refusal(413, f"the body exceeds {limit:,} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(*, config: ApiConfig, keys: KeyRing, writer: PushWriter,
+               warehouse_check: Callable[[], str | None] | None = None,
+               clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> FastAPI:
+    """The application.
+
+    Args:
+        config: limits and rates (`config/api.yaml`).
+        keys: the key ring (started by the caller), which authenticates without a database round trip.
+        writer: the durable landing writer the accepted batches go to.
+        warehouse_check: returns None when the warehouse answers, else what is wrong (for /healthz).
+        clock: the time of receipt, stamped on items sent without `ts`.
+    """
+    app = FastAPI(title="metrics_pipeline API", version="1",
+                  description="Push measures and events per tenant (SPEC §10). Keys: `metrics-pipeline keys create`.")
+    requests_per_key = TokenBuckets(config.rate_limit.requests_per_second, config.rate_limit.burst_seconds)
+    items_per_key = TokenBuckets(config.rate_limit.items_per_second, config.rate_limit.burst_seconds)
+
+    @app.exception_handler(Refusal)
+    async def _refused(request: Request, exc: Refusal) -> JSONResponse:
+        body: dict[str, Any] = {"detail": exc.detail}
+        if exc.errors is not None:
+            body["errors"] = exc.errors
+        return JSONResponse(body, status_code=exc.status, headers=exc.headers)
+
+    def authenticate(request: Request, scope: str) -> Principal:
+        if not keys.ready:
+            raise Refusal(503, "API keys are not loaded yet: the warehouse has not answered since start-up",
+                          {"Retry-After": "5"})
+        principal = keys.verify(_token(request))
+        if principal is None:
+            raise Refusal(401, f"a valid API key is required ({KEY_HEADER} header or Authorization: Bearer)",
+                          {"WWW-Authenticate": "Bearer"})
+        if scope not in principal.scopes:
+            raise Refusal(403, f"this key lacks the {scope!r} scope")
+        wait = requests_per_key.take(principal.key_id)
+        if wait is not None:
+            raise Refusal(429, f"more than {config.rate_limit.requests_per_second:g} requests/s for this key",
+                          {"Retry-After": retry_after(wait)})
+        return principal
+
+    async def push(request: Request, kind: str) -> JSONResponse:
+        folder, validate = KINDS[kind]
+        principal = authenticate(request, "write")
+        raw = await _body(request, config.max_body_bytes)
+        try:
+            body = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise Refusal(422, "the body is not JSON",
+                          errors=[{"index": None, "field": "body", "reason": f"not JSON: {exc}"}]) from None
+        try:
+            items = validate(body, clock(), config)
+        except BatchTooLarge as exc:
+            raise Refusal(413, str(exc)) from None
+        except InvalidBatch as exc:
+            raise Refusal(422, f"{len(exc.errors)} invalid item(s); nothing was stored", errors=exc.errors) from None
+        wait = items_per_key.take(principal.key_id, len(items))
+        if wait is not None:
+            raise Refusal(429, f"more than {config.rate_limit.items_per_second:g} items/s for this key",
+                          {"Retry-After": retry_after(wait)})
+        try:
+            await run_in_threadpool(writer.write, principal.tenant, folder, items)
+        except LandingUnavailable as exc:
+            log.error("landing zone refused a batch of %d %s: %s", len(items), folder, exc)
+            raise Refusal(503, "the landing zone cannot store the batch right now; nothing was stored",
+                          {"Retry-After": "5"}) from None
+        return JSONResponse({"accepted": len(items)}, status_code=202)
+
+    @app.post("/api/v1/measure", status_code=202, summary="Push one measure or a batch")
+    async def post_measure(request: Request) -> JSONResponse:
+        """`{name, value, ts?, metadata?, unit?}` or a list of them; 202 once durable."""
+        return await push(request, "measure")
+
+    @app.post("/api/v1/event", status_code=202, summary="Push one event or a batch")
+    async def post_event(request: Request) -> JSONResponse:
+        """`{name, ts?, metadata?, text?}` or a list of them; 202 once durable."""
+        return await push(request, "event")
+
+    health_cache: dict[str, tuple[float, str | None]] = {}
+
+    @app.get("/healthz", summary="Alive; the warehouse's reachability as detail")
+    def healthz() -> dict:
+        detail = None
+        if warehouse_check is not None:
+            at, detail = health_cache.get("warehouse", (0.0, None))
+            if time.monotonic() - at > 5:
+                detail = warehouse_check()
+                health_cache["warehouse"] = (time.monotonic(), detail)
+        return {"status": "ok", "warehouse": "reachable" if detail is None else f"unreachable: {detail}",
+                "keys_loaded": keys.ready}
+
+    @app.get("/readyz", summary="Ready to accept: the landing zone is writable and keys are loaded")
+    def readyz() -> JSONResponse:
+        problem = None
+        try:
+            writer.probe()
+        except LandingUnavailable as exc:
+            problem = str(exc)
+        if problem is None and not keys.ready:
+            problem = "API keys are not loaded yet"
+        if problem is not None:
+            return JSONResponse({"status": "not ready", "detail": problem}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    return app
