@@ -200,7 +200,7 @@ def _cmd_api(args: argparse.Namespace) -> int:
     except psycopg.OperationalError as exc:  # the landing zone is the buffer: start, keys load once it answers
         logging.warning("the warehouse does not answer (%s): starting anyway, keys load when it does",
                         type(exc).__name__)
-    server.serve(warehouse, host=args.host, port=args.port)
+    server.serve(warehouse, host=args.host, port=args.port, workers=args.workers)
     return 0
 
 
@@ -311,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     api = sub.add_parser("api", help="the HTTP API: push measures and events with a tenant's key (config/api.yaml)")
     api.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     api.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    api.add_argument("--workers", type=int, default=1, help="worker processes (default 1; one per core to use them all)")
     api.set_defaults(func=_cmd_api)
     return parser
 

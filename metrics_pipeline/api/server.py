@@ -8,6 +8,7 @@ warehouse's reachability on /healthz as detail.
 from __future__ import annotations
 
 import logging
+import os
 
 import psycopg
 
@@ -34,12 +35,20 @@ def warehouse_check(warehouse: Warehouse):
     return check
 
 
-def build(warehouse: Warehouse, config: api_config.ApiConfig | None = None):
-    """The application and what it owns (started key ring, writer); the caller stops them."""
+def build(warehouse: Warehouse, config: api_config.ApiConfig | None = None, *, workers: int = 1):
+    """The application and what it owns (started key ring, writer); the caller stops them.
+
+    With several worker processes each holds its own token buckets, so each gets 1/`workers` of
+    the configured rates: the limits hold for a key whichever worker its requests reach."""
     from metrics_pipeline.api.app import create_app
 
     config = config or api_config.load_config()
     config.check_back_window(retention.load_config().points)
+    if workers > 1:
+        limits = config.rate_limit
+        config = config.model_copy(update={"rate_limit": limits.model_copy(update={
+            "requests_per_second": limits.requests_per_second / workers,
+            "items_per_second": limits.items_per_second / workers})})
     keys = api_keys.KeyRing(warehouse)
     keys.start()
     writer = PushWriter(config)
@@ -47,11 +56,34 @@ def build(warehouse: Warehouse, config: api_config.ApiConfig | None = None):
     return app, keys, writer
 
 
-def serve(warehouse: Warehouse, host: str = "127.0.0.1", port: int = 8000) -> None:
+WORKERS_ENV = "METRICS_PIPELINE_API_WORKERS"
+
+
+def app_in_worker():
+    """The application of one uvicorn worker process (`serve(workers > 1)`): its own key ring and
+    writer (writers never share a file: each has its own id), stopped when the worker exits."""
+    import atexit
+
+    from metrics_pipeline.lib.warehouse import embedded_pg
+
+    app, keys, writer = build(embedded_pg.resolve_warehouse(), workers=int(os.environ.get(WORKERS_ENV, "1")))
+    atexit.register(writer.close)
+    atexit.register(keys.stop)
+    return app
+
+
+def serve(warehouse: Warehouse, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
+    """Run the API. One worker by default; more workers use more cores (each decodes, validates and
+    writes its own requests), with the same warehouse (METRICS_PIPELINE_DSN) in each."""
     import uvicorn
 
+    log.info("metrics_pipeline API on http://%s:%d (OpenAPI at /docs), %d worker(s)", host, port, workers)
+    if workers > 1:
+        os.environ[WORKERS_ENV] = str(workers)
+        uvicorn.run("metrics_pipeline.api.server:app_in_worker", factory=True, host=host, port=port, workers=workers,
+                    log_level="info", server_header=False)
+        return
     app, keys, writer = build(warehouse)
-    log.info("metrics_pipeline API on http://%s:%d (OpenAPI at /docs)", host, port)
     try:
         uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)
     finally:

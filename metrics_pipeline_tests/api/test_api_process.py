@@ -10,6 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
 import requests
 import yaml
 
@@ -19,12 +20,13 @@ from metrics_pipeline.lib.warehouse.db import Warehouse
 from metrics_pipeline_tests.support.api import free_port, wait_until
 
 
-def start_api(warehouse_dsn: str, landing: Path, tmp_path: Path) -> tuple[subprocess.Popen, str]:
+def start_api(warehouse_dsn: str, landing: Path, tmp_path: Path, workers: int = 1) -> tuple[subprocess.Popen, str]:
     config = tmp_path / "api.yaml"
     config.write_text(yaml.safe_dump({"landing": str(landing)}))
     port = free_port()
     env = {**os.environ, "METRICS_PIPELINE_DSN": warehouse_dsn, "METRICS_PIPELINE_API_CONFIG": str(config)}
-    proc = subprocess.Popen([sys.executable, "-m", "metrics_pipeline.cli", "api", "--port", str(port)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "metrics_pipeline.cli", "api", "--port", str(port),
+                             "--workers", str(workers)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
 
@@ -39,12 +41,13 @@ def start_api(warehouse_dsn: str, landing: Path, tmp_path: Path) -> tuple[subpro
     return proc, url
 
 
-def test_sigkill_while_clients_send_loses_no_acknowledged_batch(warehouse_dsn, tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigkill_while_clients_send_loses_no_acknowledged_batch(warehouse_dsn, tmp_path, workers):
     warehouse = Warehouse(warehouse_dsn)
     api_keys.create_tenant(warehouse, "acme")
     token = api_keys.create_key(warehouse, "acme").token
     landing = tmp_path / "landing"
-    proc, url = start_api(warehouse_dsn, landing, tmp_path)
+    proc, url = start_api(warehouse_dsn, landing, tmp_path, workers)
     acknowledged: list[str] = []
     stop = threading.Event()
 
