@@ -21,18 +21,21 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from metrics_pipeline.api.ratelimit import TokenBuckets, retry_after
 from metrics_pipeline.lib.api_keys import KeyRing, Principal
+from metrics_pipeline.lib.custom import reads
 from metrics_pipeline.lib.custom.config import ApiConfig
 from metrics_pipeline.lib.custom.landing import LandingUnavailable, PushWriter
 from metrics_pipeline.lib.custom.validate import BatchTooLarge, InvalidBatch, validate_events, validate_measures
+from metrics_pipeline.lib.warehouse.db import Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +73,7 @@ async def _body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(*, config: ApiConfig, keys: KeyRing, writer: PushWriter,
+def create_app(*, config: ApiConfig, keys: KeyRing, writer: PushWriter, reader: Warehouse | None = None,
                warehouse_check: Callable[[], str | None] | None = None,
                clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> FastAPI:
     """The application.
@@ -79,6 +82,7 @@ def create_app(*, config: ApiConfig, keys: KeyRing, writer: PushWriter,
         config: limits and rates (`config/api.yaml`).
         keys: the key ring (started by the caller), which authenticates without a database round trip.
         writer: the durable landing writer the accepted batches go to.
+        reader: the warehouse the GET endpoints read, as the key's tenant (None: reads answer 503).
         warehouse_check: returns None when the warehouse answers, else what is wrong (for /healthz).
         clock: the time of receipt, stamped on items sent without `ts`.
     """
@@ -146,6 +150,30 @@ def create_app(*, config: ApiConfig, keys: KeyRing, writer: PushWriter,
     async def post_event(request: Request) -> JSONResponse:
         """`{name, ts?, metadata?, text?}` or a list of them; 202 once durable."""
         return await push(request, "event")
+
+    @app.get("/api/v1/measure", summary="The key's tenant's pushed measures, oldest first, paged")
+    def get_measure(request: Request, name: str | None = None, limit: int = reads.DEFAULT_LIMIT,
+                    cursor: str | None = None) -> JSONResponse:
+        """Filters: `name`, `label.KEY=VALUE` (repeatable), `from`, `to` (RFC 3339, epoch s or ms;
+        default the last hour); `limit` (1-10,000, default 1,000); `cursor`: a page's `next_cursor`.
+        Items appear once loaded into the warehouse (within 90 s of their 202)."""
+        principal = authenticate(request, "read")
+        if reader is None:
+            raise Refusal(503, "reads are not configured on this server")
+        if not 1 <= limit <= reads.MAX_LIMIT:
+            raise Refusal(400, f"limit must be between 1 and {reads.MAX_LIMIT:,}")
+        params = request.query_params
+        try:
+            end = reads.parse_time(params["to"], "to") if "to" in params else clock()
+            start = reads.parse_time(params["from"], "from") if "from" in params else end - timedelta(hours=1)
+            labels = {k.removeprefix("label."): v for k, v in params.items() if k.startswith("label.")}
+            page = reads.measures(reader, principal.tenant, start=start, end=end, name=name, labels=labels,
+                                  limit=limit, cursor=cursor)
+        except (ValueError, reads.BadCursor) as exc:
+            raise Refusal(400, str(exc)) from None
+        except psycopg.OperationalError:
+            raise Refusal(503, "the warehouse does not answer; pushes are still accepted", {"Retry-After": "5"}) from None
+        return JSONResponse({"items": page.items, "next_cursor": page.next_cursor})
 
     health_cache: dict[str, tuple[float, str | None]] = {}
 

@@ -52,7 +52,7 @@ def build(warehouse: Warehouse, config: api_config.ApiConfig | None = None, *, w
     keys = api_keys.KeyRing(warehouse)
     keys.start()
     writer = PushWriter(config)
-    app = create_app(config=config, keys=keys, writer=writer, warehouse_check=warehouse_check(warehouse))
+    app = create_app(config=config, keys=keys, writer=writer, reader=warehouse, warehouse_check=warehouse_check(warehouse))
     return app, keys, writer
 
 

@@ -58,7 +58,7 @@ def _api(warehouse_dsn: str, landing: Path, config: ApiConfig | None = None) -> 
     config = config or ApiConfig(landing=str(landing))
     ring = api_keys.KeyRing(warehouse, refresh_s=0.5).start()
     writer = PushWriter(config)
-    app = create_app(config=config, keys=ring, writer=writer, clock=lambda: datetime.now(timezone.utc))
+    app = create_app(config=config, keys=ring, writer=writer, reader=warehouse, clock=lambda: datetime.now(timezone.utc))
     try:
         with serving(app) as url:
             yield Api(url, landing, keys, ring, warehouse)

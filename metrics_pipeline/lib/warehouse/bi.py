@@ -28,6 +28,11 @@ def reader_group(schema: str) -> str:
     return f"{schema}_bi_read"
 
 
+def api_reader(schema: str) -> str:
+    """The role the HTTP API reads as (`SET LOCAL ROLE`), its tenant set per transaction (migration 0016)."""
+    return f"{schema}_api_read"
+
+
 def _role_exists(conn: psycopg.Connection, role: str) -> bool:
     return conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is not None
 
@@ -61,6 +66,16 @@ def grant_views(conn: psycopg.Connection, schema: str) -> bool:
         for view in views(conn, schema):
             conn.execute(sql.SQL("GRANT SELECT ON {}.{} TO {}").format(
                 sql.Identifier(schema), sql.Identifier(view), sql.Identifier(group)))
+        # The API's reader: the BI group's views, as the tenant of each request; the warehouse's
+        # owner (the API's connection) may switch to it.
+        api = sql.Identifier(api_reader(schema))
+        if not _role_exists(conn, api_reader(schema)):
+            if not _can_create_roles(conn):
+                return True  # BI access works; the API's reads wait for an administrator (docs/api.md)
+            conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(api))
+        conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), api))
+        if not conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]:
+            conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(api))
     return True
 
 

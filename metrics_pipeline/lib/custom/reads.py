@@ -1,0 +1,110 @@
+"""What the API reads back: a tenant's pushed measures, through the BI views as that tenant.
+
+Every read runs in a transaction that switches to the API's reader role and names the key's tenant
+(`SET LOCAL ROLE <schema>_api_read`, `metrics_pipeline.tenant`, migration 0016): the views' own
+tenant filtering does the rest, so no query here carries a tenant condition of its own (SPEC §12).
+
+Paging is by (ts, series_id), the order the rows come in, with an opaque cursor naming the last
+row returned: stable however many rows arrive meanwhile, and one index range per page.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from metrics_pipeline.lib.warehouse.bi import api_reader
+from metrics_pipeline.lib.warehouse.db import Warehouse
+
+DEFAULT_LIMIT = 1000
+MAX_LIMIT = 10_000
+
+
+class BadCursor(ValueError):
+    """A `cursor` this API did not hand out."""
+
+
+@contextmanager
+def as_tenant(warehouse: Warehouse, tenant: str) -> Iterator[psycopg.Connection]:
+    """A connection inside a read-only transaction that sees exactly `tenant`'s rows of the views."""
+    with warehouse.connect() as conn, conn.transaction():
+        conn.execute("SET TRANSACTION READ ONLY")
+        conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(api_reader(warehouse.schema))))
+        conn.execute("SELECT set_config('metrics_pipeline.tenant', %s, true)", (tenant,))
+        yield conn
+
+
+def encode_cursor(ts: datetime, series_id: int) -> str:
+    raw = json.dumps([ts.isoformat(), series_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, int]:
+    try:
+        ts, series_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return datetime.fromisoformat(ts), int(series_id)
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
+        raise BadCursor("cursor is not one this API returned (pass next_cursor back unchanged)") from None
+
+
+def parse_time(text: str, what: str) -> datetime:
+    """RFC 3339, epoch seconds, or epoch milliseconds (numbers above 1e11, as Grafana sends)."""
+    try:
+        number = float(text)
+    except ValueError:
+        try:
+            ts = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"{what}: {text[:40]!r} is neither RFC 3339 nor epoch seconds or milliseconds") from None
+        if ts.tzinfo is None:
+            raise ValueError(f"{what}: {text[:40]!r} needs a UTC offset (Z or +hh:mm)")
+        return ts.astimezone(timezone.utc)
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ValueError(f"{what}: not a finite number")
+    try:
+        return datetime.fromtimestamp(number / 1000 if abs(number) > 1e11 else number, timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        raise ValueError(f"{what}: {text[:40]!r} is out of range") from None
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[dict]
+    next_cursor: str | None
+
+
+def measures(warehouse: Warehouse, tenant: str, *, start: datetime, end: datetime, name: str | None = None,
+             labels: dict[str, str] | None = None, limit: int = DEFAULT_LIMIT, cursor: str | None = None) -> Page:
+    """`tenant`'s pushed measures with ts in [start, end), oldest first, at most `limit`."""
+    after = decode_cursor(cursor) if cursor else None
+    conditions = [sql.SQL("source = 'custom'"), sql.SQL("ts >= %(start)s"), sql.SQL("ts < %(end)s")]
+    params: dict = {"start": start, "end": end, "limit": limit + 1}
+    if name is not None:
+        conditions.append(sql.SQL("metric = %(name)s"))
+        params["name"] = name
+    if labels:
+        conditions.append(sql.SQL("labels @> %(labels)s"))
+        params["labels"] = Jsonb(labels)
+    if after is not None:
+        conditions.append(sql.SQL("(ts, series_id) > (%(after_ts)s, %(after_id)s)"))
+        params.update(after_ts=after[0], after_id=after[1])
+    query = sql.SQL("SELECT ts, series_id, metric, value, unit, labels FROM {}.v_points WHERE {} "
+                    "ORDER BY ts, series_id LIMIT %(limit)s").format(sql.Identifier(warehouse.schema),
+                                                                     sql.SQL(" AND ").join(conditions))
+    with as_tenant(warehouse, tenant) as conn:
+        rows = conn.execute(query, params).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    items = [{"name": metric, "value": value, "ts": ts.isoformat().replace("+00:00", "Z"), "unit": unit,
+              "metadata": {k: v for k, v in (row_labels or {}).items() if k != "tenant"}}
+             for ts, _, metric, value, unit, row_labels in rows]
+    return Page(items, encode_cursor(rows[-1][0], rows[-1][1]) if more else None)
