@@ -239,6 +239,26 @@ def _ensure_bi_role(warehouse: Warehouse) -> None:
     print(f"BI tools: user {bi.DEFAULT_ROLE} (read-only views {warehouse.schema}.v_*), password in {where}", flush=True)
 
 
+API_PORT = 8000
+
+
+def _start_api(warehouse: Warehouse, env: dict):
+    """The push API on 127.0.0.1 for the demo tenant, and the demo app posting to it: (process, app)."""
+    from metrics_pipeline.dev.demo_app import DemoApp, demo_key
+
+    key_path = settings.state_dir() / "api_key"
+    token = demo_key(warehouse, demo_host.DEMO_TENANT, key_path)
+    api = subprocess.Popen([sys.executable, "-m", "metrics_pipeline.cli", "api", "--port", str(API_PORT)], env=env,
+                           start_new_session=True, preexec_fn=default_signals)
+    url = f"http://127.0.0.1:{API_PORT}"
+    app = DemoApp(url, token)
+    app.start()
+    print(f"push API: {url} (OpenAPI at {url}/docs), tenant {demo_host.DEMO_TENANT}'s key in {key_path}:\n"
+          f"  curl -X POST {url}/api/v1/measure -H \"X-PMETRICS-API-KEY: $(cat {key_path})\" "
+          "-d '{\"name\": \"orders_processed\", \"value\": 1}'", flush=True)
+    return api, app
+
+
 def run_dev(host: str = "127.0.0.1", port: int = 3000) -> int:
     """Start everything `make dev` needs in the foreground; returns dg dev's exit code."""
     signal.signal(signal.SIGINT, _raise_stop)
@@ -252,6 +272,8 @@ def run_dev(host: str = "127.0.0.1", port: int = 3000) -> int:
     cloudwatch = None
     cloudwatch_feed = None
     whatap = None
+    api = None
+    demo_app = None
     try:
         dsn = os.environ.get(settings.DSN_ENV)
         env = dict(os.environ)
@@ -298,6 +320,7 @@ def run_dev(host: str = "127.0.0.1", port: int = 3000) -> int:
             print("WhaTap: using the configured projects", flush=True)
         else:
             whatap = _start_demo_whatap(env)
+        api, demo_app = _start_api(warehouse, env)
         print(f"starting Dagster on http://{host}:{port} (Ctrl-C stops everything)", flush=True)
         proc = subprocess.Popen(
             dagster_command(home, host, port), env=env, cwd=home, start_new_session=True, preexec_fn=default_signals
@@ -313,6 +336,8 @@ def run_dev(host: str = "127.0.0.1", port: int = 3000) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if simulator is not None:
             simulator.stopped.set()
+        if demo_app is not None:
+            demo_app.stopped.set()
         if busy is not None:
             busy.stopped.set()
         if cloudwatch_feed is not None:
@@ -321,7 +346,7 @@ def run_dev(host: str = "127.0.0.1", port: int = 3000) -> int:
             cloudwatch.stop()
         if whatap is not None:
             whatap.stop()
-        for child in (proc, collector, alertmanager):
+        for child in (proc, collector, alertmanager, api):
             if child is not None:
                 stop_process_group(child)
         if server is not None:
