@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from metrics_pipeline.defs.cloudwatch.assets import CloudWatchResource, cloudwatch_points
+from metrics_pipeline.defs.custom.assets import custom_events, custom_points
 from metrics_pipeline.defs.host.assets import host_points
 from metrics_pipeline.defs.ingestion_logs.assets import ingestion_log_records, parse_options
 from metrics_pipeline.defs.resources import LandingZoneResource, WarehouseResource
@@ -21,6 +22,9 @@ from metrics_pipeline.defs.rollups.assets import hourly_rollups, rollup_1d
 from metrics_pipeline.defs.sla.assets import sla_daily, sla_hourly
 from metrics_pipeline.defs.whatap.assets import WhatapResource, whatap_points
 from metrics_pipeline.dev.simulate_logs import simulate
+from metrics_pipeline.lib.custom.config import ApiConfig
+from metrics_pipeline.lib.custom.landing import PushWriter
+from metrics_pipeline.lib.custom.validate import Event, Measure
 from metrics_pipeline.lib.ingestion_logs import load as ingestion_load
 from metrics_pipeline.lib.landing import LocalLanding
 from metrics_pipeline.lib.points import points_frame
@@ -46,6 +50,8 @@ COVERED = {
     "rollup_1d": "test_rollups_series_health_and_rollup_1d_twice_are_byte_identical",
     "sla_hourly": "test_sla_hourly_and_sla_daily_twice_are_byte_identical",
     "sla_daily": "test_sla_hourly_and_sla_daily_twice_are_byte_identical",
+    "custom_points": "test_custom_points_and_custom_events_twice_are_byte_identical_quarantine_included",
+    "custom_events": "test_custom_points_and_custom_events_twice_are_byte_identical_quarantine_included",
 }
 
 
@@ -87,6 +93,26 @@ def test_ingestion_log_records_twice_is_byte_identical_quarantine_included(wareh
     resources = {"warehouse": WarehouseResource(dsn=warehouse_dsn), "landing": LandingZoneResource(url=str(tmp_path))}
     assert_materialises_identically([ingestion_log_records], hour_key(H), resources, warehouse_dsn,
                                     ["ingestion_runs", "quarantine", "landing_files"], H, H + timedelta(hours=1))
+
+
+def test_custom_points_and_custom_events_twice_are_byte_identical_quarantine_included(warehouse_dsn, tmp_path):
+    landing = tmp_path / "landing"
+    received = [(H + timedelta(minutes=20)).timestamp()]
+    with PushWriter(ApiConfig(landing=str(landing), spool_dir=str(tmp_path / "spool")),
+                    clock=lambda: received[0]) as writer:
+        for n in range(3):  # the third batch repeats the first (a client retry)
+            received[0] += 60
+            measures = [Measure("orders", float(i + n % 2), H + timedelta(minutes=i), {"shop": s}, "count")
+                        for i in range(20) for s in ("eu", "us")]
+            for tenant in ("acme", "boreal"):
+                writer.write(tenant, "measures", measures)
+                writer.write(tenant, "events", [Event("deploy", H + timedelta(minutes=n % 2), {"app": "shop"}, "v1")])
+        key = writer.write("acme", "events", [Event("note", H + timedelta(minutes=30))])
+    with open(landing / key, "ab") as f:
+        f.write(b"not json\n{\"committed\":1}\n")  # a corrupt line: quarantined
+    resources = {"warehouse": WarehouseResource(dsn=warehouse_dsn), "landing": LandingZoneResource(url=str(landing))}
+    assert_materialises_identically([custom_points, custom_events], hour_key(H), resources, warehouse_dsn,
+                                    ["points", "series", "events", "quarantine", "landing_files"], H, H + timedelta(hours=1))
 
 
 def test_cloudwatch_points_twice_is_byte_identical(warehouse_dsn, cw_config, seeded, tmp_path):

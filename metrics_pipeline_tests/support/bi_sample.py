@@ -27,6 +27,7 @@ from psycopg.conninfo import make_conninfo
 from psycopg.types.json import Jsonb
 
 from metrics_pipeline.lib import rollups
+from metrics_pipeline.lib.custom import load as custom_load
 from metrics_pipeline.lib.points import points_frame
 from metrics_pipeline.lib.warehouse import bi, partitioning
 from metrics_pipeline.lib.warehouse import load as loader
@@ -221,6 +222,21 @@ def _insert_alerts(conn: psycopg.Connection, now: datetime) -> None:
             )
 
 
+def _insert_events(conn: psycopg.Connection, start: datetime, end: datetime) -> None:
+    """A deploy per company and hour (`v_events`), keyed as lib/custom/load.py stores them."""
+    partitioning.ensure_partitions(conn, SCHEMA, "events", start, end)
+    rows, hour = [], start
+    while hour < end:
+        for company in COMPANIES:
+            ts, text = hour + timedelta(minutes=17), f"{company} release {hour:%H}"
+            rows.append((company, "deploy", ts, Jsonb({"app": "shop"}), text, ts,
+                         custom_load.event_key(company, "deploy", ts, {"app": "shop"}, text), "bi_sample"))
+        hour += timedelta(hours=1)
+    with conn.cursor() as cur:
+        cur.executemany(f"""INSERT INTO {SCHEMA}.events (tenant, name, ts, metadata, text, received_at, event_key, source_file)
+                            VALUES (%s, %s, %s, %s, %s, %s, %s, %s)""", rows)
+
+
 def populate(dsn: str, now: datetime | None = None) -> Sample:
     """Fill a migrated, empty warehouse with the sample; returns where the data lies."""
     now = now or datetime.now(timezone.utc)
@@ -235,6 +251,7 @@ def populate(dsn: str, now: datetime | None = None) -> Sample:
     rollups.refresh_health(Warehouse(dsn, SCHEMA), start, end, now=now)
     with psycopg.connect(dsn, autocommit=True) as conn:
         _insert_ingestion_runs(conn, start, end)
+        _insert_events(conn, start, end)
         with conn.transaction():
             _insert_sla(conn, start, end, now)
             _insert_alerts(conn, now)

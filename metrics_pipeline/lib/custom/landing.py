@@ -53,8 +53,22 @@ from pathlib import Path
 
 from metrics_pipeline.lib.custom.config import ApiConfig
 from metrics_pipeline.lib.custom.files import (  # noqa: F401 - the reader re-exported for the loaders
-    SAFE_CHARS, KINDS, PREFIX, CorruptLanding, Kind, LandingRead, encode_batch, file_key, hour_of_key, hour_prefix,
-    read_items, read_landing, rfc3339, tenant_dir, writer_of)
+    KINDS,
+    PREFIX,
+    SAFE_CHARS,
+    CorruptLanding,
+    Kind,
+    LandingRead,
+    encode_batch,
+    file_key,
+    hour_of_key,
+    hour_prefix,
+    read_items,
+    read_landing,
+    rfc3339,
+    tenant_dir,
+    writer_of,
+)
 from metrics_pipeline.lib.custom.validate import Event, Measure
 from metrics_pipeline.lib.landing import LandingZone, LocalLanding, fsync_dir, open_landing
 

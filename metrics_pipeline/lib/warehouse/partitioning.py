@@ -32,6 +32,7 @@ PARTITIONED_TABLES: dict[str, str] = {
     "rollup_1d": "year",
     "ingestion_runs": "month",
     "series_health_hourly": "month",
+    "events": "month",
 }
 PARTITIONED_TABLES.update({sketch: PARTITIONED_TABLES[tier] for tier, sketch in SKETCH_TABLES.items()})
 

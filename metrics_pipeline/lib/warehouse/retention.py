@@ -1,7 +1,7 @@
 """Retention: drop whole time partitions that are entirely past their tier's retention (SPEC §3).
 
 Defaults: raw points 7 days, rollup_5m 90 days, rollup_1h 2 years, rollup_1d 5 years,
-ingestion_runs 1 year, landing-zone files 14 days (or `points` if longer); configurable in `config/retention.yaml`
+ingestion_runs 1 year, pushed events 1 year, landing-zone files 14 days (or `points` if longer); configurable in `config/retention.yaml`
 (`METRICS_PIPELINE_RETENTION_CONFIG`). Every key, its default and the error a bad value gives:
 `config/retention.example.yaml` and `docs/configuration.md`.
 
@@ -54,6 +54,8 @@ class RetentionConfig(BaseModel):
     rollup_1d: timedelta = timedelta(days=1825)
     ingestion_runs: timedelta = timedelta(days=365)
     series_health_hourly: timedelta = timedelta(days=730)
+    #: pushed events (deploys, notes): few rows, read for a year of annotations
+    events: timedelta = timedelta(days=365)
     #: None: 14 days, or `points` if that is longer
     landing: timedelta | None = None
 

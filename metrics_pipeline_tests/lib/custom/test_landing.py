@@ -18,8 +18,16 @@ from hypothesis import strategies as st
 
 from metrics_pipeline.lib.custom.config import METADATA_KEY_PATTERN, NAME_PATTERN, ApiConfig
 from metrics_pipeline.lib.custom.landing import (
-    CorruptLanding, PushWriter, encode_batch, file_key, hour_of_key, hour_prefix, read_items, read_landing,
-    tenant_dir)
+    CorruptLanding,
+    PushWriter,
+    encode_batch,
+    file_key,
+    hour_of_key,
+    hour_prefix,
+    read_items,
+    read_landing,
+    tenant_dir,
+)
 from metrics_pipeline.lib.custom.validate import Event, Measure
 from metrics_pipeline.lib.landing import LocalLanding, check_key
 

@@ -25,8 +25,7 @@ import pytest
 from botocore.config import Config
 
 from metrics_pipeline.lib.custom.config import ApiConfig
-from metrics_pipeline.lib.custom.landing import (
-    LandingUnavailable, PushWriter, encode_batch, read_items, read_landing)
+from metrics_pipeline.lib.custom.landing import LandingUnavailable, PushWriter, encode_batch, read_items, read_landing
 from metrics_pipeline.lib.custom.validate import Measure
 from metrics_pipeline.lib.landing import open_landing
 

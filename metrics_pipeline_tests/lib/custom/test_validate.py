@@ -9,7 +9,14 @@ import pytest
 
 from metrics_pipeline.lib.custom.config import ApiConfig
 from metrics_pipeline.lib.custom.validate import (
-    MAX_ERRORS_PER_ITEM, BatchTooLarge, Event, InvalidBatch, Measure, validate_events, validate_measures)
+    MAX_ERRORS_PER_ITEM,
+    BatchTooLarge,
+    Event,
+    InvalidBatch,
+    Measure,
+    validate_events,
+    validate_measures,
+)
 from metrics_pipeline_tests.lib.custom.conftest import NOW
 
 CONFIG = ApiConfig(landing="/nonexistent")

@@ -56,6 +56,7 @@ TIME_COLUMN: dict[str, str | None] = {
     "sla_daily": "bucket",
     "ingestion_runs": "started_at",
     "quarantine": "record_hour",
+    "events": "ts",
     "series": None,
     "landing_files": None,
 }
