@@ -151,12 +151,7 @@ def create_app(*, config: ApiConfig, keys: KeyRing, writer: PushWriter, reader: 
         """`{name, ts?, metadata?, text?}` or a list of them; 202 once durable."""
         return await push(request, "event")
 
-    @app.get("/api/v1/measure", summary="The key's tenant's pushed measures, oldest first, paged")
-    def get_measure(request: Request, name: str | None = None, limit: int = reads.DEFAULT_LIMIT,
-                    cursor: str | None = None) -> JSONResponse:
-        """Filters: `name`, `label.KEY=VALUE` (repeatable), `from`, `to` (RFC 3339, epoch s or ms;
-        default the last hour); `limit` (1-10,000, default 1,000); `cursor`: a page's `next_cursor`.
-        Items appear once loaded into the warehouse (within 90 s of their 202)."""
+    def read(request: Request, fetch, name: str | None, limit: int, cursor: str | None) -> JSONResponse:
         principal = authenticate(request, "read")
         if reader is None:
             raise Refusal(503, "reads are not configured on this server")
@@ -167,13 +162,27 @@ def create_app(*, config: ApiConfig, keys: KeyRing, writer: PushWriter, reader: 
             end = reads.parse_time(params["to"], "to") if "to" in params else clock()
             start = reads.parse_time(params["from"], "from") if "from" in params else end - timedelta(hours=1)
             labels = {k.removeprefix("label."): v for k, v in params.items() if k.startswith("label.")}
-            page = reads.measures(reader, principal.tenant, start=start, end=end, name=name, labels=labels,
-                                  limit=limit, cursor=cursor)
+            page = fetch(reader, principal.tenant, start=start, end=end, name=name, labels=labels,
+                         limit=limit, cursor=cursor)
         except (ValueError, reads.BadCursor) as exc:
             raise Refusal(400, str(exc)) from None
         except psycopg.OperationalError:
             raise Refusal(503, "the warehouse does not answer; pushes are still accepted", {"Retry-After": "5"}) from None
         return JSONResponse({"items": page.items, "next_cursor": page.next_cursor})
+
+    @app.get("/api/v1/measure", summary="The key's tenant's pushed measures, oldest first, paged")
+    def get_measure(request: Request, name: str | None = None, limit: int = reads.DEFAULT_LIMIT,
+                    cursor: str | None = None) -> JSONResponse:
+        """Filters: `name`, `label.KEY=VALUE` (repeatable), `from`, `to` (RFC 3339, epoch s or ms;
+        default the last hour); `limit` (1-10,000, default 1,000); `cursor`: a page's `next_cursor`.
+        Items appear once loaded into the warehouse (within 90 s of their 202)."""
+        return read(request, reads.measures, name, limit, cursor)
+
+    @app.get("/api/v1/event", summary="The key's tenant's pushed events, oldest first, paged")
+    def get_event(request: Request, name: str | None = None, limit: int = reads.DEFAULT_LIMIT,
+                  cursor: str | None = None) -> JSONResponse:
+        """The same filters as GET /api/v1/measure (`label.KEY=VALUE` matches the events' metadata)."""
+        return read(request, reads.events, name, limit, cursor)
 
     health_cache: dict[str, tuple[float, str | None]] = {}
 

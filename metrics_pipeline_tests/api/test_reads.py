@@ -94,3 +94,37 @@ def test_no_bi_login_can_borrow_the_apis_tenant_setting_or_role(api):
         with psycopg.connect(warehouse.dsn, autocommit=True) as admin:
             admin.execute(f"DROP OWNED BY {role}")
             admin.execute(f"DROP ROLE {role}")
+
+
+def test_push_load_read_round_trip_for_events_and_measures(warehouse_dsn, tmp_path):
+    """What a client pushes is what it reads back once the hour is loaded, under its own tenant only,
+    retries included once (same identity, last write wins), paged by the cursor."""
+    from metrics_pipeline.lib.custom import load as custom_load
+    from metrics_pipeline.lib.landing import open_landing
+
+    for api in _api(warehouse_dsn, tmp_path / "landing"):
+        now = datetime.now(timezone.utc)
+        ts = [(now - timedelta(minutes=10 - i)).isoformat() for i in range(5)]
+        deploys = [{"name": "deploy", "ts": t, "text": f"v{i}", "metadata": {"app": "shop"}} for i, t in enumerate(ts)]
+        assert api.post("/api/v1/event", deploys).status_code == 202
+        assert api.post("/api/v1/event", deploys[:2]).status_code == 202  # a client's retry
+        assert api.post("/api/v1/event", [{"name": "deploy", "ts": ts[0], "text": "other"}], key="globex_write").status_code == 202
+        assert api.post("/api/v1/measure", [{"name": "orders", "value": i, "ts": t} for i, t in enumerate(ts)]).status_code == 202
+        hour = now.replace(minute=0, second=0, microsecond=0)
+        zone = open_landing(str(api.landing))
+        for start in {datetime.fromisoformat(t).replace(minute=0, second=0, microsecond=0) for t in ts} | {hour}:
+            custom_load.load_events(api.warehouse, zone, start, start + timedelta(hours=1))
+            custom_load.load_measures(api.warehouse, zone, start, start + timedelta(hours=1))
+        window = {"from": (now - timedelta(hours=1)).isoformat(), "to": (now + timedelta(minutes=1)).isoformat()}
+        first = get_path(api, "/api/v1/event", "acme_read", limit=3, **window).json()
+        second = get_path(api, "/api/v1/event", "acme_read", limit=3, cursor=first["next_cursor"], **window).json()
+        assert second["next_cursor"] is None
+        assert [e["text"] for e in first["items"] + second["items"]] == ["v0", "v1", "v2", "v3", "v4"]
+        assert [e["text"] for e in get_path(api, "/api/v1/event", "globex_write", **window).json()["items"]] == ["other"]
+        assert get_path(api, "/api/v1/event", "acme_read", **{"label.app": "none"}, **window).json()["items"] == []
+        measures = get_path(api, "/api/v1/measure", "acme_read", name="orders", **window).json()["items"]
+        assert [m["value"] for m in measures] == [0, 1, 2, 3, 4]
+
+
+def get_path(api, path: str, key: str, **params) -> requests.Response:
+    return requests.get(f"{api.url}{path}", params=params, headers={"X-PMETRICS-API-KEY": api.keys[key]}, timeout=10)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -108,3 +109,42 @@ def measures(warehouse: Warehouse, tenant: str, *, start: datetime, end: datetim
               "metadata": {k: v for k, v in (row_labels or {}).items() if k != "tenant"}}
              for ts, _, metric, value, unit, row_labels in rows]
     return Page(items, encode_cursor(rows[-1][0], rows[-1][1]) if more else None)
+
+
+def events(warehouse: Warehouse, tenant: str, *, start: datetime, end: datetime, name: str | None = None,
+           labels: dict[str, str] | None = None, limit: int = DEFAULT_LIMIT, cursor: str | None = None) -> Page:
+    """`tenant`'s pushed events with ts in [start, end), oldest first, at most `limit`."""
+    after = decode_event_cursor(cursor) if cursor else None
+    conditions = [sql.SQL("ts >= %(start)s"), sql.SQL("ts < %(end)s")]
+    params: dict = {"start": start, "end": end, "limit": limit + 1}
+    if name is not None:
+        conditions.append(sql.SQL("name = %(name)s"))
+        params["name"] = name
+    if labels:
+        conditions.append(sql.SQL("metadata @> %(labels)s"))
+        params["labels"] = Jsonb(labels)
+    if after is not None:
+        conditions.append(sql.SQL("(ts, event_id) > (%(after_ts)s, %(after_id)s)"))
+        params.update(after_ts=after[0], after_id=after[1])
+    query = sql.SQL("SELECT ts, event_id, name, text, metadata FROM {}.v_events WHERE {} "
+                    "ORDER BY ts, event_id LIMIT %(limit)s").format(sql.Identifier(warehouse.schema),
+                                                                    sql.SQL(" AND ").join(conditions))
+    with as_tenant(warehouse, tenant) as conn:
+        rows = conn.execute(query, params).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    items = [{"name": row_name, "ts": ts.isoformat().replace("+00:00", "Z"), "text": text, "metadata": metadata or {}}
+             for ts, _, row_name, text, metadata in rows]
+    return Page(items, _encode([rows[-1][0].isoformat(), str(rows[-1][1])]) if more else None)
+
+
+def _encode(value) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
+def decode_event_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        ts, event_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return datetime.fromisoformat(ts), uuid.UUID(event_id)
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError, AttributeError):
+        raise BadCursor("cursor is not one this API returned (pass next_cursor back unchanged)") from None

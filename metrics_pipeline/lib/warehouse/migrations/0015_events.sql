@@ -28,7 +28,7 @@ COMMENT ON TABLE {{schema}}.events IS
 
 -- BI: built exactly like the views of 0012 (a plain branch, a barrier branch, a gate).
 CREATE VIEW {{schema}}.bi_all_events AS
-SELECT e.ts, e.tenant, e.name, e.text, e.metadata, e.received_at
+SELECT e.ts, e.tenant, e.name, e.text, e.metadata, e.received_at, e.event_key AS event_id
 FROM {{schema}}.events e;
 
 CREATE VIEW {{schema}}.bi_tenant_events WITH (security_barrier) AS
