@@ -17,6 +17,8 @@ Design (SPEC §10, §12, issue 18):
 * Retried, with exponential backoff and full jitter (`uniform(0, min(backoff_max, backoff_base *
   2**attempt))`), at most `max_retries` times: 429 and every 5xx, waiting at least their
   `Retry-After` (seconds or an HTTP date, capped at 5 minutes), and connection errors and timeouts.
+  Each batch carries an `Idempotency-Key` of its own, the same on every retry, so a batch whose 202
+  was lost on the way is not stored twice (409, the same batch still in progress, is retried too).
   A 413 splits the batch in two and sends each half. Other refusals (401, 403, 422, a lone item's 413,
   ...) are never retried: the batch is dropped and reported, as is a batch whose retries ran out.
 * Reported means: a `DeliveryError` appended to `errors` (the last 100), passed to `on_error` when
@@ -40,6 +42,7 @@ import numbers
 import random
 import threading
 import time
+import uuid
 import weakref
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -286,6 +289,8 @@ class Client:
     def _deliver(self, kind: str, items: list[dict], attempts: int) -> None:
         """Send `items` until acknowledged, split on 413, or dropped and reported."""
         body = json.dumps(items, separators=(",", ":"), ensure_ascii=False).encode()
+        # One key per body, the same on every retry: a batch whose 202 was lost is not stored twice.
+        headers = {"Idempotency-Key": uuid.uuid4().hex}
         retries = 0
         while True:
             if self._abort.is_set():
@@ -297,7 +302,7 @@ class Client:
             with self._cond:
                 self._stats["requests"] += 1
             try:
-                response = self._session.post(self.url + PATHS[kind], data=body, timeout=self.timeout)
+                response = self._session.post(self.url + PATHS[kind], data=body, headers=headers, timeout=self.timeout)
             except (requests.ConnectionError, requests.Timeout) as exc:
                 detail, retryable = f"{type(exc).__name__}: {exc}", True
             except requests.RequestException as exc:
@@ -315,7 +320,7 @@ class Client:
                     self._deliver(kind, items[half:], attempts)
                     return
                 detail, errors = _detail(response)
-                retryable = status == 429 or status >= 500
+                retryable = status in (409, 429) or status >= 500  # 409: our own earlier attempt still in progress
                 retry_after = _retry_after(response.headers.get("Retry-After")) if retryable else None
             detail = self._scrub(detail)
             if not retryable or retries >= self.max_retries:

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from metrics_pipeline.api.app import create_app
+from metrics_pipeline.api.idempotency import IdempotencyStore
 from metrics_pipeline.client import Client, ClientClosed, DeliveryError, QueueFull
 from metrics_pipeline.lib import api_keys
 from metrics_pipeline.lib.custom.config import ApiConfig, RateLimit
@@ -52,7 +53,8 @@ def _serve(warehouse_dsn: str, landing: Path, config: ApiConfig | None = None, p
     config = config or ApiConfig(landing=str(landing))
     ring = api_keys.KeyRing(Warehouse(warehouse_dsn), refresh_s=0.5).start()
     writer = PushWriter(config)
-    app = create_app(config=config, keys=ring, writer=writer, clock=lambda: datetime.now(timezone.utc))
+    app = create_app(config=config, keys=ring, writer=writer, clock=lambda: datetime.now(timezone.utc),
+                     remembered=IdempotencyStore(Path(landing).parent / "idempotency"))
     try:
         if port is not None:
             monkeypatch.setattr(support_api, "free_port", lambda: port)

@@ -9,6 +9,8 @@ Order of refusal (SPEC §12), cheapest first and before the body is read where p
    item limit 413; the key's item rate 429;
 5. the landing zone: 202 once the batch is durable there; a failing zone 503 with `Retry-After`,
    and nothing of the batch acknowledged.
+An `Idempotency-Key` seen in the last 24 h for the tenant is answered as the first time (202,
+`Idempotent-Replayed: true`) without storing anything (`api/idempotency.py`).
 
 Keys never reach a log line, a response or an exception message: the access log holds the method,
 path and status only, and a refused key is answered without repeating it.
@@ -16,6 +18,7 @@ path and status only, and a refused key is answered without repeating it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -29,6 +32,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from metrics_pipeline.api import idempotency
 from metrics_pipeline.api.ratelimit import TokenBuckets, retry_after
 from metrics_pipeline.lib.api_keys import KeyRing, Principal
 from metrics_pipeline.lib.custom import reads
@@ -40,6 +44,7 @@ from metrics_pipeline.lib.warehouse.db import Warehouse
 log = logging.getLogger(__name__)
 
 KEY_HEADER = "x-pmetrics-api-key"
+IDEMPOTENCY_HEADER = "idempotency-key"
 KINDS = {"measure": ("measures", validate_measures), "event": ("events", validate_events)}
 
 
@@ -74,6 +79,7 @@ async def _body(request: Request, limit: int) -> bytes:
 
 
 def create_app(*, config: ApiConfig, keys: KeyRing, writer: PushWriter, reader: Warehouse | None = None,
+               remembered: idempotency.IdempotencyStore | None = None,
                warehouse_check: Callable[[], str | None] | None = None,
                clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> FastAPI:
     """The application.
@@ -83,11 +89,13 @@ def create_app(*, config: ApiConfig, keys: KeyRing, writer: PushWriter, reader: 
         keys: the key ring (started by the caller), which authenticates without a database round trip.
         writer: the durable landing writer the accepted batches go to.
         reader: the warehouse the GET endpoints read, as the key's tenant (None: reads answer 503).
+        remembered: where Idempotency-Keys are kept (default: `config.idempotency_dir`).
         warehouse_check: returns None when the warehouse answers, else what is wrong (for /healthz).
         clock: the time of receipt, stamped on items sent without `ts`.
     """
     app = FastAPI(title="metrics_pipeline API", version="1",
                   description="Push measures and events per tenant (SPEC §10). Keys: `metrics-pipeline keys create`.")
+    remembered = remembered or idempotency.IdempotencyStore(config.idempotency_dir, config.idempotency_ttl)
     requests_per_key = TokenBuckets(config.rate_limit.requests_per_second, config.rate_limit.burst_seconds)
     items_per_key = TokenBuckets(config.rate_limit.items_per_second, config.rate_limit.burst_seconds)
 
@@ -115,9 +123,33 @@ def create_app(*, config: ApiConfig, keys: KeyRing, writer: PushWriter, reader: 
         return principal
 
     async def push(request: Request, kind: str) -> JSONResponse:
-        folder, validate = KINDS[kind]
         principal = authenticate(request, "write")
+        key = request.headers.get(IDEMPOTENCY_HEADER)
+        if key is not None and (problem := idempotency.key_problem(key)):
+            raise Refusal(400, problem)
         raw = await _body(request, config.max_body_bytes)
+        if key is None:
+            return await accept(principal, kind, raw)
+        digest = hashlib.sha256(f"{kind}\0".encode() + raw).hexdigest()
+        seen = await run_in_threadpool(remembered.begin, principal.tenant, key, digest)
+        if seen is not None:
+            if not seen.same_body:
+                raise Refusal(422, "this Idempotency-Key was used for another request body in the last "
+                                   f"{config.idempotency_ttl.total_seconds() / 3600:g} h; use a new key for a new request")
+            if seen.pending:
+                raise Refusal(409, "a request with this Idempotency-Key is in progress", {"Retry-After": "1"})
+            return JSONResponse(seen.body, status_code=seen.status, headers={"Idempotent-Replayed": "true"})
+        try:
+            response = await accept(principal, kind, raw)
+        except BaseException:
+            remembered.abandon(principal.tenant, key)  # refused or failed: the key stays free for a retry
+            raise
+        await run_in_threadpool(remembered.complete, principal.tenant, key, digest, response.status_code,
+                                json.loads(response.body))
+        return response
+
+    async def accept(principal: Principal, kind: str, raw: bytes) -> JSONResponse:
+        folder, validate = KINDS[kind]
         try:
             body = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -15,6 +16,7 @@ import pytest
 import requests
 
 from metrics_pipeline.api.app import create_app
+from metrics_pipeline.api.idempotency import IdempotencyStore
 from metrics_pipeline.lib import api_keys
 from metrics_pipeline.lib.custom.config import ApiConfig, RateLimit
 from metrics_pipeline.lib.custom.landing import PushWriter, read_items
@@ -58,7 +60,9 @@ def _api(warehouse_dsn: str, landing: Path, config: ApiConfig | None = None) -> 
     config = config or ApiConfig(landing=str(landing))
     ring = api_keys.KeyRing(warehouse, refresh_s=0.5).start()
     writer = PushWriter(config)
-    app = create_app(config=config, keys=ring, writer=writer, reader=warehouse, clock=lambda: datetime.now(timezone.utc))
+    app = create_app(config=config, keys=ring, writer=writer, reader=warehouse,
+                     remembered=IdempotencyStore(landing.parent / "idempotency", config.idempotency_ttl),
+                     clock=lambda: datetime.now(timezone.utc))
     try:
         with serving(app) as url:
             yield Api(url, landing, keys, ring, warehouse)
@@ -197,3 +201,40 @@ def test_keys_never_reach_logs_or_responses(api, caplog):
     secret = token.split("_", 2)[2]
     assert all(secret not in r.text and secret[:-1] not in r.text for r in responses)
     assert secret not in caplog.text and secret[:-1] not in caplog.text
+
+
+def test_an_idempotency_key_repeated_is_answered_again_and_stores_nothing_new(api):
+    """Items without ts are stamped on receipt: without the key, a retry would store them twice."""
+    batch = [measure("orders", 1), measure("orders", 2)]
+    first = api.post("/api/v1/measure", batch, headers={"Idempotency-Key": "order-batch-17"})
+    again = api.post("/api/v1/measure", batch, headers={"Idempotency-Key": "order-batch-17"})
+    assert first.status_code == again.status_code == 202 and again.json() == first.json() == {"accepted": 2}
+    assert again.headers["Idempotent-Replayed"] == "true" and "Idempotent-Replayed" not in first.headers
+    assert len(api.landed()) == 2
+    # another body under the same key is a mistake, refused; another tenant's same key is its own
+    other = api.post("/api/v1/measure", [measure("orders", 3)], headers={"Idempotency-Key": "order-batch-17"})
+    assert other.status_code == 422 and "another request body" in other.json()["detail"]
+    assert api.post("/api/v1/measure", batch, key="globex_write", headers={"Idempotency-Key": "order-batch-17"}).status_code == 202
+    assert len(api.landed()) == 4
+    # a refused request leaves its key free; a bad key is 400
+    assert api.post("/api/v1/measure", [measure("bad name")], headers={"Idempotency-Key": "k2"}).status_code == 422
+    assert api.post("/api/v1/measure", [measure()], headers={"Idempotency-Key": "k2"}).status_code == 202
+    assert api.post("/api/v1/measure", [measure()], headers={"Idempotency-Key": "x" * 300}).status_code == 400
+
+
+def test_a_request_racing_its_own_retry_gets_409_and_an_expired_key_stores_again(tmp_path):
+    clock = [time.time()]
+    store = IdempotencyStore(tmp_path / "idem", timedelta(hours=24), clock=lambda: clock[0])
+    assert store.begin("acme", "k", "d1") is None
+    racing = store.begin("acme", "k", "d1")
+    assert racing.pending and racing.same_body
+    store.complete("acme", "k", "d1", 202, {"accepted": 1})
+    done = store.begin("acme", "k", "d1")
+    assert not done.pending and done.body == {"accepted": 1} and done.status == 202
+    assert store.begin("acme", "k", "d2").same_body is False
+    clock[0] += 25 * 3600  # file mtimes are real time: move the clock past the TTL instead
+    assert store.begin("acme", "k", "d2") is None  # forgotten after 24 h
+    # a pending claim left by a crashed request is taken over after a minute
+    assert store.begin("acme", "crashed", "d") is None
+    clock[0] += 61
+    assert store.begin("acme", "crashed", "d") is None

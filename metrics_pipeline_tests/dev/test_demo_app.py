@@ -7,6 +7,7 @@ import stat
 from datetime import datetime, timezone
 
 from metrics_pipeline.api.app import create_app
+from metrics_pipeline.api.idempotency import IdempotencyStore
 from metrics_pipeline.dev import demo_host
 from metrics_pipeline.dev.demo_app import DemoApp, demo_key
 from metrics_pipeline.lib import api_keys
@@ -32,7 +33,8 @@ def test_the_demo_app_pushes_measures_and_a_deploy_under_the_demo_tenant(warehou
     token = demo_key(warehouse, demo_host.DEMO_TENANT, tmp_path / "api_key")
     config = ApiConfig(landing=str(tmp_path / "landing"))
     with api_keys.KeyRing(warehouse).start() as ring, PushWriter(config) as writer:
-        app = create_app(config=config, keys=ring, writer=writer, clock=lambda: datetime.now(timezone.utc))
+        app = create_app(config=config, keys=ring, writer=writer, clock=lambda: datetime.now(timezone.utc),
+                         remembered=IdempotencyStore(tmp_path / "idempotency"))
         with serving(app) as url:
             demo = DemoApp(url, token, every=0.2)
             demo.start()

@@ -63,10 +63,14 @@ class ApiConfig(_Strict):
     wait_for_upload: bool = False
     #: with an S3 landing zone: a spool file is finished and uploaded at the end of its minute or after this long
     upload_after: timedelta = timedelta(seconds=15)
+    #: where `Idempotency-Key`s are remembered (shared by the worker processes of one host)
+    idempotency_dir: str = Field(default_factory=lambda: str(settings.state_dir() / "idempotency"), min_length=1)
+    #: how long a key is remembered (SPEC §12: 24 h)
+    idempotency_ttl: timedelta = timedelta(hours=24)
 
     _source: str = PrivateAttr(default="api config")
 
-    @field_validator("ts_back", "ts_ahead", "upload_after", mode="before")
+    @field_validator("ts_back", "ts_ahead", "upload_after", "idempotency_ttl", mode="before")
     @classmethod
     def _duration(cls, value):
         return yaml_config.parse_duration(value)
