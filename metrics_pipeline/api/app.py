@@ -6,7 +6,7 @@ Order of refusal (SPEC §12), cheapest first and before the body is read where p
 2. the key's request rate: 429 with `Retry-After`;
 3. the body's size: 413 from `Content-Length`, or while it streams in, never buffered whole;
 4. JSON and validation: 422 listing every invalid item (index, field, reason); a batch over the
-   item limit 413; the key's item rate 429;
+   item limit 413; a batch that would take the tenant past its series cap 422; the key's item rate 429;
 5. the landing zone: 202 once the batch is durable there; a failing zone 503 with `Retry-After`,
    and nothing of the batch acknowledged.
 An `Idempotency-Key` seen in the last 24 h for the tenant is answered as the first time (202,
@@ -34,6 +34,7 @@ from starlette.concurrency import run_in_threadpool
 
 from metrics_pipeline.api import idempotency
 from metrics_pipeline.api.ratelimit import TokenBuckets, retry_after
+from metrics_pipeline.api.series_cap import SeriesCap
 from metrics_pipeline.lib.api_keys import KeyRing, Principal
 from metrics_pipeline.lib.custom import reads
 from metrics_pipeline.lib.custom.config import ApiConfig
@@ -96,6 +97,7 @@ def create_app(*, config: ApiConfig, keys: KeyRing, writer: PushWriter, reader: 
     app = FastAPI(title="metrics_pipeline API", version="1",
                   description="Push measures and events per tenant (SPEC §10). Keys: `metrics-pipeline keys create`.")
     remembered = remembered or idempotency.IdempotencyStore(config.idempotency_dir, config.idempotency_ttl)
+    series = SeriesCap(reader, config.max_series_per_tenant)
     requests_per_key = TokenBuckets(config.rate_limit.requests_per_second, config.rate_limit.burst_seconds)
     items_per_key = TokenBuckets(config.rate_limit.items_per_second, config.rate_limit.burst_seconds)
 
@@ -161,6 +163,8 @@ def create_app(*, config: ApiConfig, keys: KeyRing, writer: PushWriter, reader: 
             raise Refusal(413, str(exc)) from None
         except InvalidBatch as exc:
             raise Refusal(422, f"{len(exc.errors)} invalid item(s); nothing was stored", errors=exc.errors) from None
+        if folder == "measures" and (problem := await run_in_threadpool(series.admit, principal.tenant, items)):
+            raise Refusal(422, problem, errors=[{"index": None, "field": "metadata", "reason": problem}])
         wait = items_per_key.take(principal.key_id, len(items))
         if wait is not None:
             raise Refusal(429, f"more than {config.rate_limit.items_per_second:g} items/s for this key",

@@ -238,3 +238,25 @@ def test_a_request_racing_its_own_retry_gets_409_and_an_expired_key_stores_again
     assert store.begin("acme", "crashed", "d") is None
     clock[0] += 61
     assert store.begin("acme", "crashed", "d") is None
+
+
+def test_a_batch_that_would_take_a_tenant_past_its_series_cap_is_refused_naming_the_limit(warehouse_dsn, tmp_path):
+    """Three series allowed; one already in the warehouse counts (read at the tenant's first push)."""
+    from metrics_pipeline.lib.points import points_frame
+    from metrics_pipeline.lib.warehouse import load as loader
+
+    hour = NOW.replace(minute=0, second=0, microsecond=0)
+    loader.load_points(Warehouse(warehouse_dsn), points_frame([
+        {"metric": "orders", "resource": "", "labels": {"tenant": "acme", "shop": "eu"}, "unit": "count",
+         "ts": [hour], "value": [1.0]}]), source="custom", start=hour, end=hour + timedelta(hours=1))
+    config = ApiConfig(landing=str(tmp_path / "landing"), max_series_per_tenant=3)
+    for api in _api(warehouse_dsn, tmp_path / "landing", config):
+        two_more = [measure("orders", metadata={"shop": "us"}), measure("refunds"), measure("orders", metadata={"shop": "eu"})]
+        assert api.post("/api/v1/measure", two_more).status_code == 202
+        refused = api.post("/api/v1/measure", [measure("orders", metadata={"shop": "eu"}),
+                                               measure("orders", metadata={"request_id": "a1b2"})])
+        assert refused.status_code == 422 and "3 series" in refused.json()["detail"]
+        assert "max_series_per_tenant" in refused.json()["detail"]
+        assert api.post("/api/v1/measure", two_more * 10).status_code == 202  # known series always pass
+        assert api.post("/api/v1/measure", [measure("new_metric")], key="globex_write").status_code == 202
+        assert len(api.landed()) == 3 + 30 + 1

@@ -44,6 +44,8 @@ class RateLimit(_Strict):
 class ApiConfig(_Strict):
     max_body_bytes: int = Field(default=10 * MiB, ge=1024, le=1024 * MiB)
     max_batch_items: int = Field(default=10_000, ge=1, le=1_000_000)
+    #: distinct series (name + metadata) a tenant may push; a measure that would create more is 422
+    max_series_per_tenant: int = Field(default=50_000, ge=1)
     name_pattern: str = NAME_PATTERN
     metadata_key_pattern: str = METADATA_KEY_PATTERN
     max_metadata_keys: int = Field(default=32, ge=0, le=1024)

@@ -1,0 +1,76 @@
+"""The cap on a tenant's distinct series (SPEC §12: default 50,000): metadata with request ids or
+timestamps in it is how a metrics store is usually broken, one new series per item.
+
+A series of a pushed measure is its name and metadata (the tenant is the key's; the resource is
+derived from the metadata). Each worker keeps, per tenant, the set of series it knows: those in the
+warehouse (read once per tenant, again every `refresh_s`) plus those it accepted since. A batch
+whose new series would take the tenant past the cap is refused whole (422), naming the limit; a
+batch of known series always passes. With the warehouse down the set starts from what this worker
+accepted, and is completed once the warehouse answers. Several workers may each admit a few series
+past the cap between refreshes: the cap bounds growth, it is not a quota to the series.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+
+import psycopg
+
+from metrics_pipeline.lib.custom.validate import Measure
+from metrics_pipeline.lib.warehouse.db import Warehouse
+
+log = logging.getLogger(__name__)
+
+SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
+
+
+def series_key(name: str, metadata: dict[str, str]) -> SeriesKey:
+    return name, tuple(sorted(metadata.items()))
+
+
+class SeriesCap:
+    def __init__(self, warehouse: Warehouse | None, limit: int, refresh_s: float = 300.0, clock=time.monotonic):
+        self.warehouse, self.limit, self.refresh_s = warehouse, limit, refresh_s
+        self._clock = clock
+        self._known: dict[str, set[SeriesKey]] = {}
+        self._loaded_at: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def _stored(self, tenant: str) -> set[SeriesKey] | None:
+        """The tenant's pushed series in the warehouse, or None when it does not answer."""
+        if self.warehouse is None:
+            return set()
+        try:
+            with self.warehouse.connect(connect_timeout=2) as conn:
+                rows = conn.execute(
+                    f"SELECT metric, labels FROM {self.warehouse.schema}.series WHERE source = 'custom' AND tenant = %s",
+                    (tenant,)).fetchall()
+        except psycopg.Error as exc:
+            log.warning("series of tenant %r not read (%s): the series cap counts what this worker accepted",
+                        tenant, type(exc).__name__)
+            return None
+        return {series_key(metric, {k: v for k, v in labels.items() if k != "tenant"}) for metric, labels in rows}
+
+    def admit(self, tenant: str, items: Iterable[Measure]) -> str | None:
+        """None when the batch may be stored (its series are then counted), else why not."""
+        batch = {series_key(item.name, item.metadata) for item in items}
+        now = self._clock()
+        if now - self._loaded_at.get(tenant, -1e18) > self.refresh_s:
+            stored = self._stored(tenant)  # outside the lock: a slow warehouse must not stall other tenants
+            with self._lock:
+                known = self._known.setdefault(tenant, set())
+                if stored is not None:
+                    known |= stored
+                    self._loaded_at[tenant] = now
+        with self._lock:
+            known = self._known.setdefault(tenant, set())
+            new = batch - known
+            if new and len(known) + len(new) > self.limit:
+                return (f"tenant {tenant!r} has {len(known):,} series; this batch would add {len(new):,} more, past "
+                        f"the limit of {self.limit:,} (max_series_per_tenant): metadata values that change with every "
+                        "item (request ids, timestamps) make a new series each time")
+            known |= new
+        return None
