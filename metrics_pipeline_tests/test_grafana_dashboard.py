@@ -323,3 +323,17 @@ def test_the_daily_sla_panels_read_their_own_fourteen_days(sample, bi_conn):
     assert panel_range(panel, dashboard).start == dashboard.end - parse_duration("14d")
     days = {r["time"] for r in _rows(bi_conn, "Failure rate by company (daily)", sample[0].now)}
     assert len(days) == 3  # the sample's three UTC days, although the dashboard shows 24 hours
+
+
+def test_the_events_annotation_marks_pushed_events_on_every_panel(bi_conn, sample):
+    """Deploys and other pushed events (v_events) show as annotations, with time, text and tags."""
+    annotations = [a for a in DASHBOARD["annotations"]["list"] if a.get("datasource", {}).get("type") == PG_TYPE]
+    assert annotations, "no annotation reads the warehouse"
+    for annotation in annotations:
+        target = annotation["target"]
+        assert target["rawQuery"] and "metrics.v_events" in target["rawSql"]
+        sql = interpolate(target["rawSql"], dashboard_range(sample[0].now, "default"), {})
+        cur = bi_conn.execute(sql)
+        assert [c.name for c in cur.description] == ["time", "text", "tags"]
+        rows = cur.fetchall()
+        assert rows and all(text.startswith("deploy: ") for _, text, _ in rows)
