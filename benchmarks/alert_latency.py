@@ -53,11 +53,6 @@ from metrics_pipeline.lib.warehouse.embedded_pg import EmbeddedPostgres
 BUSY = "bench-busy-1"
 SENSORS = ("host_live_alerts", "alert_delivery", "host_points_sensor")
 
-_START_SENSOR = """
-mutation($selector: SensorSelector!) {
-  startSensor(sensorSelector: $selector) { __typename ... on PythonError { message } }
-}
-"""
 _TICKS = """
 query($selector: SensorSelector!) {
   sensorOrError(sensorSelector: $selector) {
@@ -178,11 +173,7 @@ def main() -> None:
         agent.start()
         with Topology(state / "dagster_home", env, sqlalchemy_url(make_conninfo(admin, dbname="bench_alerts_dagster"))) as topo:
             for name in SENSORS:
-                selector = {"repositoryLocationName": "metrics_pipeline", "repositoryName": "__repository__",
-                            "sensorName": name}
-                result = topo.graphql(_START_SENSOR, {"selector": selector})["startSensor"]
-                if result["__typename"] == "PythonError":
-                    raise SystemExit(f"cannot start {name}: {result['message']}")
+                topo.start_sensor(name)
             watcher = Watcher(am_url)
             watcher.start()
             print(f"topology up; {args.episodes} episodes of {args.high} s above 80 % from "
@@ -190,9 +181,7 @@ def main() -> None:
             end = busy[-1][1] + args.low + 30
             while time.time() < end:
                 time.sleep(5)
-            selector = {"repositoryLocationName": "metrics_pipeline", "repositoryName": "__repository__",
-                        "sensorName": "host_live_alerts"}
-            ticks = topo.graphql(_TICKS, {"selector": selector})["sensorOrError"]["sensorState"]["ticks"]
+            ticks = topo.graphql(_TICKS, {"selector": topo.sensor_selector("host_live_alerts")})["sensorOrError"]["sensorState"]["ticks"]
         watcher.stop.set()
         agent.stop.set()
         # Latencies: each episode's first activation after its `for` elapsed, its resolution after it ended.

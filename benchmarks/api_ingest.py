@@ -165,12 +165,6 @@ def floor(payloads: list[bytes], landing: Path, seconds: float, batch: int) -> f
 
 LAG_SENSOR = "custom_sensor"
 LAG_DRAIN_S = 180  # after the last push, how long batches still count as seen
-_SELECTOR = {"repositoryLocationName": "metrics_pipeline", "repositoryName": "__repository__", "sensorName": LAG_SENSOR}
-_START_SENSOR = """
-mutation($selector: SensorSelector!) {
-  startSensor(sensorSelector: $selector) { __typename ... on PythonError { message } }
-}
-"""
 _TICKS = """
 query($selector: SensorSelector!) {
   sensorOrError(sensorSelector: $selector) {
@@ -237,9 +231,7 @@ def lag(dsn: str, token: str, work: Path, workers: int, minutes: float, every: f
     statuses: dict[int, int] = {}
     try:
         with Topology(work / "dagster_home", env, sqlalchemy_url(make_conninfo(admin, dbname=dagster_db))) as topo:
-            result = topo.graphql(_START_SENSOR, {"selector": _SELECTOR})["startSensor"]
-            if result["__typename"] == "PythonError":
-                raise SystemExit(f"cannot start {LAG_SENSOR}: {result['message']}")
+            topo.start_sensor(LAG_SENSOR)
             proc, url = start_api(dsn, landing, work, workers)
             try:
                 poller.start()
@@ -267,7 +259,8 @@ def lag(dsn: str, token: str, work: Path, workers: int, minutes: float, every: f
                 poller.stop.set()
                 os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait(30)
-            ticks = topo.graphql(_TICKS, {"selector": _SELECTOR})["sensorOrError"]["sensorState"]["ticks"]
+            state = topo.graphql(_TICKS, {"selector": topo.sensor_selector(LAG_SENSOR)})["sensorOrError"]["sensorState"]
+            ticks = state["ticks"]
             runs = topo.graphql(_RUNS, {"filter": {"tags": [{"key": "dagster/sensor_name", "value": LAG_SENSOR}]}})
             runs = runs["runsOrError"]["results"]
     finally:

@@ -92,6 +92,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+_START_SENSOR = """
+mutation($selector: SensorSelector!) {
+  startSensor(sensorSelector: $selector) { __typename ... on PythonError { message } }
+}
+"""
+
+
 class TopologyError(RuntimeError):
     pass
 
@@ -201,6 +208,15 @@ class Topology:
         if body.get("errors"):
             raise TopologyError(f"GraphQL errors: {body['errors']}")
         return body["data"]
+
+    def sensor_selector(self, name: str) -> dict:
+        return {"repositoryLocationName": "metrics_pipeline", "repositoryName": "__repository__", "sensorName": name}
+
+    def start_sensor(self, name: str) -> None:
+        """Turn sensor `name` on (sensors ship off: a deployment turns on the ones it runs)."""
+        result = self.graphql(_START_SENSOR, {"selector": self.sensor_selector(name)})["startSensor"]
+        if result["__typename"] == "PythonError":
+            raise TopologyError(f"cannot start {name}: {result['message']}")
 
     def launch_backfill(self, ranges: Mapping[str, tuple[str, str]], title: str = "") -> str:
         """Backfill each asset over its (first, last) partition key range; returns the backfill id."""

@@ -53,6 +53,7 @@ from metrics_pipeline.lib.custom.files import Kind, hour_of_key, hour_prefix, re
 from metrics_pipeline.lib.landing import LandingObject, LandingZone, RefusedObject, read_many
 from metrics_pipeline.lib.points import MAX_NAME_BYTES, points_frame, text_problem
 from metrics_pipeline.lib.warehouse import landing_index, partitioning
+from metrics_pipeline.lib.warehouse import quarantine as quarantine_table
 from metrics_pipeline.lib.warehouse.db import Warehouse
 from metrics_pipeline.lib.warehouse.load import LoadResult, load_points
 
@@ -327,20 +328,7 @@ def _read_window(conn, schema, zone, kind: Kind, start, end, back, ahead, now) -
 
 
 def _replace_quarantine(conn, schema, kind: Kind, start, end, window: _Window) -> None:
-    conn.execute(
-        f"""DELETE FROM {schema}.quarantine WHERE source = %s AND record_hour >= %s AND record_hour < %s
-            AND source_file = ANY(%s)""",
-        (INDEX_KIND[kind], start, end, window.present),
-    )
-    with conn.cursor() as cur:
-        cur.executemany(
-            f"""INSERT INTO {schema}.quarantine (source, source_file, position, raw, reason, record_hour)
-                VALUES (%s, %s, %s, %s, %s, %s)
-                ON CONFLICT (source, source_file, position) DO UPDATE
-                SET raw = EXCLUDED.raw, reason = EXCLUDED.reason, record_hour = EXCLUDED.record_hour,
-                    quarantined_at = now()""",
-            window.quarantine,
-        )
+    quarantine_table.replace_window(conn, schema, INDEX_KIND[kind], start, end, window.present, window.quarantine)
 
 
 def _in_order(winners: dict[tuple, tuple]) -> list[tuple[str, Item]]:

@@ -44,16 +44,17 @@ def as_tenant(warehouse: Warehouse, tenant: str) -> Iterator[psycopg.Connection]
         yield conn
 
 
-def encode_cursor(ts: datetime, series_id: int) -> str:
-    raw = json.dumps([ts.isoformat(), series_id]).encode()
+def encode_cursor(ts: datetime, row_id) -> str:
+    """The opaque cursor naming a page's last row: its ts and its id (series_id, event_id)."""
+    raw = json.dumps([ts.isoformat(), str(row_id)]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, int]:
+def decode_cursor(cursor: str, id_type=int) -> tuple[datetime, object]:
     try:
-        ts, series_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return datetime.fromisoformat(ts), int(series_id)
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
+        ts, row_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return datetime.fromisoformat(ts), id_type(row_id)
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError, AttributeError):
         raise BadCursor("cursor is not one this API returned (pass next_cursor back unchanged)") from None
 
 
@@ -83,68 +84,57 @@ class Page:
     next_cursor: str | None
 
 
-def measures(warehouse: Warehouse, tenant: str, *, start: datetime, end: datetime, name: str | None = None,
-             labels: dict[str, str] | None = None, limit: int = DEFAULT_LIMIT, cursor: str | None = None) -> Page:
-    """`tenant`'s pushed measures with ts in [start, end), oldest first, at most `limit`."""
-    after = decode_cursor(cursor) if cursor else None
-    conditions = [sql.SQL("source = 'custom'"), sql.SQL("ts >= %(start)s"), sql.SQL("ts < %(end)s")]
-    params: dict = {"start": start, "end": end, "limit": limit + 1}
-    if name is not None:
-        conditions.append(sql.SQL("metric = %(name)s"))
-        params["name"] = name
+def _page(warehouse: Warehouse, tenant: str, view: str, columns: str, id_column: str, id_type,
+          conditions: list[sql.Composable], params: dict, *, labels_column: str, labels: dict[str, str] | None,
+          limit: int, cursor: str | None) -> tuple[list[tuple], str | None]:
+    """Rows of `view` matching `conditions`, after the cursor, ordered by (ts, id): at most `limit`
+    and the next page's cursor. Each row starts with ts and id, then `columns`."""
+    params = {**params, "limit": limit + 1}
     if labels:
-        conditions.append(sql.SQL("labels @> %(labels)s"))
+        conditions.append(sql.SQL("{} @> %(labels)s").format(sql.Identifier(labels_column)))
         params["labels"] = Jsonb(labels)
-    if after is not None:
-        conditions.append(sql.SQL("(ts, series_id) > (%(after_ts)s, %(after_id)s)"))
-        params.update(after_ts=after[0], after_id=after[1])
-    query = sql.SQL("SELECT ts, series_id, metric, value, unit, labels FROM {}.v_points WHERE {} "
-                    "ORDER BY ts, series_id LIMIT %(limit)s").format(sql.Identifier(warehouse.schema),
-                                                                     sql.SQL(" AND ").join(conditions))
+    if cursor:
+        params["after_ts"], params["after_id"] = decode_cursor(cursor, id_type)
+        conditions.append(sql.SQL("(ts, {}) > (%(after_ts)s, %(after_id)s)").format(sql.Identifier(id_column)))
+    query = sql.SQL("SELECT ts, {id}, {columns} FROM {schema}.{view} WHERE {where} "
+                    "ORDER BY ts, {id} LIMIT %(limit)s").format(
+        id=sql.Identifier(id_column), columns=sql.SQL(columns), schema=sql.Identifier(warehouse.schema),
+        view=sql.Identifier(view), where=sql.SQL(" AND ").join(conditions))
     with as_tenant(warehouse, tenant) as conn:
         rows = conn.execute(query, params).fetchall()
     more = len(rows) > limit
     rows = rows[:limit]
-    items = [{"name": metric, "value": value, "ts": ts.isoformat().replace("+00:00", "Z"), "unit": unit,
+    return rows, encode_cursor(rows[-1][0], rows[-1][1]) if more else None
+
+
+def _utc(ts: datetime) -> str:
+    return ts.isoformat().replace("+00:00", "Z")
+
+
+def measures(warehouse: Warehouse, tenant: str, *, start: datetime, end: datetime, name: str | None = None,
+             labels: dict[str, str] | None = None, limit: int = DEFAULT_LIMIT, cursor: str | None = None) -> Page:
+    """`tenant`'s pushed measures with ts in [start, end), oldest first, at most `limit`."""
+    conditions = [sql.SQL("source = 'custom'"), sql.SQL("ts >= %(start)s"), sql.SQL("ts < %(end)s")]
+    if name is not None:
+        conditions.append(sql.SQL("metric = %(name)s"))
+    rows, next_cursor = _page(warehouse, tenant, "v_points", "metric, value, unit, labels", "series_id", int, conditions,
+                              {"start": start, "end": end, "name": name}, labels_column="labels", labels=labels,
+                              limit=limit, cursor=cursor)
+    items = [{"name": metric, "value": value, "ts": _utc(ts), "unit": unit,
               "metadata": {k: v for k, v in (row_labels or {}).items() if k != "tenant"}}
              for ts, _, metric, value, unit, row_labels in rows]
-    return Page(items, encode_cursor(rows[-1][0], rows[-1][1]) if more else None)
+    return Page(items, next_cursor)
 
 
 def events(warehouse: Warehouse, tenant: str, *, start: datetime, end: datetime, name: str | None = None,
            labels: dict[str, str] | None = None, limit: int = DEFAULT_LIMIT, cursor: str | None = None) -> Page:
     """`tenant`'s pushed events with ts in [start, end), oldest first, at most `limit`."""
-    after = decode_event_cursor(cursor) if cursor else None
     conditions = [sql.SQL("ts >= %(start)s"), sql.SQL("ts < %(end)s")]
-    params: dict = {"start": start, "end": end, "limit": limit + 1}
     if name is not None:
         conditions.append(sql.SQL("name = %(name)s"))
-        params["name"] = name
-    if labels:
-        conditions.append(sql.SQL("metadata @> %(labels)s"))
-        params["labels"] = Jsonb(labels)
-    if after is not None:
-        conditions.append(sql.SQL("(ts, event_id) > (%(after_ts)s, %(after_id)s)"))
-        params.update(after_ts=after[0], after_id=after[1])
-    query = sql.SQL("SELECT ts, event_id, name, text, metadata FROM {}.v_events WHERE {} "
-                    "ORDER BY ts, event_id LIMIT %(limit)s").format(sql.Identifier(warehouse.schema),
-                                                                    sql.SQL(" AND ").join(conditions))
-    with as_tenant(warehouse, tenant) as conn:
-        rows = conn.execute(query, params).fetchall()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    items = [{"name": row_name, "ts": ts.isoformat().replace("+00:00", "Z"), "text": text, "metadata": metadata or {}}
+    rows, next_cursor = _page(warehouse, tenant, "v_events", "name, text, metadata", "event_id", uuid.UUID, conditions,
+                              {"start": start, "end": end, "name": name}, labels_column="metadata", labels=labels,
+                              limit=limit, cursor=cursor)
+    items = [{"name": row_name, "ts": _utc(ts), "text": text, "metadata": metadata or {}}
              for ts, _, row_name, text, metadata in rows]
-    return Page(items, _encode([rows[-1][0].isoformat(), str(rows[-1][1])]) if more else None)
-
-
-def _encode(value) -> str:
-    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
-
-
-def decode_event_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        ts, event_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return datetime.fromisoformat(ts), uuid.UUID(event_id)
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError, AttributeError):
-        raise BadCursor("cursor is not one this API returned (pass next_cursor back unchanged)") from None
+    return Page(items, next_cursor)

@@ -36,6 +36,7 @@ import psycopg
 from metrics_pipeline.lib.ingestion_logs.parse import SOURCE, ParsedFile, ParseOptions, Rejected, parse_file
 from metrics_pipeline.lib.landing import Cursor, LandingObject, LandingZone, RefusedObject, read_many
 from metrics_pipeline.lib.warehouse import landing_index, partitioning
+from metrics_pipeline.lib.warehouse import quarantine as quarantine_table
 from metrics_pipeline.lib.warehouse.db import Warehouse
 
 PREFIX = "ingestion_logs/"
@@ -172,20 +173,7 @@ def load_window(
             # (a rewritten file may have left this window); those of vanished files are kept.
             in_landing = list(listed)
             _replace_runs(conn, schema, start, end, in_landing, list(rows.values()))
-            conn.execute(
-                f"""DELETE FROM {schema}.quarantine WHERE source = %s AND record_hour >= %s AND record_hour < %s
-                    AND source_file = ANY(%s)""",
-                (SOURCE, start, end, in_landing),
-            )
-            with conn.cursor() as cur:
-                cur.executemany(
-                    f"""INSERT INTO {schema}.quarantine (source, source_file, position, raw, reason, record_hour)
-                        VALUES (%s, %s, %s, %s, %s, %s)
-                        ON CONFLICT (source, source_file, position) DO UPDATE
-                        SET raw = EXCLUDED.raw, reason = EXCLUDED.reason, record_hour = EXCLUDED.record_hour,
-                            quarantined_at = now()""",
-                    quarantine,
-                )
+            quarantine_table.replace_window(conn, schema, SOURCE, start, end, in_landing, quarantine)
             landing_index.mark_processed(conn, schema, SOURCE, touched, start, end)
     return result
 
