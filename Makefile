@@ -15,13 +15,15 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # System packages the tests use for real: Debian's prometheus-alertmanager (the alert delivery tests
-# talk to a real Alertmanager) and docker-compose (`docker-compose config` validates
+# talk to a real Alertmanager), prometheus (a real Prometheus scrapes the API's /metrics; its
+# promtool checks prometheus/rules.yml) and docker-compose (`docker-compose config` validates
 # docker-compose.yml; there is no Docker engine in CI). Installed with apt-get, as root or through
 # sudo, when missing. Elsewhere install them yourself; their tests skip without apt-get.
 SYSTEM_STAMP := $(VENV)/.system-packages-stamp
-$(SYSTEM_STAMP): | $(STAMP)
+$(SYSTEM_STAMP): Makefile | $(STAMP)  # a package added here is installed on the next run
 	@missing=""; \
 	command -v prometheus-alertmanager >/dev/null 2>&1 || command -v alertmanager >/dev/null 2>&1 || missing="$$missing prometheus-alertmanager"; \
+	command -v prometheus >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1 || missing="$$missing docker-compose"; \
 	if [ -z "$$missing" ]; then :; \
 	elif command -v apt-get >/dev/null 2>&1; then \

@@ -81,10 +81,13 @@ def bodies(batch: int, count: int = 40) -> list[bytes]:
     return out
 
 
-def start_api(dsn: str, landing: Path, work: Path, workers: int) -> tuple[subprocess.Popen, str]:
+def start_api(dsn: str, landing: Path, work: Path, workers: int, settings: dict | None = None
+              ) -> tuple[subprocess.Popen, str]:
+    """`metrics-pipeline api` in its own processes, config/api.yaml's defaults but the landing zone
+    (and `settings`); returns the process and its URL once /readyz answers."""
     port = _free_port()
     config = work / "api.yaml"
-    config.write_text(yaml.safe_dump({"landing": str(landing)}))
+    config.write_text(yaml.safe_dump({"landing": str(landing), **(settings or {})}))
     env = {**os.environ, "METRICS_PIPELINE_DSN": dsn, "METRICS_PIPELINE_API_CONFIG": str(config)}
     proc = subprocess.Popen([sys.executable, "-m", "metrics_pipeline.cli", "api", "--port", str(port),
                              "--workers", str(workers)], env=env,

@@ -115,12 +115,32 @@ def test_databases_and_roles_match_the_init_script_and_grafana_provisioning():
         assert f"CREATE ROLE {user} LOGIN" in init and f"CREATE DATABASE {database} OWNER {user}" in init
     assert "CREATEROLE" in init  # the migrate service creates the BI role as the warehouse owner
     grafana = SERVICES["grafana"]
-    datasource = (ROOT / "grafana/provisioning/datasources/metrics_pipeline.yaml").read_text()
-    assert set(re.findall(r"\$\{(\w+)\}", datasource)) <= set(grafana["environment"])
+    for datasource in (ROOT / "grafana/provisioning/datasources").glob("*.yaml"):
+        assert set(re.findall(r"\$\{(\w+)\}", datasource.read_text())) <= set(grafana["environment"]), datasource.name
     assert grafana["environment"]["METRICS_PIPELINE_BI_USER"] == bi.DEFAULT_ROLE
     provider = yaml.safe_load((ROOT / "grafana/provisioning/dashboards/metrics_pipeline.yaml").read_text())
     path = provider["providers"][0]["options"]["path"]
     assert any(v.endswith(f":{path}:ro") for v in grafana["volumes"])
+
+
+def test_prometheus_scrapes_the_api_with_the_rules_and_grafana_reads_it():
+    prometheus = SERVICES["prometheus"]
+    flags = dict(arg.split("=", 1) for arg in prometheus["command"])
+    config_path = flags["--config.file"]
+    mounts = dict(v.split(":")[:2] for v in prometheus["volumes"])
+    config = yaml.safe_load((ROOT / next(src for src, dst in mounts.items() if dst == config_path)).read_text())
+    for rule_file in config["rule_files"]:  # relative to the configuration file, as Prometheus reads them
+        dst = str(Path(config_path).parent / rule_file)
+        assert (ROOT / next(src for src, d in mounts.items() if d == dst)).is_file(), rule_file
+    api = SERVICES["api"]
+    [job] = [j for j in config["scrape_configs"] if j["job_name"] == "metrics_pipeline"]
+    port = api["command"][api["command"].index("--port") + 1]
+    assert job["static_configs"][0]["targets"] == [f"api:{port}"] and job.get("metrics_path", "/metrics") == "/metrics"
+    [alertmanagers] = config["alerting"]["alertmanagers"]
+    assert alertmanagers["static_configs"][0]["targets"] == ["alertmanager:9093"]
+    datasource = yaml.safe_load((ROOT / "grafana/provisioning/datasources/prometheus.yaml").read_text())
+    assert datasource["datasources"][0]["type"] == "prometheus"
+    assert SERVICES["grafana"]["environment"]["METRICS_PIPELINE_PROMETHEUS_URL"] == "http://prometheus:9090"
 
 
 def _compose_command() -> list[str] | None:

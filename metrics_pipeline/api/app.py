@@ -23,7 +23,6 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -33,6 +32,9 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from metrics_pipeline.api import idempotency
+from metrics_pipeline.api import metrics as prometheus_metrics
+from metrics_pipeline.api import query as query_routes
+from metrics_pipeline.api.errors import Refusal
 from metrics_pipeline.api.ratelimit import TokenBuckets, retry_after
 from metrics_pipeline.api.series_cap import SeriesCap
 from metrics_pipeline.lib.api_keys import KeyRing, Principal
@@ -41,20 +43,14 @@ from metrics_pipeline.lib.custom.config import ApiConfig
 from metrics_pipeline.lib.custom.landing import LandingUnavailable, PushWriter
 from metrics_pipeline.lib.custom.validate import BatchTooLarge, InvalidBatch, validate_events, validate_measures
 from metrics_pipeline.lib.warehouse.db import Warehouse
+from metrics_pipeline.lib.warehouse.retention import RetentionConfig
+from metrics_pipeline.lib.warehouse.retention import load_config as load_retention
 
 log = logging.getLogger(__name__)
 
 KEY_HEADER = "x-pmetrics-api-key"
 IDEMPOTENCY_HEADER = "idempotency-key"
 KINDS = {"measure": ("measures", validate_measures), "event": ("events", validate_events)}
-
-
-@dataclass
-class Refusal(Exception):
-    status: int
-    detail: str
-    headers: dict[str, str] | None = None
-    errors: list[dict] | None = None
 
 
 def _token(request: Request) -> str | None:
@@ -82,7 +78,8 @@ async def _body(request: Request, limit: int) -> bytes:
 def create_app(*, config: ApiConfig, keys: KeyRing, writer: PushWriter, reader: Warehouse | None = None,
                remembered: idempotency.IdempotencyStore | None = None,
                warehouse_check: Callable[[], str | None] | None = None,
-               clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> FastAPI:
+               clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+               retention: RetentionConfig | None = None) -> FastAPI:
     """The application.
 
     Args:
@@ -93,6 +90,7 @@ def create_app(*, config: ApiConfig, keys: KeyRing, writer: PushWriter, reader: 
         remembered: where Idempotency-Keys are kept (default: `config.idempotency_dir`).
         warehouse_check: returns None when the warehouse answers, else what is wrong (for /healthz).
         clock: the time of receipt, stamped on items sent without `ts`.
+        retention: what each tier keeps, for the query endpoints' choice of tier (default: `config/retention.yaml`).
     """
     app = FastAPI(title="metrics_pipeline API", version="1",
                   description="Push measures and events per tenant (SPEC §10). Keys: `metrics-pipeline keys create`.")
@@ -220,6 +218,9 @@ def create_app(*, config: ApiConfig, keys: KeyRing, writer: PushWriter, reader: 
         """The same filters as GET /api/v1/measure (`label.KEY=VALUE` matches the events' metadata)."""
         return read(request, reads.events, name, limit, cursor)
 
+    retention = retention or load_retention()
+    query_routes.register(app, authenticate=authenticate, reader=reader, clock=clock, retention=lambda: retention)
+
     health_cache: dict[str, tuple[float, str | None]] = {}
 
     @app.get("/healthz", summary="Alive; the warehouse's reachability as detail")
@@ -250,4 +251,5 @@ def create_app(*, config: ApiConfig, keys: KeyRing, writer: PushWriter, reader: 
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
+    prometheus_metrics.install(app, reader=reader)  # GET /metrics and the request series
     return app

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 
 import psycopg
 
@@ -16,7 +18,7 @@ from metrics_pipeline.lib import api_keys
 from metrics_pipeline.lib.custom import config as api_config
 from metrics_pipeline.lib.custom.landing import PushWriter
 from metrics_pipeline.lib.warehouse import retention
-from metrics_pipeline.lib.warehouse.db import Warehouse
+from metrics_pipeline.lib.warehouse.db import ReadPool, Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ def warehouse_check(warehouse: Warehouse):
 
 
 def build(warehouse: Warehouse, config: api_config.ApiConfig | None = None, *, workers: int = 1):
-    """The application and what it owns (started key ring, writer); the caller stops them.
+    """The application and what it owns (started key ring, writer, read pool); the caller closes them.
 
     With several worker processes each holds its own token buckets, so each gets 1/`workers` of
     the configured rates: the limits hold for a key whichever worker its requests reach."""
@@ -52,11 +54,14 @@ def build(warehouse: Warehouse, config: api_config.ApiConfig | None = None, *, w
     keys = api_keys.KeyRing(warehouse)
     keys.start()
     writer = PushWriter(config)
-    app = create_app(config=config, keys=keys, writer=writer, reader=warehouse, warehouse_check=warehouse_check(warehouse))
-    return app, keys, writer
+    reads = ReadPool(warehouse)
+    app = create_app(config=config, keys=keys, writer=writer, reader=reads, warehouse_check=warehouse_check(warehouse))
+    return app, keys, writer, reads
 
 
 WORKERS_ENV = "METRICS_PIPELINE_API_WORKERS"
+#: prometheus_client's multiprocess directory (read by api/metrics.py in each worker)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def app_in_worker():
@@ -66,7 +71,8 @@ def app_in_worker():
 
     from metrics_pipeline.lib.warehouse import embedded_pg
 
-    app, keys, writer = build(embedded_pg.resolve_warehouse(), workers=int(os.environ.get(WORKERS_ENV, "1")))
+    app, keys, writer, reads = build(embedded_pg.resolve_warehouse(), workers=int(os.environ.get(WORKERS_ENV, "1")))
+    atexit.register(reads.close)
     atexit.register(writer.close)
     atexit.register(keys.stop)
     return app
@@ -80,12 +86,23 @@ def serve(warehouse: Warehouse, host: str = "127.0.0.1", port: int = 8000, worke
     log.info("metrics_pipeline API on http://%s:%d (OpenAPI at /docs), %d worker(s)", host, port, workers)
     if workers > 1:
         os.environ[WORKERS_ENV] = str(workers)
-        uvicorn.run("metrics_pipeline.api.server:app_in_worker", factory=True, host=host, port=port, workers=workers,
-                    log_level="info", server_header=False)
+        # /metrics sums the request series of every worker from files in this directory (api/metrics.py);
+        # an operator's own PROMETHEUS_MULTIPROC_DIR is used as it is (empty it before each start).
+        own_dir = None if os.environ.get(MULTIPROC_ENV) else tempfile.mkdtemp(prefix="metrics-pipeline-prometheus-")
+        if own_dir:
+            os.environ[MULTIPROC_ENV] = own_dir
+        try:
+            uvicorn.run("metrics_pipeline.api.server:app_in_worker", factory=True, host=host, port=port,
+                        workers=workers, log_level="info", server_header=False)
+        finally:
+            if own_dir:
+                os.environ.pop(MULTIPROC_ENV, None)
+                shutil.rmtree(own_dir, ignore_errors=True)
         return
-    app, keys, writer = build(warehouse)
+    app, keys, writer, reads = build(warehouse)
     try:
         uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)
     finally:
         keys.stop()
         writer.close()
+        reads.close()

@@ -38,9 +38,10 @@ class BadCursor(ValueError):
 def as_tenant(warehouse: Warehouse, tenant: str) -> Iterator[psycopg.Connection]:
     """A connection inside a read-only transaction that sees exactly `tenant`'s rows of the views."""
     with warehouse.connect() as conn, conn.transaction():
-        conn.execute("SET TRANSACTION READ ONLY")
-        conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(api_reader(warehouse.schema))))
-        conn.execute("SELECT set_config('metrics_pipeline.tenant', %s, true)", (tenant,))
+        # One round trip: SET TRANSACTION READ ONLY, SET LOCAL ROLE and the tenant, all transaction-local
+        # (a pooled connection goes back clean; set_config('role') checks membership as SET ROLE does).
+        conn.execute("SELECT set_config('transaction_read_only', 'on', true), set_config('role', %s, true), "
+                     "set_config('metrics_pipeline.tenant', %s, true)", (api_reader(warehouse.schema), tenant))
         yield conn
 
 

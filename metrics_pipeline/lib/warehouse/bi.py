@@ -50,6 +50,10 @@ def views(conn: psycopg.Connection, schema: str) -> list[str]:
     return [name for (name,) in rows]
 
 
+#: Views only the API's reader may read (migration 0017).
+API_VIEWS = ("api_sketch_5m", "api_sketch_1h", "api_sketch_1d")
+
+
 def grant_views(conn: psycopg.Connection, schema: str) -> bool:
     """(Re)grant SELECT on every view to the reader group, creating the group if we may.
 
@@ -74,6 +78,11 @@ def grant_views(conn: psycopg.Connection, schema: str) -> bool:
                 return True  # BI access works; the API's reads wait for an administrator (docs/api.md)
             conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(api))
         conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), api))
+        present = {name for (name,) in conn.execute(
+            "SELECT table_name FROM information_schema.views WHERE table_schema = %s AND table_name = ANY(%s)",
+            (schema, list(API_VIEWS)))}
+        for view in sorted(present):  # the sketches behind the API's percentiles (migration 0017), for it alone
+            conn.execute(sql.SQL("GRANT SELECT ON {}.{} TO {}").format(sql.Identifier(schema), sql.Identifier(view), api))
         if not conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()[0]:
             conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(api))
     return True

@@ -19,6 +19,7 @@ value instead of a DSN and a schema side by side.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -91,3 +92,66 @@ class Warehouse:
     def describe(self) -> str:
         """Where it points, without the password (for messages)."""
         return f"{describe(self.dsn)} schema {self.schema}"
+
+
+class ReadPool:
+    """A warehouse whose `connect()` lends pooled connections: for a server answering many short reads
+    (the HTTP API), where opening a connection per request costs more than the query (~10 ms of a
+    TLS-less local login against ~1 ms for a small read, docs/benchmarks.md "API reads").
+
+    Same interface as `Warehouse` (`dsn`, `schema`, `connect()`, `describe()`): connections are
+    autocommit, and work that changes session state must keep it transaction-local (`SET LOCAL`,
+    `set_config(..., true)`) so that the next borrower gets a clean connection. Opened lazily, at
+    the first `connect()`, so a server starts while the warehouse is down; a connection the server
+    closed is replaced at checkout.
+    """
+
+    def __init__(self, warehouse: Warehouse, *, max_size: int = 8, timeout_s: float = 5.0):
+        from psycopg_pool import ConnectionPool
+
+        self.warehouse, self.schema, self._timeout = warehouse, warehouse.schema, timeout_s
+        self._pool = ConnectionPool(warehouse.dsn, min_size=1, max_size=max_size, open=False, timeout=timeout_s,
+                                    kwargs={"autocommit": True}, check=ConnectionPool.check_connection,
+                                    name="warehouse-reads")
+        self._opened = False
+        self._lock = threading.Lock()
+
+    @property
+    def dsn(self) -> str:
+        return self.warehouse.dsn
+
+    def describe(self) -> str:
+        return self.warehouse.describe()
+
+    @contextmanager
+    def connect(self, **kwargs) -> Iterator[psycopg.Connection]:
+        """A pooled autocommit connection; `WarehouseUnavailable` when none can be had within the timeout."""
+        from psycopg_pool import PoolTimeout
+
+        if not self._opened:
+            with self._lock:
+                if not self._opened:
+                    self._pool.open(wait=False)
+                    self._opened = True
+        try:
+            borrowed = self._pool.connection()
+            conn = borrowed.__enter__()
+        except PoolTimeout:
+            raise WarehouseUnavailable(f"warehouse database {describe(self.dsn)} gave no connection within "
+                                       f"{self._timeout:g} s") from None
+        try:
+            yield conn
+        except BaseException as exc:
+            borrowed.__exit__(type(exc), exc, exc.__traceback__)
+            if isinstance(exc, psycopg.OperationalError) and conn.broken and not isinstance(exc, WarehouseUnavailable):
+                raise WarehouseUnavailable(f"the connection to warehouse database {describe(self.dsn)} was lost "
+                                           f"({_reason(exc)})") from None
+            raise
+        else:
+            borrowed.__exit__(None, None, None)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._opened:
+                self._pool.close()
+                self._opened = False

@@ -1,0 +1,491 @@
+"""Series, current values, history, summaries and alerts of a tenant, for the HTTP API (issue 19).
+
+Every read goes through the BI views as the key's tenant (`reads.as_tenant`: the API's reader role
+and the tenant setting of migration 0016), so no query here carries a tenant condition of its own;
+percentiles over spans no tier bucket has add up the rows' sketches through the API's sketch views
+(migration 0017), never averaging percentiles.
+
+Which data answers a history or a summary ("the tier") is chosen from the span, the step and what
+retention still holds (`choose_tier`, `summary_tier`); the answer names the tier and the span it
+covers, since a tier's buckets may widen the span asked for to whole buckets.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from metrics_pipeline.lib.custom.reads import as_tenant
+from metrics_pipeline.lib.warehouse.db import Warehouse
+from metrics_pipeline.lib.warehouse.retention import RetentionConfig
+
+#: Points one history answer may hold (series x steps), as Prometheus' 11,000 per series.
+MAX_POINTS = 11_000
+#: Series one history or summary may cover.
+MAX_SERIES = 500
+DEFAULT_LIMIT = 1000
+MAX_LIMIT = 10_000
+STATISTICS = ("avg", "min", "max", "sum", "count", "last", "p50", "p95", "p99")
+ORIGIN = datetime(2000, 1, 1, tzinfo=timezone.utc)  # the rollups' date_bin origin: buckets align in UTC
+SERIES_COLUMNS = "series_id, source, metric, resource, unit, labels"
+
+
+class BadQuery(ValueError):
+    """A request this module cannot answer as asked; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Tier:
+    name: str  # raw, 5m, 1h, 1d
+    width: timedelta  # zero for raw points
+    view: str
+    sketches: str | None  # the API's sketch view of the tier (None for raw)
+
+    @property
+    def raw(self) -> bool:
+        return not self.width
+
+
+RAW = Tier("raw", timedelta(0), "v_points", None)
+TIERS = (RAW, Tier("5m", timedelta(minutes=5), "v_rollup_5m", "api_sketch_5m"),
+         Tier("1h", timedelta(hours=1), "v_rollup_1h", "api_sketch_1h"),
+         Tier("1d", timedelta(days=1), "v_rollup_1d", "api_sketch_1d"))
+
+
+def kept(tier: Tier, retention: RetentionConfig) -> timedelta:
+    """How far back `tier` is kept (retention drops whole partitions, so never less than this)."""
+    return {"raw": retention.points, "5m": retention.rollup_5m, "1h": retention.rollup_1h,
+            "1d": retention.rollup_1d}[tier.name]
+
+
+_STEP = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+
+
+def parse_step(text: str) -> timedelta:
+    """`300`, `300s`, `5m`, `1h`, `1d`, `1w`: a positive whole number of seconds."""
+    match = _STEP.match(text)
+    if not match:
+        raise BadQuery(f"step: {text[:40]!r} is not a duration (e.g. 60, 60s, 5m, 1h, 1d)")
+    seconds = float(match.group(1)) * _UNIT_S[match.group(2)]
+    if seconds < 1 or seconds != int(seconds):
+        raise BadQuery(f"step: {text[:40]!r} must be a whole number of seconds, at least 1")
+    return timedelta(seconds=int(seconds))
+
+
+def _floor(ts: datetime, width: timedelta) -> datetime:
+    return ts - (ts - ORIGIN) % width
+
+
+def _ceil(ts: datetime, width: timedelta) -> datetime:
+    floor = _floor(ts, width)
+    return floor if floor == ts else floor + width
+
+
+def _aligned(ts: datetime, width: timedelta) -> bool:
+    return (ts - ORIGIN) % width == timedelta(0)
+
+
+def _human(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which series: every given field must match (a list: any of its values); labels all match."""
+
+    source: Sequence[str] = ()
+    metric: Sequence[str] = ()
+    resource: Sequence[str] = ()
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def where(self, params: dict) -> list[sql.Composable]:
+        conditions: list[sql.Composable] = []
+        for column in ("source", "metric", "resource"):
+            values = list(getattr(self, column))
+            if values:
+                params[f"f_{column}"] = values
+                conditions.append(sql.SQL("{} = ANY({})").format(sql.Identifier(column), sql.Placeholder(f"f_{column}")))
+        if self.labels:
+            params["f_labels"] = Jsonb(self.labels)
+            conditions.append(sql.SQL("labels @> %(f_labels)s"))
+        return conditions
+
+
+def _where(conditions: list[sql.Composable]) -> sql.Composable:
+    return sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("true")
+
+
+def _utc(ts: datetime) -> str:
+    return ts.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _encode(value: int) -> str:
+    return base64.urlsafe_b64encode(str(value).encode()).decode().rstrip("=")
+
+
+def _decode(cursor: str) -> int:
+    try:
+        return int(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise BadQuery("cursor is not one this API returned (pass next_cursor back unchanged)") from None
+
+
+def _describe(row: Sequence) -> dict:
+    series_id, source, metric, resource, unit, labels = row[:6]
+    return {"series_id": series_id, "source": source, "metric": metric, "resource": resource, "unit": unit,
+            "labels": labels or {}}
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[dict]
+    next_cursor: str | None
+
+
+def _paged(warehouse: Warehouse, tenant: str, view: str, columns: str, id_column: str, conditions, params: dict,
+           limit: int, cursor: str | None, descending: bool = False) -> tuple[list[tuple], str | None]:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise BadQuery(f"limit must be between 1 and {MAX_LIMIT:,}")
+    params = {**params, "limit": limit + 1}
+    if cursor:
+        params["after"] = _decode(cursor)
+        conditions = [*conditions, sql.SQL("{} {} %(after)s").format(sql.Identifier(id_column),
+                                                                     sql.SQL("<" if descending else ">"))]
+    query = sql.SQL("SELECT {columns} FROM {schema}.{view} WHERE {where} ORDER BY {id} {order} LIMIT %(limit)s").format(
+        columns=sql.SQL(columns), schema=sql.Identifier(warehouse.schema), view=sql.Identifier(view),
+        where=_where(conditions), id=sql.Identifier(id_column), order=sql.SQL("DESC" if descending else "ASC"))
+    with as_tenant(warehouse, tenant) as conn:
+        rows = conn.execute(query, params).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, _encode(rows[-1][0]) if more else None
+
+
+def series(warehouse: Warehouse, tenant: str, filters: Filters, *, limit: int = DEFAULT_LIMIT,
+           cursor: str | None = None) -> Page:
+    """The tenant's series matching `filters`, by series_id."""
+    params: dict = {}
+    rows, next_cursor = _paged(warehouse, tenant, "v_series", f"{SERIES_COLUMNS}, first_seen", "series_id",
+                               filters.where(params), params, limit, cursor)
+    return Page([{**_describe(row), "first_seen": _utc(row[6])} for row in rows], next_cursor)
+
+
+def latest(warehouse: Warehouse, tenant: str, filters: Filters, *, limit: int = DEFAULT_LIMIT,
+           cursor: str | None = None) -> Page:
+    """The latest raw sample of each matching series still holding one, and its age in seconds."""
+    params: dict = {}
+    rows, next_cursor = _paged(warehouse, tenant, "v_latest", f"{SERIES_COLUMNS}, ts, value, age_s", "series_id",
+                               filters.where(params), params, limit, cursor)
+    return Page([{**_describe(row), "ts": _utc(row[6]), "value": row[7], "age_s": row[8]} for row in rows],
+                next_cursor)
+
+
+def alerts(warehouse: Warehouse, tenant: str, *, state: str = "firing", severity: Sequence[str] = (),
+           source: Sequence[str] = (), resource: Sequence[str] = (), since: datetime | None = None,
+           limit: int = DEFAULT_LIMIT, cursor: str | None = None) -> Page:
+    """The tenant's alert episodes, newest first: firing ones (`state=firing`), resolved ones, or any."""
+    if state not in ("firing", "resolved", "any"):
+        raise BadQuery(f"state: {state[:20]!r} is not one of firing, resolved, any")
+    conditions: list[sql.Composable] = []
+    params: dict = {}
+    if state != "any":
+        conditions.append(sql.SQL("state = %(state)s"))
+        params["state"] = state
+    if severity:
+        conditions.append(sql.SQL("severity = ANY(%(severity)s)"))
+        params["severity"] = list(severity)
+    for label, values in (("source", source), ("resource", resource)):
+        if values:
+            conditions.append(sql.SQL("labels ->> {} = ANY({})").format(sql.Literal(label), sql.Placeholder(label)))
+            params[label] = list(values)
+    if since is not None:
+        conditions.append(sql.SQL("(ends_at IS NULL OR ends_at >= %(since)s)"))
+        params["since"] = since
+    rows, next_cursor = _paged(
+        warehouse, tenant, "v_alerts",
+        "alert_id, alertname, severity, state, starts_at, ends_at, duration_s, labels, summary, description, "
+        "fingerprint, asset_key, partition_key, generator_url", "alert_id", conditions, params, limit, cursor,
+        descending=True)
+    names = ("alert_id", "alertname", "severity", "state", "starts_at", "ends_at", "duration_s", "labels", "summary",
+             "description", "fingerprint", "asset_key", "partition_key", "generator_url")
+    items = []
+    for row in rows:
+        item = dict(zip(names, row, strict=True))
+        item["starts_at"] = _utc(item["starts_at"])
+        item["ends_at"] = _utc(item["ends_at"]) if item["ends_at"] else None
+        items.append(item)
+    return Page(items, next_cursor)
+
+
+# -- history and summaries ---------------------------------------------------------------------
+
+def choose_tier(start: datetime, end: datetime, step: timedelta, now: datetime,
+                retention: RetentionConfig) -> tuple[Tier, datetime, datetime]:
+    """The coarsest tier whose buckets make up whole steps and which still holds `start`, and the
+    span it covers: [start, end) widened to whole steps (steps align in UTC from 2000-01-01)."""
+    start, end = _floor(start, step), _ceil(end, step)
+    usable = [t for t in TIERS if (t.raw or step % t.width == timedelta(0)) and start >= now - kept(t, retention)]
+    if not usable:
+        finest = next((t for t in TIERS[1:] if start >= now - kept(t, retention)), None)
+        if finest is None:
+            raise BadQuery(f"from: {_utc(start)} is older than every tier keeps (1d rollups: "
+                           f"{_human(kept(TIERS[-1], retention))})")
+        raise BadQuery(f"step {_human(step)}: raw points are kept {_human(retention.points)} and `from` is older; "
+                       f"the {finest.name} rollups that hold it need a step that is a multiple of "
+                       f"{_human(finest.width)}")
+    return usable[-1], start, end
+
+
+def summary_tier(start: datetime, end: datetime, now: datetime,
+                 retention: RetentionConfig) -> tuple[Tier, datetime, datetime]:
+    """The coarsest rollup whose buckets start exactly at `start` and end at `end` (or `end` is now
+    or later: no bucket holds the future) and which holds `start`; else raw points when they hold
+    `start` (exact bounds); else the finest rollup holding `start`, the span widened to its buckets."""
+    for tier in reversed(TIERS[1:]):
+        if (_aligned(start, tier.width) and (_aligned(end, tier.width) or end >= now)
+                and start >= now - kept(tier, retention)):
+            return tier, start, _ceil(end, tier.width)
+    if start >= now - retention.points:
+        return RAW, start, end
+    for tier in TIERS[1:]:
+        if _floor(start, tier.width) >= now - kept(tier, retention):
+            return tier, _floor(start, tier.width), _ceil(end, tier.width)
+    raise BadQuery(f"from: {_utc(start)} is older than every tier keeps")
+
+
+def _quantile(name: str) -> float | None:
+    return int(name[1:]) / 100 if name.startswith("p") else None
+
+
+def _raw_expression(statistic: str) -> sql.Composable:
+    q = _quantile(statistic)
+    if q is not None:  # the sample of rank floor(q (n - 1)), as the rollups estimate (numpy "lower")
+        return sql.SQL("(array_agg(value ORDER BY value))[floor({} * (count(*) - 1))::int + 1]").format(sql.Literal(q))
+    return sql.SQL({"avg": "avg(value)", "min": "min(value)", "max": "max(value)", "sum": "sum(value)",
+                    "count": "count(*)::double precision",
+                    "last": "(array_agg(value ORDER BY ts DESC))[1]"}[statistic])
+
+
+def _tier_expression(statistic: str) -> sql.Composable:
+    return sql.SQL({"avg": "sum(sum) / sum(samples)", "min": "min(min)", "max": "max(max)", "sum": "sum(sum)",
+                    "count": "sum(samples)::double precision",
+                    "last": "(array_agg(last ORDER BY bucket_start DESC))[1]"}[statistic])
+
+
+def _plain(schema: str, tier: Tier, group: sql.Composable, statistics: Sequence[str]) -> sql.Composable:
+    """One scan of the tier: per series and group, the statistics its rows hold or add up exactly."""
+    expressions = [_raw_expression(s) if tier.raw else
+                   (sql.SQL("max({})").format(sql.Identifier(s)) if _quantile(s) else _tier_expression(s))
+                   for s in statistics]
+    ts = sql.Identifier("ts" if tier.raw else "bucket_start")
+    return sql.SQL("SELECT series_id, {group} AS g, {expressions} FROM {schema}.{view} "
+                   "WHERE series_id = ANY(%(ids)s) AND {ts} >= %(start)s AND {ts} < %(end)s GROUP BY 1, 2").format(
+        group=group, expressions=sql.SQL(", ").join(expressions), schema=sql.Identifier(schema),
+        view=sql.Identifier(tier.view), ts=ts)
+
+
+def _needs_merge(tier: Tier, statistic: str, step: timedelta | None) -> bool:
+    """A percentile over more than one rollup row: the rows' sketches are added up (`_merged`)."""
+    return not tier.raw and _quantile(statistic) is not None and step != tier.width
+
+
+_MERGE_ROWS = """
+SELECT r.series_id, {group} AS g, r.min, r.max, k.sketch_keys, k.sketch_counts
+FROM {schema}.{view} r
+JOIN {schema}.{sketches} k ON k.series_id = r.series_id AND k.bucket = r.bucket_start
+WHERE r.series_id = ANY(%(ids)s) AND r.bucket_start >= %(start)s AND r.bucket_start < %(end)s
+  AND k.series_id = ANY(%(ids)s) AND k.bucket >= %(start)s AND k.bucket < %(end)s
+ORDER BY 1, 2
+"""
+
+
+def sketch_value(key: int) -> float:
+    """The representative of a sketch bin (migration 0005's `sketch_value`)."""
+    if key > 0:
+        return 0.99 * math.exp((key - 1_000_000) * 0.020000666706669)
+    if key < 0:
+        return -0.99 * math.exp((-key - 1_000_000) * 0.020000666706669)
+    return 0.0
+
+
+def _merged(conn, schema: str, tier: Tier, group: sql.Composable, statistics: Sequence[str],
+            params: dict) -> dict[tuple[int, datetime], dict]:
+    """Percentiles over several rollup rows, as lib/rollups/sql/merge.sql makes a coarser tier's: the
+    rows' bins added up, the bin holding the sample of rank floor(q (n - 1)), its representative
+    clamped into the rows' exact [min, max]. The bins are added here with numpy: in SQL the same
+    merge sorts every bin of every row (a month of daily rows of 10 series: 36,000) and took 40 ms."""
+    query = sql.SQL(_MERGE_ROWS).format(group=group, schema=sql.Identifier(schema), view=sql.Identifier(tier.view),
+                                        sketches=sql.Identifier(tier.sketches))
+    rows = conn.execute(query, params).fetchall()
+    out: dict[tuple[int, datetime], dict] = {}
+    first = 0
+    while first < len(rows):
+        key, last = rows[first][:2], first
+        while last < len(rows) and rows[last][:2] == key:
+            last += 1
+        chunk = rows[first:last]
+        keys = np.concatenate([np.asarray(r[4], dtype=np.int64) for r in chunk])
+        counts = np.concatenate([np.asarray(r[5], dtype=np.int64) for r in chunk])
+        bins, where = np.unique(keys, return_inverse=True)
+        cumulative = np.cumsum(np.bincount(where, weights=counts).astype(np.int64))
+        total = int(cumulative[-1])
+        low, high = min(r[2] for r in chunk), max(r[3] for r in chunk)
+        values = {}
+        for statistic in statistics:
+            percent = int(statistic[1:])  # cum > q (total - 1), exactly: 100 cum > p (total - 1) in integers
+            index = int(np.argmax(cumulative * 100 > percent * (total - 1)))
+            values[statistic] = max(low, min(high, sketch_value(int(bins[index]))))
+        out[key] = values
+        first = last
+    return out
+
+
+def _statistics(conn, schema: str, tier: Tier, group: sql.Composable, statistics: Sequence[str], ids: list[int],
+                start: datetime, end: datetime, step: timedelta | None) -> dict[tuple[int, datetime], dict]:
+    """{(series_id, group value): {statistic: value}}: one scan of the tier for what its rows hold,
+    one merge of sketches for the percentiles over several rows."""
+    params = {"ids": ids, "start": start, "end": end, "step": step, "origin": ORIGIN}
+    plain = [s for s in statistics if not _needs_merge(tier, s, step)]
+    merged = [s for s in statistics if _needs_merge(tier, s, step)]
+    out: dict[tuple[int, datetime], dict] = {}
+    if plain:
+        for series_id, g, *values in conn.execute(_plain(schema, tier, group, plain), params).fetchall():
+            out[series_id, g] = dict(zip(plain, values, strict=True))
+    if merged:
+        for key, values in _merged(conn, schema, tier, group, merged, params).items():
+            out.setdefault(key, {}).update(values)
+    return out
+
+
+# Steps are whole seconds from 2000-01-01 UTC: RFC 3339 to the second, written by the server.
+_ISO = sql.SQL("""to_char(g AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')""")
+
+
+def _points(conn, schema: str, tier: Tier, group: sql.Composable, statistic: str, ids: list[int],
+            start: datetime, end: datetime, step: timedelta) -> dict[int, list]:
+    """{series_id: [[time, value], ...]} in time order, steps without a value left out. Plain
+    statistics come as one JSON array per series built by the server: formatting thousands of
+    times and floats in Python cost more than the query itself."""
+    params = {"ids": ids, "start": start, "end": end, "step": step, "origin": ORIGIN}
+    if _needs_merge(tier, statistic, step):
+        out: dict[int, list] = {}
+        for (series_id, g), values in sorted(_merged(conn, schema, tier, group, [statistic], params).items()):
+            out.setdefault(series_id, []).append([_utc(g), values[statistic]])
+        return out
+    query = sql.SQL("SELECT series_id, json_agg(json_build_array({iso}, v) ORDER BY g) "
+                    "FROM ({inner}) x(series_id, g, v) WHERE v IS NOT NULL GROUP BY series_id").format(
+        iso=_ISO, inner=_plain(schema, tier, group, [statistic]))
+    return dict(conn.execute(query, params).fetchall())
+
+
+def _matching(conn, schema: str, filters: Filters, what: str) -> list[tuple]:
+    params: dict = {"cap": MAX_SERIES + 1}
+    query = sql.SQL("SELECT {columns} FROM {schema}.v_series WHERE {where} ORDER BY series_id LIMIT %(cap)s").format(
+        columns=sql.SQL(SERIES_COLUMNS), schema=sql.Identifier(schema), where=_where(filters.where(params)))
+    rows = conn.execute(query, params).fetchall()
+    if len(rows) > MAX_SERIES:
+        raise BadQuery(f"more than {MAX_SERIES} series match; a {what} covers at most {MAX_SERIES}: "
+                       "narrow source, metric, resource or label.KEY filters")
+    return rows
+
+
+def history(warehouse: Warehouse, tenant: str, filters: Filters, *, start: datetime, end: datetime,
+            step: timedelta, statistic: str, now: datetime, retention: RetentionConfig) -> dict:
+    """Each matching series' `statistic` per step over [start, end), from the tier `choose_tier` picks."""
+    if statistic not in STATISTICS:
+        raise BadQuery(f"stat: {statistic[:20]!r} is not one of {', '.join(STATISTICS)}")
+    if end <= start:
+        raise BadQuery("`to` must be after `from`")
+    tier, start, end = choose_tier(start, end, step, now, retention)
+    steps = math.ceil((end - start) / step)
+    if steps > MAX_POINTS:
+        raise BadQuery(f"{steps:,} steps of {_human(step)} between from and to; at most {MAX_POINTS:,} points "
+                       f"are returned: raise the step to at least {_human(readable_step((end - start) / MAX_POINTS))}")
+    with as_tenant(warehouse, tenant) as conn:
+        found = _matching(conn, warehouse.schema, filters, "history")
+        if found and steps * len(found) > MAX_POINTS:
+            raise BadQuery(f"{len(found)} series x {steps:,} steps is more than {MAX_POINTS:,} points: raise the step "
+                           f"to at least {_human(readable_step((end - start) * len(found) / MAX_POINTS))} or narrow the "
+                           "filters")
+        ts = "ts" if tier.raw else "bucket_start"
+        group = sql.SQL("date_bin(%(step)s, {}, %(origin)s)").format(sql.Identifier(ts))
+        points = _points(conn, warehouse.schema, tier, group, statistic, [r[0] for r in found], start, end, step) \
+            if found else {}
+    return {"tier": tier.name, "step_s": int(step.total_seconds()), "statistic": statistic,
+            "from": _utc(start), "to": _utc(end),
+            "series": [{**_describe(row), "points": points.get(row[0], [])} for row in found]}
+
+
+def default_step(start: datetime, end: datetime, now: datetime, retention: RetentionConfig) -> timedelta:
+    """About 300 steps over [start, end), a readable step that the finest tier holding `start` serves."""
+    step = readable_step((end - start) / 300)
+    finest = next((t for t in TIERS if _floor(start, step) >= now - kept(t, retention)), None)
+    if finest is not None and not finest.raw:
+        step = finest.width * math.ceil(step / finest.width)
+    return step
+
+
+def readable_step(span: timedelta) -> timedelta:
+    """A readable step at least `span` (and 1 s): the next of 1s ... 1w, else whole days."""
+    for seconds in (1, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 604800):
+        if span <= timedelta(seconds=seconds):
+            return timedelta(seconds=seconds)
+    return timedelta(days=math.ceil(span / timedelta(days=1)))
+
+
+SUMMARY_STATISTICS = ("count", "min", "avg", "max", "p95", "last")
+
+
+def summary(warehouse: Warehouse, tenant: str, filters: Filters, *, start: datetime, end: datetime, now: datetime,
+            retention: RetentionConfig) -> dict:
+    """Per matching series over [start, end): count, min, avg, max, p95 and last from the tier
+    `summary_tier` picks; completeness and time above the alert thresholds from the hourly series
+    health of the hours that overlap the span."""
+    if end <= start:
+        raise BadQuery("`to` must be after `from`")
+    tier, start, end = summary_tier(start, end, now, retention)
+    with as_tenant(warehouse, tenant) as conn:
+        found = _matching(conn, warehouse.schema, filters, "summary")
+        ids = [r[0] for r in found]
+        stats = _statistics(conn, warehouse.schema, tier, sql.SQL("%(start)s::timestamptz"), SUMMARY_STATISTICS, ids,
+                            start, end, None) if ids else {}
+        health = {row[0]: row[1:] for row in conn.execute(
+            sql.SQL(_HEALTH).format(schema=sql.Identifier(warehouse.schema)),
+            {"ids": ids, "start": _floor(start, timedelta(hours=1)), "end": end})} if ids else {}
+    out = []
+    for row in found:
+        values = stats.get((row[0], start), {})
+        received, expected, warning, critical, above_warning, above_critical, hours = health.get(
+            row[0], (None, None, None, None, None, None, 0))
+        out.append({**_describe(row),
+                    **{s: values.get(s) for s in SUMMARY_STATISTICS},
+                    "count": int(values["count"]) if values.get("count") is not None else 0,
+                    "completeness": None if not expected else min(1.0, received / expected),
+                    "health_hours": hours,
+                    "warning_threshold": warning, "critical_threshold": critical,
+                    "above_warning_s": above_warning, "above_critical_s": above_critical})
+    return {"tier": tier.name, "from": _utc(start), "to": _utc(end), "series": out}
+
+
+_HEALTH = """
+SELECT series_id,
+       sum(received) FILTER (WHERE expected IS NOT NULL), sum(expected),
+       max(warning_threshold), max(critical_threshold), sum(above_warning_s), sum(above_critical_s), count(*)
+FROM {schema}.v_series_health_hourly
+WHERE series_id = ANY(%(ids)s) AND bucket_start >= %(start)s AND bucket_start < %(end)s
+GROUP BY series_id
+"""

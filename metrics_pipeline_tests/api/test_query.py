@@ -1,0 +1,271 @@
+"""The read endpoints over every source (issue 19), under real uvicorn, on the BI sample warehouse:
+values checked against the raw points read independently, tenant isolation on every endpoint."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import psycopg
+import pytest
+import requests
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from metrics_pipeline.api.app import create_app
+from metrics_pipeline.api.idempotency import IdempotencyStore
+from metrics_pipeline.lib import api_keys, query
+from metrics_pipeline.lib.custom.config import ApiConfig
+from metrics_pipeline.lib.custom.reads import as_tenant
+from metrics_pipeline.lib.custom.landing import PushWriter
+from metrics_pipeline.lib.warehouse.db import Warehouse
+from metrics_pipeline.lib.warehouse.retention import RetentionConfig
+from metrics_pipeline_tests.support import bi_sample
+from metrics_pipeline_tests.support.api import serving
+
+TENANTS = ("akonovia", "boreal-logistique")
+
+
+class Reader:
+    def __init__(self, url: str, keys: dict[str, str], sample: bi_sample.Sample):
+        self.url, self.keys, self.sample = url, keys, sample
+
+    def get(self, path: str, key: str | None = "akonovia", headers: dict | None = None, **params) -> requests.Response:
+        headers = dict(headers or {})
+        if key is not None:
+            headers["Authorization"] = f"Bearer {self.keys[key]}"
+        return requests.get(f"{self.url}/api/v1/{path}", params=params, headers=headers, timeout=20)
+
+    def json(self, path: str, key: str = "akonovia", **params) -> dict:
+        response = self.get(path, key, **params)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+
+@pytest.fixture(scope="module")
+def reader(pg_server, migrated_template, tmp_path_factory) -> Iterator[Reader]:
+    with bi_sample.sample_warehouse(pg_server, migrated_template) as (sample, _):
+        warehouse = Warehouse(sample.dsn)
+        keys = {}
+        for tenant in TENANTS:
+            api_keys.create_tenant(warehouse, tenant)
+            keys[tenant] = api_keys.create_key(warehouse, tenant, ["read"]).token
+        keys["writer"] = api_keys.create_key(warehouse, TENANTS[0], ["write"]).token
+        landing = tmp_path_factory.mktemp("landing")
+        config = ApiConfig(landing=str(landing))
+        ring = api_keys.KeyRing(warehouse, refresh_s=0.5).start()
+        writer = PushWriter(config)
+        app = create_app(config=config, keys=ring, writer=writer, reader=warehouse,
+                         remembered=IdempotencyStore(landing / "idempotency", config.idempotency_ttl),
+                         retention=RetentionConfig())
+        try:
+            with serving(app) as url:
+                yield Reader(url, keys, sample)
+        finally:
+            ring.stop()
+            writer.close()
+
+
+def raw(sample: bi_sample.Sample, sql: str, params=()) -> list[tuple]:
+    with psycopg.connect(sample.dsn) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def points_of(sample, series_id: int, start: datetime, end: datetime) -> tuple[np.ndarray, np.ndarray]:
+    rows = raw(sample, "SELECT extract(epoch FROM ts)::float8, value FROM metrics.points WHERE series_id = %s AND ts >= %s "
+                       "AND ts < %s ORDER BY ts", (series_id, start, end))
+    return np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
+
+
+def tenant_of(sample, series_ids) -> set[str]:
+    return {t for (t,) in raw(sample, "SELECT tenant FROM metrics.series WHERE series_id = ANY(%s)", (list(series_ids),))}
+
+
+def lower_quantile(values: np.ndarray, q: float) -> float:
+    return float(np.quantile(values, q, method="lower"))
+
+
+def test_series_are_the_keys_tenants_only_filtered_and_paged(reader):
+    everything = reader.json("series", limit=10_000)["items"]
+    assert everything and tenant_of(reader.sample, [s["series_id"] for s in everything]) == {"akonovia"}
+    assert {s["source"] for s in everything} == {"host", "cloudwatch"}
+    cpu = reader.json("series", metric="host_cpu_percent")["items"]
+    assert [(s["resource"], s["unit"]) for s in cpu] == [("web-1", "percent")]
+    data = reader.json("series", **{"label.mount": "/data"})["items"]
+    assert [s["labels"]["mount"] for s in data] == ["/data"]
+    both = reader.json("series", metric=["host_cpu_percent", "host_load1"])["items"]
+    assert {s["metric"] for s in both} == {"host_cpu_percent", "host_load1"}
+    pages, cursor = [], None
+    while True:
+        page = reader.json("series", limit=3, **({"cursor": cursor} if cursor else {}))
+        pages += page["items"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert pages == everything
+    other = reader.json("series", key="boreal-logistique", limit=10_000)["items"]
+    assert tenant_of(reader.sample, [s["series_id"] for s in other]) == {"boreal-logistique"}
+    assert not {s["series_id"] for s in other} & {s["series_id"] for s in everything}
+
+
+def test_latest_is_each_series_newest_sample_and_its_age(reader):
+    items = reader.json("latest", source="host")["items"]
+    assert items and all(i["source"] == "host" for i in items)
+    for item in items:
+        (ts, value), = raw(reader.sample, "SELECT ts, value FROM metrics.points WHERE series_id = %s "
+                                          "ORDER BY ts DESC LIMIT 1", (item["series_id"],))
+        assert datetime.fromisoformat(item["ts"]) == ts and item["value"] == value
+        age = (datetime.now(timezone.utc) - ts).total_seconds()
+        assert age - 60 < item["age_s"] <= age + 1
+    assert tenant_of(reader.sample, [i["series_id"] for i in items]) == {"akonovia"}
+
+
+@pytest.mark.parametrize(("step", "tier"), [("60", "raw"), ("5m", "5m"), ("15m", "5m"), ("1h", "1h")])
+@pytest.mark.parametrize("stat", query.STATISTICS)
+def test_history_matches_the_raw_points_whatever_the_tier(reader, step, tier, stat):
+    sample = reader.sample
+    answer = reader.json("query", metric="host_cpu_percent", step=step, stat=stat,
+                         **{"from": sample.start.isoformat(), "to": sample.end.isoformat()})
+    assert answer["tier"] == tier and answer["statistic"] == stat
+    width = query.parse_step(step)
+    assert answer["step_s"] == width.total_seconds()
+    (series,) = answer["series"]
+    epochs, values = points_of(sample, series["series_id"], sample.start, sample.end)
+    buckets = (epochs // width.total_seconds()) * width.total_seconds()
+    expected = {}
+    for bucket in np.unique(buckets):
+        chunk = values[buckets == bucket]
+        expected[bucket] = {"avg": chunk.mean(), "min": chunk.min(), "max": chunk.max(), "sum": chunk.sum(),
+                            "count": len(chunk), "last": chunk[-1], "p50": lower_quantile(chunk, 0.5),
+                            "p95": lower_quantile(chunk, 0.95), "p99": lower_quantile(chunk, 0.99)}[stat]
+    got = {datetime.fromisoformat(ts).timestamp(): value for ts, value in series["points"]}
+    assert set(got) == set(expected)
+    for bucket, value in got.items():
+        if stat.startswith("p") and tier != "raw":  # a sketch: within 1 % of the sample of that rank
+            assert abs(value - expected[bucket]) <= 0.01 * abs(expected[bucket]) + 1e-9
+        else:
+            assert value == pytest.approx(expected[bucket], rel=1e-12)
+
+
+def test_history_is_tenant_scoped_and_limits_say_which_step_fits(reader):
+    sample = reader.sample
+    span = {"from": sample.start.isoformat(), "to": sample.end.isoformat()}
+    mine = reader.json("query", metric="aws_ec2_cpuutilization", step="1h", **span)["series"]
+    assert mine and tenant_of(sample, [s["series_id"] for s in mine]) == {"akonovia"}
+    too_fine = reader.get("query", step="1s", **{"from": (sample.end - timedelta(days=1)).isoformat(),
+                                                  "to": sample.end.isoformat()})
+    assert too_fine.status_code == 400 and "raise the step" in too_fine.json()["detail"]
+    many = reader.get("query", step="1s", **span)  # 10,800 steps x every series of the tenant
+    assert many.status_code == 400 and "raise the step to at least" in many.json()["detail"]
+    old = reader.get("query", step="60", **{"from": (sample.end - timedelta(days=30)).isoformat(),
+                                            "to": (sample.end - timedelta(days=29)).isoformat()})
+    assert old.status_code == 400 and "multiple of 5m" in old.json()["detail"]
+    assert reader.get("query", step="sometimes").status_code == 400
+    assert reader.get("query", stat="median").status_code == 400
+    assert reader.get("query", **{"from": "yesterday"}).status_code == 400
+    default = reader.json("query", metric="host_cpu_percent", **span)
+    assert default["step_s"] == 60 and default["tier"] == "raw"  # 3 h / 300 -> 36 s -> 60 s
+
+
+def test_summary_over_whole_hours_reads_the_rollups_and_over_other_bounds_the_raw_points(reader):
+    sample = reader.sample
+    for start, end, tier in ((sample.start, sample.end, "1h"),
+                             (sample.start + timedelta(minutes=7), sample.end - timedelta(minutes=11), "raw")):
+        answer = reader.json("summary", metric="host_cpu_percent", **{"from": start.isoformat(), "to": end.isoformat()})
+        assert answer["tier"] == tier
+        (row,) = answer["series"]
+        _, values = points_of(sample, row["series_id"], start, end)
+        assert row["count"] == len(values) and row["min"] == values.min() and row["max"] == values.max()
+        assert row["avg"] == pytest.approx(values.mean(), rel=1e-12) and row["last"] == values[-1]
+        p95 = lower_quantile(values, 0.95)
+        assert abs(row["p95"] - p95) <= (0.01 * abs(p95) if tier != "raw" else 0)
+        health = raw(sample, "SELECT sum(received), sum(expected), sum(above_warning_s), sum(above_critical_s) "
+                             "FROM metrics.series_health_hourly WHERE series_id = %s AND bucket >= %s AND bucket < %s",
+                     (row["series_id"], start.replace(minute=0), end))[0]
+        assert row["completeness"] == pytest.approx(min(1, health[0] / health[1]))
+        assert row["above_warning_s"] == pytest.approx(health[2]) and row["above_critical_s"] == pytest.approx(health[3])
+        assert row["above_critical_s"] > 0 and row["critical_threshold"] == 95
+    db = reader.json("summary", key="boreal-logistique", metric="host_cpu_percent",
+                     **{"from": sample.start.isoformat(), "to": sample.end.isoformat()})["series"]
+    assert [r["resource"] for r in db] == ["db-1"] and db[0]["completeness"] < 1  # its 30-minute gap
+
+
+def test_alerts_are_the_tenants_filtered_by_state_and_severity(reader):
+    firing = reader.json("alerts")["items"]
+    assert [a["alertname"] for a in firing] == ["HostCpuCritical"] and firing[0]["ends_at"] is None
+    everything = reader.json("alerts", state="any")["items"]
+    assert {a["alertname"] for a in everything} == {"HostCpuCritical", "IngestionFailureRate"}
+    assert [a["alert_id"] for a in everything] == sorted((a["alert_id"] for a in everything), reverse=True)
+    assert reader.json("alerts", state="any", severity="warning")["items"][0]["alertname"] == "IngestionFailureRate"
+    recent = reader.json("alerts", state="any", since=(reader.sample.now - timedelta(hours=1)).isoformat())["items"]
+    assert [a["alertname"] for a in recent] == ["HostCpuCritical"]
+    theirs = reader.json("alerts", key="boreal-logistique")["items"]
+    assert [a["alertname"] for a in theirs] == ["FilesystemUsageWarning"]
+    assert reader.get("alerts", state="sometimes").status_code == 400
+
+
+@pytest.mark.parametrize("path", ["series", "latest", "query", "summary", "alerts"])
+def test_every_endpoint_needs_a_read_key_and_speaks_csv(reader, path):
+    assert reader.get(path, key=None).status_code == 401
+    assert reader.get(path, key="writer").status_code == 403
+    params = {"metric": "host_cpu_percent", "state": "any"}
+    as_json = reader.json(path, **params)
+    response = reader.get(path, headers={"Accept": "text/csv"}, **params)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(response.text)))
+    if path == "query":
+        expected = sum(len(s["points"]) for s in as_json["series"])
+    else:
+        expected = len(as_json.get("items", as_json.get("series", [])))
+    assert len(rows) == 1 + expected and expected > 0
+
+
+RETENTION = RetentionConfig()
+NOW = datetime(2026, 12, 6, 13, 37, 11, tzinfo=timezone.utc)
+steps = st.sampled_from([1, 10, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400, 604800])
+
+
+@given(back=st.integers(0, 400 * 86400), length=st.integers(1, 30 * 86400), step=steps)
+@settings(max_examples=300, deadline=None)
+def test_the_chosen_tier_serves_whole_steps_of_data_retention_still_holds(back, length, step):
+    start = NOW - timedelta(seconds=back)
+    end, width = start + timedelta(seconds=length), timedelta(seconds=step)
+    try:
+        tier, lo, hi = query.choose_tier(start, end, width, NOW, RETENTION)
+    except query.BadQuery:
+        assert all(start - (start - query.ORIGIN) % width < NOW - query.kept(t, RETENTION) or
+                   (not t.raw and width % t.width) for t in query.TIERS)
+        return
+    assert lo <= start < end <= hi and (lo - query.ORIGIN) % width == timedelta(0) == (hi - query.ORIGIN) % width
+    assert lo >= NOW - query.kept(tier, RETENTION) and (tier.raw or width % tier.width == timedelta(0))
+    coarser = query.TIERS[query.TIERS.index(tier) + 1:]
+    assert not [t for t in coarser if width % t.width == timedelta(0) and lo >= NOW - query.kept(t, RETENTION)]
+    default = query.default_step(start, end, NOW, RETENTION)
+    if start >= NOW - RETENTION.rollup_1d + timedelta(days=1):
+        query.choose_tier(start, end, default, NOW, RETENTION)  # the default step always has a tier
+
+
+@given(back=st.integers(0, 100 * 86400), length=st.integers(1, 30 * 86400), now_offset=st.integers(-7200, 7200))
+@settings(max_examples=300, deadline=None)
+def test_a_summary_tier_covers_the_span_with_whole_buckets_and_exact_edges_when_it_can(back, length, now_offset):
+    start = (NOW - timedelta(seconds=back)).replace(second=0, minute=(NOW.minute // 5) * 5 if back % 2 else 0)
+    end = start + timedelta(seconds=length)
+    now = NOW + timedelta(seconds=now_offset)
+    tier, lo, hi = query.summary_tier(start, end, now, RETENTION)
+    if tier.raw:
+        assert (lo, hi) == (start, end) and start >= now - RETENTION.points
+    else:
+        assert lo <= start and hi >= end and lo >= now - query.kept(tier, RETENTION)
+        if start >= now - RETENTION.points:  # raw would have been exact: a tier must be exact too
+            assert lo == start and (hi == end or end >= now)
+
+
+def test_the_apis_sketch_views_hold_only_the_requests_tenants_sketches(reader):
+    for tenant in TENANTS:
+        for view in ("api_sketch_5m", "api_sketch_1h", "api_sketch_1d"):
+            with as_tenant(Warehouse(reader.sample.dsn), tenant) as conn:
+                ids = [r[0] for r in conn.execute(f"SELECT DISTINCT series_id FROM metrics.{view}")]
+            assert ids and tenant_of(reader.sample, ids) == {tenant}, view
