@@ -9,6 +9,7 @@
     metrics-pipeline tenants create|list        tenants of the HTTP API
     metrics-pipeline keys create|list|revoke    their API keys (a token is shown once, at creation)
     metrics-pipeline api [--host H] [--port P]  the HTTP API: applications push measures and events
+    metrics-pipeline anomalies score IN.csv --output OUT.csv   anomaly scores of a timestamp,value series
 
 Imports are lazy, per command: the host agent must not pay for psycopg, pandas or Dagster.
 """
@@ -232,6 +233,18 @@ def _cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_anomalies(args: argparse.Namespace) -> int:
+    from metrics_pipeline.lib.anomalies import csvio
+
+    series = csvio.read_series(args.input)
+    scores, config = csvio.score_file(series, step=args.step)
+    csvio.write_scores(args.output, series, scores, explain=args.explain)
+    print(f"scored {len(series.stamps):,} rows of {args.input} (step {config.step:g} s): "
+          f"{int((scores.score >= args.threshold).sum())} at or above {args.threshold:g}; wrote {args.output}",
+          file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metrics-pipeline", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -313,6 +326,16 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     api.add_argument("--workers", type=int, default=1, help="worker processes (default 1; one per core to use them all)")
     api.set_defaults(func=_cmd_api)
+
+    ano = sub.add_parser("anomalies", help="anomaly detection (docs/anomalies.md)")
+    ano_sub = ano.add_subparsers(dest="action", required=True)
+    ano_score = ano_sub.add_parser("score", help="score a timestamp,value CSV (NAB's format) from its first row")
+    ano_score.add_argument("input", help="CSV with a header naming timestamp and value")
+    ano_score.add_argument("--output", required=True, help="CSV to write: timestamp,value,anomaly_score")
+    ano_score.add_argument("--step", type=float, help="sampling interval in seconds (default: the median interval)")
+    ano_score.add_argument("--explain", action="store_true", help="also write surprise, expected, lower, upper")
+    ano_score.add_argument("--threshold", type=float, default=0.55, help="count rows scoring at least this (default 0.55; halved repeats stay <= 0.5)")
+    ano.set_defaults(func=_cmd_anomalies)
     return parser
 
 
