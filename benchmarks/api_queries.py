@@ -49,6 +49,7 @@ from metrics_pipeline.lib.warehouse.retention import RetentionConfig
 
 BENCH_DB = "metrics_bench_api_queries"
 TARGET_MS = 50.0
+YEAR_TARGET_MS = 500.0
 TENANT = "acme"
 ACME_HOSTS = [h for i, h in enumerate(HOSTS) if i % 3 == 0]  # make_series: account prod-eu -> tenant acme
 
@@ -59,6 +60,7 @@ class Request:
     what: str
     path: str
     params: Callable[[random.Random], dict]
+    target_ms: float = TARGET_MS  # SPEC §12: series, latest, alerts, query/summary up to 7 days; a year 500 ms
 
 
 def _end(rng: random.Random) -> datetime:
@@ -88,19 +90,21 @@ REQUESTS = [
     Request("history_7d_6h_p95", "one host's CPU p95, a week at 6 h (hourly sketches merged)", "query",
             lambda r: {"metric": "host_cpu_percent", **_host(r), "step": "6h", "stat": "p95",
                        **_window(timedelta(days=7))(r)}),
-    Request("history_30d_1h_all", "every host's CPU, 30 days at 1 h (10 series x 720 points)", "query",
-            lambda r: {"metric": "host_cpu_percent", "step": "1h", **_window(timedelta(days=30))(r)}),
+    Request("history_7d_1h_all", "every host's CPU, 7 days at 1 h (10 series x 168 steps)", "query",
+            lambda r: {"metric": "host_cpu_percent", "step": "1h", **_window(timedelta(days=7))(r)}),
     Request("history_1y_1d_max", "one host's CPU max, a year at 1 day (1 d tier)", "query",
             lambda r: {"metric": "host_cpu_percent", **_host(r), "step": "1d", "stat": "max",
                        "from": (NOW.replace(hour=0) - timedelta(days=365)).isoformat(),
-                       "to": NOW.replace(hour=0).isoformat()}),
+                       "to": NOW.replace(hour=0).isoformat()}, YEAR_TARGET_MS),
     Request("summary_1h_raw", "one host's summary, the last ~hour, unaligned (raw, exact)", "summary",
             lambda r: {**_host(r), **_window(timedelta(hours=1), aligned=False)(r)}),
     Request("summary_24h_all", "every host's CPU summary, a day of whole hours (1 h tier)", "summary",
             lambda r: {"metric": "host_cpu_percent", **_window(timedelta(days=1))(r)}),
-    Request("summary_30d_days", "every host's CPU summary, 30 whole days (1 d tier)", "summary",
-            lambda r: {"metric": "host_cpu_percent", "from": (NOW.replace(hour=0) - timedelta(days=30)).isoformat(),
-                       "to": NOW.replace(hour=0).isoformat()}),
+    Request("summary_7d_all", "every host's CPU summary, 7 days of whole hours (1 h tier)", "summary",
+            lambda r: {"metric": "host_cpu_percent", **_window(timedelta(days=7))(r)}),
+    Request("summary_1y_all", "every host's CPU summary, a year of whole days (1 d tier)", "summary",
+            lambda r: {"metric": "host_cpu_percent", "from": (NOW.replace(hour=0) - timedelta(days=365)).isoformat(),
+                       "to": NOW.replace(hour=0).isoformat()}, YEAR_TARGET_MS),
     Request("alerts_firing", "the tenant's firing alerts", "alerts", lambda r: {}),
     Request("alerts_week", "alerts of the last 7 days, any state", "alerts",
             lambda r: {"state": "any", "since": (NOW - timedelta(days=7)).isoformat(), "limit": "200"}),
@@ -245,16 +249,17 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 proc.kill()
 
-    table = ["| endpoint | what | requests | p50 ms | p95 ms | library p50 ms | items/points | meets p95 < 50 ms |",
-             "|---|---|---:|---:|---:|---:|---:|---|"]
+    table = ["| request | what | requests | p50 ms | p95 ms | library p50 ms | items/steps | target p95 | meets |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for request, n, p50, p95, ref, statuses, size in rows:
         bad = {s: c for s, c in statuses.items() if s != 200}
         table.append(f"| `{request.name}` | {request.what} | {n:,} | {p50:.1f} | {p95:.1f} | {ref:.1f} | {size:,} | "
-                     f"{'yes' if p95 < TARGET_MS and not bad else 'NO'}{f' (statuses {bad})' if bad else ''} |")
+                     f"{request.target_ms:.0f} ms | {'yes' if p95 < request.target_ms and not bad else 'NO'}"
+                     f"{f' (statuses {bad})' if bad else ''} |")
     text = "\n".join(table)
     print(text)
-    worst = max(rows, key=lambda r: r[3])
-    missed = [r[0].name for r in rows if r[3] >= TARGET_MS or set(r[5]) != {200}]
+    worst = max(rows, key=lambda r: r[3] / r[0].target_ms)
+    missed = [r[0].name for r in rows if r[3] >= r[0].target_ms or set(r[5]) != {200}]
     data = (f"{counts['series']} series; 1 y of 1 h ({counts['rollup_1h']:,} rows) + 1 d, 90 d of 5 m "
             f"({counts['rollup_5m']:,} rows), 7 d raw, {counts['series_health_hourly']:,} health hours, "
             f"{counts['alerts']:,} alerts")
@@ -267,7 +272,8 @@ def main() -> None:
                       f"{len(REQUESTS)} requests x {args.clients} clients, {args.workers} workers: worst "
                       f"{worst[0].name} p95 {worst[3]:.1f} ms (library p50 {worst[4]:.1f} ms); "
                       f"{len(missed)} miss: {', '.join(missed) or 'none'}",
-                      f"p95 < {TARGET_MS:.0f} ms", f"{worst[3] / TARGET_MS:.2f} x target")
+                      f"p95 < {TARGET_MS:.0f} ms (up to 7 days), < {YEAR_TARGET_MS:.0f} ms (a year)",
+                      f"{worst[3] / worst[0].target_ms:.2f} x target")
 
 
 if __name__ == "__main__":

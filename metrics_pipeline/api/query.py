@@ -12,7 +12,7 @@ import csv
 import io
 import json
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import psycopg
 from fastapi import FastAPI, Request, Response
@@ -115,17 +115,20 @@ def register(app: FastAPI, *, authenticate: Callable[[Request, str], Principal],
             reader, tenant, _filters(request), limit=limit, cursor=cursor), page_csv)
 
     def history_csv(result: dict) -> Response:
-        return _csv(["series_id", "source", "metric", "resource", "unit", "labels", "ts", result["statistic"]],
-                    [[s["series_id"], s["source"], s["metric"], s["resource"], s["unit"], s["labels"], ts, value]
+        return _csv(["series_id", "source", "metric", "resource", "unit", "labels", "ts", "time", result["statistic"]],
+                    [[s["series_id"], s["source"], s["metric"], s["resource"], s["unit"], s["labels"], ts,
+                      datetime.fromtimestamp(ts, timezone.utc).isoformat().replace("+00:00", "Z"), value]
                      for s in result["series"] for ts, value in s["points"]])
 
     @app.get("/api/v1/query", summary="History: the matching series' values per step between from and to")
     async def get_query(request: Request, step: str | None = None, stat: str = "avg") -> Response:
         """`from`, `to` (default: the last hour), `step` (60, 5m, 1h, 1d; default: about 300 points),
         `stat`: avg, min, max, sum, count, last, p50, p95 or p99 of the samples in each step.
-        The answer's `tier` says which data served it (raw, 5m, 1h, 1d: the coarsest whose buckets
-        make up whole steps and that retention still holds), `from`/`to` the span widened to whole
-        steps. At most 11,000 points (series x steps): a 400 says which step would fit."""
+        Steps start at floor(t / step) * step in UTC; `points` are [epoch seconds, value], null for
+        a step without samples. The answer's `tier` says which data served it (raw, 5m, 1h, 1d: the
+        coarsest whose buckets make up whole steps and that retention still holds), `from`/`to`
+        (epoch seconds) the span widened to whole steps. At most 11,000 steps a series and 110,000
+        points in all: a 400 says which step would fit."""
         def work(tenant: str) -> dict:
             now = clock()
             end = _time(request, "to", now)

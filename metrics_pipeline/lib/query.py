@@ -28,14 +28,16 @@ from metrics_pipeline.lib.custom.reads import as_tenant
 from metrics_pipeline.lib.warehouse.db import Warehouse
 from metrics_pipeline.lib.warehouse.retention import RetentionConfig
 
-#: Points one history answer may hold (series x steps), as Prometheus' 11,000 per series.
+#: Steps one history answer may hold per series (as Prometheus' 11,000), and in all (series x steps).
 MAX_POINTS = 11_000
+MAX_TOTAL_POINTS = 110_000
 #: Series one history or summary may cover.
 MAX_SERIES = 500
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10_000
 STATISTICS = ("avg", "min", "max", "sum", "count", "last", "p50", "p95", "p99")
-ORIGIN = datetime(2000, 1, 1, tzinfo=timezone.utc)  # the rollups' date_bin origin: buckets align in UTC
+#: Steps start at floor(ts / step) * step in UTC (SPEC §12); the rollups' buckets (5 m, 1 h, 1 d) align with them.
+ORIGIN = datetime(1970, 1, 1, tzinfo=timezone.utc)
 SERIES_COLUMNS = "series_id, source, metric, resource, unit, labels"
 
 
@@ -371,24 +373,29 @@ def _statistics(conn, schema: str, tier: Tier, group: sql.Composable, statistics
     return out
 
 
-# Steps are whole seconds from 2000-01-01 UTC: RFC 3339 to the second, written by the server.
-_ISO = sql.SQL("""to_char(g AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')""")
-
-
-def _points(conn, schema: str, tier: Tier, group: sql.Composable, statistic: str, ids: list[int],
-            start: datetime, end: datetime, step: timedelta) -> dict[int, list]:
-    """{series_id: [[time, value], ...]} in time order, steps without a value left out. Plain
-    statistics come as one JSON array per series built by the server: formatting thousands of
-    times and floats in Python cost more than the query itself."""
-    params = {"ids": ids, "start": start, "end": end, "step": step, "origin": ORIGIN}
+def _points(conn, schema: str, tier: Tier, statistic: str, ids: list[int], start: datetime, end: datetime,
+            step: timedelta) -> dict[int, list]:
+    """{series_id: [[epoch seconds, value or None], ...]}: every step of [start, end) in time order, null
+    where the series has no sample (SPEC §12). Plain statistics come as one JSON array per series
+    built by the server: formatting thousands of numbers in Python cost more than the query itself."""
+    params = {"ids": ids, "start": start, "end": end, "step": step, "origin": ORIGIN,
+              "first": _epoch(start), "last": _epoch(end - step), "step_s": int(step.total_seconds())}
+    group = sql.SQL("date_bin(%(step)s, {}, %(origin)s)").format(sql.Identifier("ts" if tier.raw else "bucket_start"))
     if _needs_merge(tier, statistic, step):
-        out: dict[int, list] = {}
-        for (series_id, g), values in sorted(_merged(conn, schema, tier, group, [statistic], params).items()):
-            out.setdefault(series_id, []).append([_utc(g), values[statistic]])
+        merged = _merged(conn, schema, tier, group, [statistic], params)
+        first, width = int(params["first"]), params["step_s"]
+        steps = math.ceil((end - start) / step)
+        out: dict[int, list] = {series_id: [[first + i * width, None] for i in range(steps)] for series_id in ids}
+        for (series_id, g), values in merged.items():
+            out[series_id][int((g - start) / step)][1] = values[statistic]
         return out
-    query = sql.SQL("SELECT series_id, json_agg(json_build_array({iso}, v) ORDER BY g) "
-                    "FROM ({inner}) x(series_id, g, v) WHERE v IS NOT NULL GROUP BY series_id").format(
-        iso=_ISO, inner=_plain(schema, tier, group, [statistic]))
+    query = sql.SQL("""
+        SELECT s.series_id, json_agg(json_build_array(b.t, x.v) ORDER BY b.t)
+        FROM unnest(%(ids)s::integer[]) AS s(series_id)
+        CROSS JOIN generate_series(%(first)s::bigint, %(last)s::bigint, %(step_s)s::bigint) AS b(t)
+        LEFT JOIN (SELECT series_id, extract(epoch FROM g)::bigint AS t, v FROM ({inner}) i(series_id, g, v)) x
+               ON x.series_id = s.series_id AND x.t = b.t
+        GROUP BY s.series_id""").format(inner=_plain(schema, tier, group, [statistic]))
     return dict(conn.execute(query, params).fetchall())
 
 
@@ -413,21 +420,24 @@ def history(warehouse: Warehouse, tenant: str, filters: Filters, *, start: datet
     tier, start, end = choose_tier(start, end, step, now, retention)
     steps = math.ceil((end - start) / step)
     if steps > MAX_POINTS:
-        raise BadQuery(f"{steps:,} steps of {_human(step)} between from and to; at most {MAX_POINTS:,} points "
+        raise BadQuery(f"{steps:,} steps of {_human(step)} between from and to; at most {MAX_POINTS:,} points a series "
                        f"are returned: raise the step to at least {_human(readable_step((end - start) / MAX_POINTS))}")
     with as_tenant(warehouse, tenant) as conn:
         found = _matching(conn, warehouse.schema, filters, "history")
-        if found and steps * len(found) > MAX_POINTS:
-            raise BadQuery(f"{len(found)} series x {steps:,} steps is more than {MAX_POINTS:,} points: raise the step "
-                           f"to at least {_human(readable_step((end - start) * len(found) / MAX_POINTS))} or narrow the "
-                           "filters")
-        ts = "ts" if tier.raw else "bucket_start"
-        group = sql.SQL("date_bin(%(step)s, {}, %(origin)s)").format(sql.Identifier(ts))
-        points = _points(conn, warehouse.schema, tier, group, statistic, [r[0] for r in found], start, end, step) \
+        if steps * len(found) > MAX_TOTAL_POINTS:
+            raise BadQuery(f"{len(found)} series x {steps:,} steps is more than {MAX_TOTAL_POINTS:,} points: raise the "
+                           f"step to at least {_human(readable_step((end - start) * len(found) / MAX_TOTAL_POINTS))} "
+                           "or narrow the filters")
+        points = _points(conn, warehouse.schema, tier, statistic, [r[0] for r in found], start, end, step) \
             if found else {}
-    return {"tier": tier.name, "step_s": int(step.total_seconds()), "statistic": statistic,
-            "from": _utc(start), "to": _utc(end),
+    return {"tier": tier.name, "step": int(step.total_seconds()), "statistic": statistic,
+            "from": _epoch(start), "to": _epoch(end),
             "series": [{**_describe(row), "points": points.get(row[0], [])} for row in found]}
+
+
+def _epoch(ts: datetime) -> int | float:
+    seconds = (ts - ORIGIN).total_seconds()
+    return int(seconds) if seconds == int(seconds) else seconds
 
 
 def default_step(start: datetime, end: datetime, now: datetime, retention: RetentionConfig) -> timedelta:
@@ -478,7 +488,7 @@ def summary(warehouse: Warehouse, tenant: str, filters: Filters, *, start: datet
                     "health_hours": hours,
                     "warning_threshold": warning, "critical_threshold": critical,
                     "above_warning_s": above_warning, "above_critical_s": above_critical})
-    return {"tier": tier.name, "from": _utc(start), "to": _utc(end), "series": out}
+    return {"tier": tier.name, "from": _epoch(start), "to": _epoch(end), "series": out}
 
 
 _HEALTH = """

@@ -19,8 +19,8 @@ from metrics_pipeline.api.app import create_app
 from metrics_pipeline.api.idempotency import IdempotencyStore
 from metrics_pipeline.lib import api_keys, query
 from metrics_pipeline.lib.custom.config import ApiConfig
-from metrics_pipeline.lib.custom.reads import as_tenant
 from metrics_pipeline.lib.custom.landing import PushWriter
+from metrics_pipeline.lib.custom.reads import as_tenant
 from metrics_pipeline.lib.warehouse.db import Warehouse
 from metrics_pipeline.lib.warehouse.retention import RetentionConfig
 from metrics_pipeline_tests.support import bi_sample
@@ -131,7 +131,7 @@ def test_history_matches_the_raw_points_whatever_the_tier(reader, step, tier, st
                          **{"from": sample.start.isoformat(), "to": sample.end.isoformat()})
     assert answer["tier"] == tier and answer["statistic"] == stat
     width = query.parse_step(step)
-    assert answer["step_s"] == width.total_seconds()
+    assert answer["step"] == width.total_seconds()
     (series,) = answer["series"]
     epochs, values = points_of(sample, series["series_id"], sample.start, sample.end)
     buckets = (epochs // width.total_seconds()) * width.total_seconds()
@@ -141,7 +141,9 @@ def test_history_matches_the_raw_points_whatever_the_tier(reader, step, tier, st
         expected[bucket] = {"avg": chunk.mean(), "min": chunk.min(), "max": chunk.max(), "sum": chunk.sum(),
                             "count": len(chunk), "last": chunk[-1], "p50": lower_quantile(chunk, 0.5),
                             "p95": lower_quantile(chunk, 0.95), "p99": lower_quantile(chunk, 0.99)}[stat]
-    got = {datetime.fromisoformat(ts).timestamp(): value for ts, value in series["points"]}
+    steps = [ts for ts, _ in series["points"]]
+    assert steps == list(range(int(sample.start.timestamp()), int(sample.end.timestamp()), int(width.total_seconds())))
+    got = {ts: value for ts, value in series["points"] if value is not None}
     assert set(got) == set(expected)
     for bucket, value in got.items():
         if stat.startswith("p") and tier != "raw":  # a sketch: within 1 % of the sample of that rank
@@ -150,7 +152,7 @@ def test_history_matches_the_raw_points_whatever_the_tier(reader, step, tier, st
             assert value == pytest.approx(expected[bucket], rel=1e-12)
 
 
-def test_history_is_tenant_scoped_and_limits_say_which_step_fits(reader):
+def test_history_is_tenant_scoped_and_limits_say_which_step_fits(reader, monkeypatch):
     sample = reader.sample
     span = {"from": sample.start.isoformat(), "to": sample.end.isoformat()}
     mine = reader.json("query", metric="aws_ec2_cpuutilization", step="1h", **span)["series"]
@@ -158,8 +160,12 @@ def test_history_is_tenant_scoped_and_limits_say_which_step_fits(reader):
     too_fine = reader.get("query", step="1s", **{"from": (sample.end - timedelta(days=1)).isoformat(),
                                                   "to": sample.end.isoformat()})
     assert too_fine.status_code == 400 and "raise the step" in too_fine.json()["detail"]
+    series = len(reader.json("series")["items"])
+    monkeypatch.setattr(query, "MAX_TOTAL_POINTS", 10_800 * series - 1)  # the server runs in this process
     many = reader.get("query", step="1s", **span)  # 10,800 steps x every series of the tenant
-    assert many.status_code == 400 and "raise the step to at least" in many.json()["detail"]
+    assert many.status_code == 400 and "raise the step to at least 5s" in many.json()["detail"]
+    monkeypatch.undo()
+    assert reader.get("query", step="1s", **span).status_code == 200
     old = reader.get("query", step="60", **{"from": (sample.end - timedelta(days=30)).isoformat(),
                                             "to": (sample.end - timedelta(days=29)).isoformat()})
     assert old.status_code == 400 and "multiple of 5m" in old.json()["detail"]
@@ -167,7 +173,11 @@ def test_history_is_tenant_scoped_and_limits_say_which_step_fits(reader):
     assert reader.get("query", stat="median").status_code == 400
     assert reader.get("query", **{"from": "yesterday"}).status_code == 400
     default = reader.json("query", metric="host_cpu_percent", **span)
-    assert default["step_s"] == 60 and default["tier"] == "raw"  # 3 h / 300 -> 36 s -> 60 s
+    assert default["step"] == 60 and default["tier"] == "raw"  # 3 h / 300 -> 36 s -> 60 s
+    assert (default["from"], default["to"]) == (sample.start.timestamp(), sample.end.timestamp())
+    gap = reader.json("query", key="boreal-logistique", metric="host_cpu_percent", resource="db-1", step="5m",
+                      **span)["series"][0]["points"]  # db-1's CPU stops for 30 minutes in the second hour
+    assert len(gap) == 36 and [v is None for _, v in gap].count(True) == 6
 
 
 def test_summary_over_whole_hours_reads_the_rollups_and_over_other_bounds_the_raw_points(reader):
@@ -217,7 +227,7 @@ def test_every_endpoint_needs_a_read_key_and_speaks_csv(reader, path):
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
     rows = list(csv.reader(io.StringIO(response.text)))
     if path == "query":
-        expected = sum(len(s["points"]) for s in as_json["series"])
+        expected = sum(len(s["points"]) for s in as_json["series"])  # one row per (series, step), empty ones too
     else:
         expected = len(as_json.get("items", as_json.get("series", [])))
     assert len(rows) == 1 + expected and expected > 0
