@@ -252,23 +252,6 @@ def choose_tier(start: datetime, end: datetime, step: timedelta, now: datetime,
     return usable[-1], start, end
 
 
-def summary_tier(start: datetime, end: datetime, now: datetime,
-                 retention: RetentionConfig) -> tuple[Tier, datetime, datetime]:
-    """The coarsest rollup whose buckets start exactly at `start` and end at `end` (or `end` is now
-    or later: no bucket holds the future) and which holds `start`; else raw points when they hold
-    `start` (exact bounds); else the finest rollup holding `start`, the span widened to its buckets."""
-    for tier in reversed(TIERS[1:]):
-        if (_aligned(start, tier.width) and (_aligned(end, tier.width) or end >= now)
-                and start >= now - kept(tier, retention)):
-            return tier, start, _ceil(end, tier.width)
-    if start >= now - retention.points:
-        return RAW, start, end
-    for tier in TIERS[1:]:
-        if _floor(start, tier.width) >= now - kept(tier, retention):
-            return tier, _floor(start, tier.width), _ceil(end, tier.width)
-    raise BadQuery(f"from: {_utc(start)} is older than every tier keeps")
-
-
 def _quantile(name: str) -> float | None:
     return int(name[1:]) / 100 if name.startswith("p") else None
 
@@ -288,16 +271,19 @@ def _tier_expression(statistic: str) -> sql.Composable:
                     "last": "(array_agg(last ORDER BY bucket_start DESC))[1]"}[statistic])
 
 
-def _plain(schema: str, tier: Tier, group: sql.Composable, statistics: Sequence[str]) -> sql.Composable:
-    """One scan of the tier: per series and group, the statistics its rows hold or add up exactly."""
-    expressions = [_raw_expression(s) if tier.raw else
-                   (sql.SQL("max({})").format(sql.Identifier(s)) if _quantile(s) else _tier_expression(s))
-                   for s in statistics]
+def _plain(schema: str, tier: Tier, statistic: str, lo: str = "start", hi: str = "end") -> sql.Composable:
+    """One scan of the tier between the parameters `lo` and `hi`: per series and step, the statistic
+    its rows hold (a percentile of one row) or add up exactly."""
+    if tier.raw:
+        expression = _raw_expression(statistic)
+    else:
+        expression = sql.SQL("max({})").format(sql.Identifier(statistic)) if _quantile(statistic) else \
+            _tier_expression(statistic)
     ts = sql.Identifier("ts" if tier.raw else "bucket_start")
-    return sql.SQL("SELECT series_id, {group} AS g, {expressions} FROM {schema}.{view} "
-                   "WHERE series_id = ANY(%(ids)s) AND {ts} >= %(start)s AND {ts} < %(end)s GROUP BY 1, 2").format(
-        group=group, expressions=sql.SQL(", ").join(expressions), schema=sql.Identifier(schema),
-        view=sql.Identifier(tier.view), ts=ts)
+    return sql.SQL("SELECT series_id, date_bin(%(step)s, {ts}, %(origin)s) AS g, {expression} AS v FROM {schema}.{view} "
+                   "WHERE series_id = ANY(%(ids)s) AND {ts} >= {lo} AND {ts} < {hi} GROUP BY 1, 2").format(
+        expression=expression, schema=sql.Identifier(schema), view=sql.Identifier(tier.view), ts=ts,
+        lo=sql.Placeholder(lo), hi=sql.Placeholder(hi))
 
 
 def _needs_merge(tier: Tier, statistic: str, step: timedelta | None) -> bool:
@@ -306,11 +292,12 @@ def _needs_merge(tier: Tier, statistic: str, step: timedelta | None) -> bool:
 
 
 _MERGE_ROWS = """
-SELECT r.series_id, {group} AS g, r.min, r.max, k.sketch_keys, k.sketch_counts
+SELECT r.series_id, date_bin(%(step)s, r.bucket_start, %(origin)s) AS g, r.min, r.max,
+       array_send(k.sketch_keys), array_send(k.sketch_counts)
 FROM {schema}.{view} r
 JOIN {schema}.{sketches} k ON k.series_id = r.series_id AND k.bucket = r.bucket_start
-WHERE r.series_id = ANY(%(ids)s) AND r.bucket_start >= %(start)s AND r.bucket_start < %(end)s
-  AND k.series_id = ANY(%(ids)s) AND k.bucket >= %(start)s AND k.bucket < %(end)s
+WHERE r.series_id = ANY(%(ids)s) AND r.bucket_start >= %(start)s AND r.bucket_start < %(tier_end)s
+  AND k.series_id = ANY(%(ids)s) AND k.bucket >= %(start)s AND k.bucket < %(tier_end)s
 ORDER BY 1, 2
 """
 
@@ -324,15 +311,44 @@ def sketch_value(key: int) -> float:
     return 0.0
 
 
-def _merged(conn, schema: str, tier: Tier, group: sql.Composable, statistics: Sequence[str],
+# PostgreSQL's binary array format (array_send): ndim, has-nulls, element type, then per dimension its
+# length and lower bound; then each element as its length and its big-endian bytes. Sketch arrays are
+# one-dimensional without NULLs. Read straight into numpy: letting psycopg build a Python list of every
+# bin of every row cost 4x the query (a year of daily sketches of 10 series: 438,000 numbers).
+_INT4S = np.dtype([("length", ">i4"), ("value", ">i4")])
+_INT8S = np.dtype([("length", ">i4"), ("value", ">i8")])
+
+
+def _array(data: bytes, dtype: np.dtype, out=np.int64) -> np.ndarray:
+    if int.from_bytes(data[:4], "big") == 0:  # no dimension: an empty array
+        return np.empty(0, dtype=out)
+    return np.frombuffer(data, dtype=dtype, offset=20)["value"].astype(out)
+
+
+def _rank_key(keys: np.ndarray, counts: np.ndarray, percent: int) -> int:
+    """The bin holding the sample of rank floor(q (n - 1)) of the bins' samples: the first bin whose
+    running count passes q (n - 1), in integers (100 count > p (n - 1)). Bins are added by offset
+    (the keys of a series of one sign span a few thousand values: a bincount, not a sort)."""
+    low = int(keys.min())
+    if int(keys.max()) - low < 1 << 16:
+        bins, totals = None, np.bincount(keys - low, weights=counts)
+    else:  # negative and positive values: keys on both sides of +-1,000,000
+        bins, where = np.unique(keys, return_inverse=True)
+        totals = np.bincount(where, weights=counts)
+    cumulative = np.cumsum(totals.astype(np.int64))
+    index = int(np.argmax(cumulative * 100 > percent * (int(cumulative[-1]) - 1)))
+    return low + index if bins is None else int(bins[index])
+
+
+def _merged(conn, schema: str, tier: Tier, statistics: Sequence[str],
             params: dict) -> dict[tuple[int, datetime], dict]:
     """Percentiles over several rollup rows, as lib/rollups/sql/merge.sql makes a coarser tier's: the
     rows' bins added up, the bin holding the sample of rank floor(q (n - 1)), its representative
     clamped into the rows' exact [min, max]. The bins are added here with numpy: in SQL the same
     merge sorts every bin of every row (a month of daily rows of 10 series: 36,000) and took 40 ms."""
-    query = sql.SQL(_MERGE_ROWS).format(group=group, schema=sql.Identifier(schema), view=sql.Identifier(tier.view),
+    query = sql.SQL(_MERGE_ROWS).format(schema=sql.Identifier(schema), view=sql.Identifier(tier.view),
                                         sketches=sql.Identifier(tier.sketches))
-    rows = conn.execute(query, params).fetchall()
+    rows = conn.cursor(binary=True).execute(query, params).fetchall()
     out: dict[tuple[int, datetime], dict] = {}
     first = 0
     while first < len(rows):
@@ -340,62 +356,51 @@ def _merged(conn, schema: str, tier: Tier, group: sql.Composable, statistics: Se
         while last < len(rows) and rows[last][:2] == key:
             last += 1
         chunk = rows[first:last]
-        keys = np.concatenate([np.asarray(r[4], dtype=np.int64) for r in chunk])
-        counts = np.concatenate([np.asarray(r[5], dtype=np.int64) for r in chunk])
-        bins, where = np.unique(keys, return_inverse=True)
-        cumulative = np.cumsum(np.bincount(where, weights=counts).astype(np.int64))
-        total = int(cumulative[-1])
+        keys = np.concatenate([_array(r[4], _INT4S) for r in chunk])
+        counts = np.concatenate([_array(r[5], _INT8S) for r in chunk])
         low, high = min(r[2] for r in chunk), max(r[3] for r in chunk)
-        values = {}
-        for statistic in statistics:
-            percent = int(statistic[1:])  # cum > q (total - 1), exactly: 100 cum > p (total - 1) in integers
-            index = int(np.argmax(cumulative * 100 > percent * (total - 1)))
-            values[statistic] = max(low, min(high, sketch_value(int(bins[index]))))
+        values = {statistic: max(low, min(high, sketch_value(_rank_key(keys, counts, int(statistic[1:])))))
+                  for statistic in statistics}
         out[key] = values
         first = last
     return out
 
 
-def _statistics(conn, schema: str, tier: Tier, group: sql.Composable, statistics: Sequence[str], ids: list[int],
-                start: datetime, end: datetime, step: timedelta | None) -> dict[tuple[int, datetime], dict]:
-    """{(series_id, group value): {statistic: value}}: one scan of the tier for what its rows hold,
-    one merge of sketches for the percentiles over several rows."""
-    params = {"ids": ids, "start": start, "end": end, "step": step, "origin": ORIGIN}
-    plain = [s for s in statistics if not _needs_merge(tier, s, step)]
-    merged = [s for s in statistics if _needs_merge(tier, s, step)]
-    out: dict[tuple[int, datetime], dict] = {}
-    if plain:
-        for series_id, g, *values in conn.execute(_plain(schema, tier, group, plain), params).fetchall():
-            out[series_id, g] = dict(zip(plain, values, strict=True))
-    if merged:
-        for key, values in _merged(conn, schema, tier, group, merged, params).items():
-            out.setdefault(key, {}).update(values)
-    return out
-
-
 def _points(conn, schema: str, tier: Tier, statistic: str, ids: list[int], start: datetime, end: datetime,
-            step: timedelta) -> dict[int, list]:
+            step: timedelta, now: datetime) -> dict[int, list]:
     """{series_id: [[epoch seconds, value or None], ...]}: every step of [start, end) in time order, null
-    where the series has no sample (SPEC §12). Plain statistics come as one JSON array per series
-    built by the server: formatting thousands of numbers in Python cost more than the query itself."""
+    where the series has no sample (SPEC §12).
+
+    Steps in the hour in progress are computed from raw points whenever the step divides an hour: the
+    rollups of that hour are refreshed every few minutes and would miss the newest samples. Plain
+    statistics come as one JSON array per series built by the server: formatting thousands of
+    numbers in Python cost more than the query itself."""
+    in_progress = _floor(now, timedelta(hours=1))
+    fresh = not tier.raw and end > in_progress and timedelta(hours=1) % step == timedelta(0)
     params = {"ids": ids, "start": start, "end": end, "step": step, "origin": ORIGIN,
+              "tier_end": min(end, in_progress) if fresh else end, "raw_start": max(start, in_progress),
               "first": _epoch(start), "last": _epoch(end - step), "step_s": int(step.total_seconds())}
-    group = sql.SQL("date_bin(%(step)s, {}, %(origin)s)").format(sql.Identifier("ts" if tier.raw else "bucket_start"))
     if _needs_merge(tier, statistic, step):
-        merged = _merged(conn, schema, tier, group, [statistic], params)
-        first, width = int(params["first"]), params["step_s"]
+        values = {key: found[statistic] for key, found in _merged(conn, schema, tier, [statistic], params).items()}
+        if fresh:
+            values.update(((series_id, g), v) for series_id, g, v in
+                          conn.execute(_plain(schema, RAW, statistic, "raw_start", "end"), params).fetchall())
         steps = math.ceil((end - start) / step)
-        out: dict[int, list] = {series_id: [[first + i * width, None] for i in range(steps)] for series_id in ids}
-        for (series_id, g), values in merged.items():
-            out[series_id][int((g - start) / step)][1] = values[statistic]
+        out: dict[int, list] = {series_id: [[params["first"] + i * params["step_s"], None] for i in range(steps)]
+                                for series_id in ids}
+        for (series_id, g), value in values.items():
+            out[series_id][int((g - start) / step)][1] = value
         return out
+    inner = _plain(schema, tier, statistic, "start", "tier_end")
+    if fresh:
+        inner = sql.SQL("{} UNION ALL {}").format(inner, _plain(schema, RAW, statistic, "raw_start", "end"))
     query = sql.SQL("""
         SELECT s.series_id, json_agg(json_build_array(b.t, x.v) ORDER BY b.t)
         FROM unnest(%(ids)s::integer[]) AS s(series_id)
         CROSS JOIN generate_series(%(first)s::bigint, %(last)s::bigint, %(step_s)s::bigint) AS b(t)
-        LEFT JOIN (SELECT series_id, extract(epoch FROM g)::bigint AS t, v FROM ({inner}) i(series_id, g, v)) x
+        LEFT JOIN (SELECT series_id, extract(epoch FROM g)::bigint AS t, v FROM ({inner}) i) x
                ON x.series_id = s.series_id AND x.t = b.t
-        GROUP BY s.series_id""").format(inner=_plain(schema, tier, group, [statistic]))
+        GROUP BY s.series_id""").format(inner=inner)
     return dict(conn.execute(query, params).fetchall())
 
 
@@ -428,7 +433,7 @@ def history(warehouse: Warehouse, tenant: str, filters: Filters, *, start: datet
             raise BadQuery(f"{len(found)} series x {steps:,} steps is more than {MAX_TOTAL_POINTS:,} points: raise the "
                            f"step to at least {_human(readable_step((end - start) * len(found) / MAX_TOTAL_POINTS))} "
                            "or narrow the filters")
-        points = _points(conn, warehouse.schema, tier, statistic, [r[0] for r in found], start, end, step) \
+        points = _points(conn, warehouse.schema, tier, statistic, [r[0] for r in found], start, end, step, now) \
             if found else {}
     return {"tier": tier.name, "step": int(step.total_seconds()), "statistic": statistic,
             "from": _epoch(start), "to": _epoch(end),
@@ -460,35 +465,182 @@ def readable_step(span: timedelta) -> timedelta:
 SUMMARY_STATISTICS = ("count", "min", "avg", "max", "p95", "last")
 
 
+def summary_pieces(start: datetime, end: datetime, now: datetime,
+                   retention: RetentionConfig) -> tuple[list[tuple[Tier, datetime, datetime]], datetime, datetime]:
+    """[start, end) as contiguous pieces, each read from the coarsest tier whose buckets it holds whole:
+    a year of whole days is 365 daily rows; seven days from 13:37 are raw points to 13:40, 5-minute
+    rows to 14:00, hourly rows to midnight, daily rows, and the same back down to `end`.
+
+    The hour in progress is always read from raw points: its rollups are refreshed every few minutes
+    and would miss the newest samples. Edges finer than 5 minutes come from raw points while they are
+    kept, else the span widens to the buckets of the finest tier still holding them. Returns the
+    pieces and the span they cover."""
+    def widen(ts: datetime, rounding) -> datetime:
+        if ts >= now - retention.points:
+            return ts
+        for tier in TIERS[1:]:
+            if _floor(ts, tier.width) >= now - kept(tier, retention):
+                return rounding(ts, tier.width)
+        raise BadQuery(f"from: {_utc(start)} is older than every tier keeps")
+
+    def decompose(a: datetime, b: datetime, tiers: Sequence[Tier]) -> list[tuple[Tier, datetime, datetime]]:
+        if a >= b:
+            return []
+        if not tiers:
+            return [(RAW, a, b)]
+        tier, finer = tiers[0], tiers[1:]
+        lo, hi = _ceil(a, tier.width), _floor(b, tier.width)
+        if lo < hi and lo >= now - kept(tier, retention):
+            return decompose(a, lo, finer) + [(tier, lo, hi)] + decompose(hi, b, finer)
+        return decompose(a, b, finer)
+
+    start, end = widen(start, _floor), widen(end, _ceil)
+    in_progress = _floor(now, timedelta(hours=1))
+    pieces = decompose(start, min(end, in_progress), list(reversed(TIERS[1:])))
+    if end > in_progress:
+        pieces.append((RAW, max(start, in_progress), end))
+    return pieces, start, end
+
+
+def sketch_keys(values: np.ndarray) -> np.ndarray:
+    """The sketch bin of each value (migration 0005's `sketch_key`)."""
+    keys = np.zeros(len(values), dtype=np.int64)
+    positive, negative = values > 1e-9, values < -1e-9
+    keys[positive] = 1_000_000 + np.ceil(np.log(values[positive]) / 0.020000666706669).astype(np.int64)
+    keys[negative] = -(1_000_000 + np.ceil(np.log(-values[negative]) / 0.020000666706669).astype(np.int64))
+    return keys
+
+
+_FLOAT8S = np.dtype([("length", ">i4"), ("value", ">f8")])
+
+_SUMMARY_RAW = """
+SELECT series_id, count(*), sum(value), min(value), max(value), max(ts),
+       (array_agg(value ORDER BY ts DESC))[1], array_send(array_agg(value))
+FROM {schema}.v_points
+WHERE series_id = ANY(%(ids)s) AND ({spans})
+GROUP BY series_id
+"""
+
+# A tier's rows add up in the server; their sketches come separately, by series (joining the two
+# barrier views hashed every sketch of the span's buckets, of every series: 3x slower).
+_SUMMARY_ROWS = """
+SELECT series_id, sum(samples), sum(sum), min(min), max(max), max(bucket_start),
+       (array_agg(last ORDER BY bucket_start DESC))[1]
+FROM {schema}.{view}
+WHERE series_id = ANY(%(ids)s) AND ({spans})
+GROUP BY series_id
+"""
+
+_SUMMARY_SKETCHES = """
+SELECT series_id, array_send(sketch_keys), array_send(sketch_counts)
+FROM {schema}.{sketches}
+WHERE series_id = ANY(%(ids)s) AND ({spans})
+"""
+
+
+@dataclass
+class _Summary:
+    """What a series' pieces add up to; the percentile from all their bins (raw values binned alike)."""
+
+    count: int = 0
+    total: float = 0.0
+    low: float = math.inf
+    high: float = -math.inf
+    last_at: datetime | None = None
+    last: float | None = None
+    keys: list = field(default_factory=list)
+    counts: list = field(default_factory=list)
+    raw: list = field(default_factory=list)  # raw values, for an exact answer when every piece is raw
+
+    def add(self, count, total, low, high, at, last) -> None:
+        self.count += int(count)
+        self.total += total
+        self.low, self.high = min(self.low, low), max(self.high, high)
+        if self.last_at is None or at > self.last_at:
+            self.last_at, self.last = at, last
+
+    def result(self, only_raw: bool) -> dict:
+        if not self.count:
+            return {"count": 0, "min": None, "avg": None, "max": None, "p95": None, "last": None}
+        if only_raw:  # exact: the sample of rank floor(0.95 (n - 1))
+            p95 = float(np.quantile(np.concatenate(self.raw), 0.95, method="lower"))
+        else:
+            p95 = max(self.low, min(self.high, sketch_value(_rank_key(np.concatenate(self.keys),
+                                                                       np.concatenate(self.counts), 95))))
+        return {"count": self.count, "min": self.low, "avg": self.total / self.count, "max": self.high,
+                "p95": p95, "last": self.last}
+
+
+def _spans(column: str, pieces: list[tuple[Tier, datetime, datetime]], params: dict, prefix: str) -> sql.Composable:
+    parts = []
+    for i, (_, a, b) in enumerate(pieces):
+        params[f"{prefix}a{i}"], params[f"{prefix}b{i}"] = a, b
+        parts.append(sql.SQL("({c} >= {a} AND {c} < {b})").format(
+            c=sql.SQL(column), a=sql.Placeholder(f"{prefix}a{i}"), b=sql.Placeholder(f"{prefix}b{i}")))
+    return sql.SQL(" OR ").join(parts)
+
+
+def _summarise(conn, schema: str, pieces: list[tuple[Tier, datetime, datetime]], ids: list[int]) -> dict[int, dict]:
+    """Per series, SUMMARY_STATISTICS over the pieces: one statement per tier used."""
+    acc = {series_id: _Summary() for series_id in ids}
+    cursor = conn.cursor(binary=True)
+    for tier in TIERS:
+        mine = [p for p in pieces if p[0] is tier]
+        if not mine:
+            continue
+        params: dict = {"ids": ids}
+        if tier.raw:
+            query = sql.SQL(_SUMMARY_RAW).format(schema=sql.Identifier(schema), spans=_spans("ts", mine, params, "p"))
+            for series_id, count, total, low, high, at, last, values in cursor.execute(query, params).fetchall():
+                values = _array(values, _FLOAT8S, np.float64)
+                summary = acc[series_id]
+                summary.add(count, total, low, high, at, last)
+                summary.raw.append(values)
+                summary.keys.append(sketch_keys(values))
+                summary.counts.append(np.ones(len(values), dtype=np.int64))
+            continue
+        rows = sql.SQL(_SUMMARY_ROWS).format(schema=sql.Identifier(schema), view=sql.Identifier(tier.view),
+                                             spans=_spans("bucket_start", mine, params, "r"))
+        for series_id, count, total, low, high, at, last in cursor.execute(rows, params).fetchall():
+            acc[series_id].add(count, total, low, high, at, last)
+        sketches = sql.SQL(_SUMMARY_SKETCHES).format(schema=sql.Identifier(schema),
+                                                     sketches=sql.Identifier(tier.sketches),
+                                                     spans=_spans("bucket", mine, params, "k"))
+        for series_id, keys, counts in cursor.execute(sketches, params).fetchall():
+            acc[series_id].keys.append(_array(keys, _INT4S))
+            acc[series_id].counts.append(_array(counts, _INT8S))
+    only_raw = all(p[0].raw for p in pieces)
+    return {series_id: summary.result(only_raw) for series_id, summary in acc.items()}
+
+
 def summary(warehouse: Warehouse, tenant: str, filters: Filters, *, start: datetime, end: datetime, now: datetime,
             retention: RetentionConfig) -> dict:
-    """Per matching series over [start, end): count, min, avg, max, p95 and last from the tier
-    `summary_tier` picks; completeness and time above the alert thresholds from the hourly series
-    health of the hours that overlap the span."""
+    """Per matching series over [start, end): count, min, avg, max, p95 and last from the pieces
+    `summary_pieces` cuts the span into (exact but for the p95, which is within 1 % unless every
+    piece is raw); completeness and time above the alert thresholds from the hourly series health
+    of the hours that overlap the span."""
     if end <= start:
         raise BadQuery("`to` must be after `from`")
-    tier, start, end = summary_tier(start, end, now, retention)
+    pieces, start, end = summary_pieces(start, end, now, retention)
     with as_tenant(warehouse, tenant) as conn:
         found = _matching(conn, warehouse.schema, filters, "summary")
         ids = [r[0] for r in found]
-        stats = _statistics(conn, warehouse.schema, tier, sql.SQL("%(start)s::timestamptz"), SUMMARY_STATISTICS, ids,
-                            start, end, None) if ids else {}
+        stats = _summarise(conn, warehouse.schema, pieces, ids) if ids else {}
         health = {row[0]: row[1:] for row in conn.execute(
             sql.SQL(_HEALTH).format(schema=sql.Identifier(warehouse.schema)),
             {"ids": ids, "start": _floor(start, timedelta(hours=1)), "end": end})} if ids else {}
     out = []
     for row in found:
-        values = stats.get((row[0], start), {})
         received, expected, warning, critical, above_warning, above_critical, hours = health.get(
             row[0], (None, None, None, None, None, None, 0))
-        out.append({**_describe(row),
-                    **{s: values.get(s) for s in SUMMARY_STATISTICS},
-                    "count": int(values["count"]) if values.get("count") is not None else 0,
+        out.append({**_describe(row), **stats[row[0]],
                     "completeness": None if not expected else min(1.0, received / expected),
                     "health_hours": hours,
                     "warning_threshold": warning, "critical_threshold": critical,
                     "above_warning_s": above_warning, "above_critical_s": above_critical})
-    return {"tier": tier.name, "from": _epoch(start), "to": _epoch(end), "series": out}
+    return {"from": _epoch(start), "to": _epoch(end),
+            "pieces": [{"tier": t.name, "from": _epoch(a), "to": _epoch(b)} for t, a, b in pieces],
+            "series": out}
 
 
 _HEALTH = """
