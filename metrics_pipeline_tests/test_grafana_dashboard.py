@@ -157,7 +157,7 @@ def test_the_dashboard_covers_every_source_and_topic():
     for needle in ("host_cpu_percent", "host_memory_percent", "host_filesystem_used_percent", "metrics.v_latest",
                    "aws_ec2_cpuutilization", "whatap_server_cpu", "metrics.v_series_health_hourly",
                    "metrics.v_sla_daily", "time_since_last_success_s", "sla_breaches", "metrics.v_alerts",
-                   "$__timeFilter(bucket_start)"):
+                   "metrics.v_anomalies", "$__timeFilter(bucket_start)"):
         assert needle in sql, needle
     assert {v["name"] for v in DASHBOARD["templating"]["list"]} >= {"host", "metric", "company"}
 
@@ -337,3 +337,20 @@ def test_the_events_annotation_marks_pushed_events_on_every_panel(bi_conn, sampl
         assert [c.name for c in cur.description] == ["time", "text", "tags"]
         rows = cur.fetchall()
         assert rows and all(text.startswith("deploy: ") for _, text, _ in rows)
+
+
+def test_the_anomaly_panel_shows_the_most_anomalous_series_with_its_band_and_markers(sample, bi_conn):
+    now = sample[0].now
+    variables = resolve_variables(bi_conn, dashboard_range(now, "default"))
+    series = bi_conn.execute("SELECT metric, resource FROM metrics.v_anomalies WHERE series_id::text = %s LIMIT 1",
+                             variables["anomaly_series"].values).fetchone()
+    assert series == ("host_cpu_percent", "db-1") or series == ("host_cpu_percent", "web-1")
+    band = _rows(bi_conn, "Expected band and anomalies", now)
+    assert len(band) == (30 if series[1] == "db-1" else 36)  # three hours of buckets (db-1 is silent half an hour)
+    assert all(r["lower"] <= r["expected"] <= r["upper"] for r in band)
+    assert [r["anomaly"] for r in band if r["anomaly"] is not None] == [r["value"] for r in band if r["anomaly"]]
+    assert sum(r["anomaly"] is not None for r in band) == 1
+    recent = _rows(bi_conn, "Recent anomalies", now)
+    assert {(r["resource"], r["tenant"]) for r in recent} == {("web-1", "akonovia"), ("db-1", "boreal-logistique")}
+    assert all(r["description"].startswith("expected ") for r in recent)
+

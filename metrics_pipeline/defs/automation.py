@@ -129,8 +129,9 @@ def api_source_automation(
 
 #: How far back a re-materialised upstream partition (late data, a re-run) still triggers the
 #: derived partitions that cover it. CloudWatch and WhaTap re-run closed hours 2 h later; the
-#: daily tiers need the previous day as well.
-DERIVED_LOOKBACK = timedelta(days=2)
+#: daily tiers need the previous day as well; and the anomaly detector wants three days of 5-minute
+#: rollups behind a fresh start (SPEC §12: `make dev` loads three days of demo CloudWatch history).
+DERIVED_LOOKBACK = timedelta(days=3)
 
 
 #: The hour that closed last (true for one partition: the one before the in-progress hour).

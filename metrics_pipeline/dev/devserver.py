@@ -189,23 +189,45 @@ class CloudWatchFeed(threading.Thread):
 
 
 def _start_demo_cloudwatch(env: dict):
-    """The local CloudWatch seeded with the last day, a config pointing at it, fed every minute after
-    (`demo_sources.start_cloudwatch_double`): (server, feed). Stop the feed, then the server."""
-    from datetime import timedelta
-
+    """The local CloudWatch seeded with the last `demo.HISTORY` (3 days: the anomaly detector learns
+    the daily patterns from them, SPEC §12; the demo configuration's catch-up loads them all), a
+    config pointing at it, fed every minute after (`demo_sources.start_cloudwatch_double`):
+    (server, feed). Stop the feed, then the server."""
     from metrics_pipeline.dev import demo_cloudwatch as demo
     from metrics_pipeline.dev.demo_sources import start_cloudwatch_double
 
     end = demo.now().replace(second=0, microsecond=0)
-    cloudwatch = start_cloudwatch_double(settings.state_dir() / "cloudwatch-demo.yaml", end - timedelta(days=1), end)
+    cloudwatch = start_cloudwatch_double(settings.state_dir() / "cloudwatch-demo.yaml", end - demo.HISTORY, end)
     feed = CloudWatchFeed(cloudwatch, since=end)
     feed.start()
     region = env.get("AWS_DEFAULT_REGION")
     env.update(cloudwatch.env)  # the config, and the local server's credentials (not AWS's)
     if region is not None:
         env["AWS_DEFAULT_REGION"] = region  # yours stays (an S3 landing zone may use it); the config names its own
-    print(f"CloudWatch: local demo server at {cloudwatch.endpoint_url}, seeded with the last day", flush=True)
+    print(f"CloudWatch: local demo server at {cloudwatch.endpoint_url}, seeded with the last "
+          f"{demo.HISTORY.days} days (an anomaly now and then)", flush=True)
     return cloudwatch, feed
+
+
+#: `make dev`'s anomaly configuration when you have none: the defaults, except the demo CloudWatch's
+#: Minimum, Maximum and SampleCount, which at one datapoint a minute repeat its Average (or are 1) and
+#: would raise every anomaly three times.
+DEMO_ANOMALIES = """# Written by make dev (config/anomalies.yaml absent): the defaults, but one statistic per CloudWatch metric.
+exclude:
+  - {source: cloudwatch, statistic: "Minimum|Maximum|SampleCount"}
+"""
+
+
+def _demo_anomalies_config(env: dict) -> None:
+    """Point the anomaly detector at `DEMO_ANOMALIES` unless a configuration of yours exists."""
+    from metrics_pipeline.lib.anomalies import config as anomaly_config
+
+    if os.environ.get(anomaly_config.CONFIG_ENV) or anomaly_config.default_path().exists():
+        return
+    path = settings.state_dir() / "anomalies-demo.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(DEMO_ANOMALIES)
+    env[anomaly_config.CONFIG_ENV] = str(path)
 
 
 def _start_demo_whatap(env: dict) -> object:
@@ -316,6 +338,7 @@ def run_dev(host: str = "127.0.0.1", port: int = 3000) -> int:
             print("CloudWatch: using the configured accounts", flush=True)
         else:
             cloudwatch, cloudwatch_feed = _start_demo_cloudwatch(env)
+            _demo_anomalies_config(env)
         if sources.configured("whatap"):
             print("WhaTap: using the configured projects", flush=True)
         else:

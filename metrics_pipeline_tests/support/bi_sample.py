@@ -4,7 +4,8 @@ Three hours of points for every metric source (host, CloudWatch, WhaTap), loaded
 loader and rolled up by the real rollup and health SQL, plus the rows of the tables nothing writes
 yet in these tests (ingestion runs, SLA, alerts), inserted directly. Everything is placed relative to
 the current hour because the views compare with `now()` (`v_latest.age_s`, `v_alerts.duration`) and
-Grafana's ranges are relative to now.
+Grafana's ranges are relative to now. Anomaly scores (`v_anomalies`) are placed directly too: three
+hours are too short for the detector to learn anything.
 
 Holes on purpose, so every panel and example has something to show: `db-1` stops reporting CPU for
 half an hour (completeness < 1), WhaTap agent `web-01` goes silent after the first hour ("no data"
@@ -237,6 +238,33 @@ def _insert_events(conn: psycopg.Connection, start: datetime, end: datetime) -> 
                             VALUES (%s, %s, %s, %s, %s, %s, %s, %s)""", rows)
 
 
+def _insert_anomalies(conn: psycopg.Connection, start: datetime, end: datetime) -> None:
+    """Anomaly scores of every 5-minute bucket (`v_anomalies`), shaped as the scorer writes them but
+    placed directly: the sample's three hours are too short for the detector to have learnt anything.
+    The expected value is the series' mean, the band two deviations around it; flagged: `web-1`'s CPU
+    when it runs hot (akonovia) and `db-1`'s when it comes back after its gap (boreal-logistique)."""
+    from metrics_pipeline.lib.anomalies import describe
+
+    partitioning.ensure_partitions(conn, SCHEMA, "anomaly_scores", start, end)
+    rows = conn.execute(
+        f"""SELECT r.series_id, r.bucket, r.avg, s.metric, s.resource, s.unit,
+                   avg(r.avg) OVER w, coalesce(stddev_pop(r.avg) OVER w, 0)
+            FROM {SCHEMA}.rollup_5m r JOIN {SCHEMA}.series s USING (series_id)
+            WHERE r.bucket >= %s AND r.bucket < %s
+            WINDOW w AS (PARTITION BY r.series_id) ORDER BY 1, 2""", (start, end)).fetchall()
+    flags = {("web-1", end - timedelta(minutes=20)), ("db-1", start + timedelta(minutes=100))}
+    values = []
+    for sid, bucket, value, metric, resource, unit, mean, sd in rows:
+        flagged = metric == "host_cpu_percent" and (resource, bucket) in flags
+        lower, upper = mean - 2 * sd - 0.5, mean + 2 * sd + 0.5
+        values.append((sid, bucket, value, mean, lower, upper, 0.93 if flagged else 0.02, 0.93 if flagged else 0.04,
+                       flagged, describe(value, lower, upper, "%" if unit == "percent" else unit) if flagged else None))
+    with conn.cursor() as cur:
+        cur.executemany(f"""INSERT INTO {SCHEMA}.anomaly_scores (series_id, bucket, value, expected, lower, upper,
+                                score, surprise, flagged, description)
+                            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""", values)
+
+
 def populate(dsn: str, now: datetime | None = None) -> Sample:
     """Fill a migrated, empty warehouse with the sample; returns where the data lies."""
     now = now or datetime.now(timezone.utc)
@@ -252,6 +280,7 @@ def populate(dsn: str, now: datetime | None = None) -> Sample:
     with psycopg.connect(dsn, autocommit=True) as conn:
         _insert_ingestion_runs(conn, start, end)
         _insert_events(conn, start, end)
+        _insert_anomalies(conn, start, end)
         with conn.transaction():
             _insert_sla(conn, start, end, now)
             _insert_alerts(conn, now)

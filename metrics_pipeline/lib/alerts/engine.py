@@ -68,6 +68,9 @@ class Occurrence:
     hold: Hold
     labels: dict[str, str]
     fingerprint: str
+    #: annotations of this occurrence itself, over the rule's rendered templates (the anomaly check's
+    #: readable band, lib/anomalies/alerts.py)
+    annotations: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def starts_at(self) -> datetime | None:
@@ -420,6 +423,7 @@ def record(conn: psycopg.Connection, schema: str, owned: list[tuple], vanished: 
         kept: set[datetime] = set()
         for occ in firing:
             annotations = {k: render(v, occ.rule, occ.series, occ.hold) for k, v in occ.rule.annotations.items()}
+            annotations.update(occ.annotations)
             annotations["pending_since"] = occ.active_at.isoformat()
             state = "firing" if occ.ends_at is None else "resolved"
             conn.execute(

@@ -6,6 +6,9 @@
 - ``csvio``: the command's CSV path (NAB's ``timestamp,value`` in, ``timestamp,value,anomaly_score`` out).
 - ``nab``: the Numenta Anomaly Benchmark's scoring rules, used by ``benchmarks/anomaly.py``.
 - ``describe``: the band a person reads ("expected 20–35 %, saw 92 %").
+- the pipeline's half (imported where used, not here): ``config`` (``config/anomalies.yaml``), ``scores``
+  (hours of ``rollup_5m`` scored from stored states, for the asset ``anomaly_scores``), ``alerts``
+  (episodes -> ``AnomalyDetected`` rows of the alert engine, for the check ``anomalies``).
 
 See docs/anomalies.md for the method, its parameters, its costs and its measured limits.
 """

@@ -33,11 +33,18 @@ PARTITIONED_TABLES: dict[str, str] = {
     "ingestion_runs": "month",
     "series_health_hourly": "month",
     "events": "month",
+    # anomaly scores per 5-minute bucket (migration 0021), and the detector's state before each hour
+    "anomaly_scores": "day",
+    "anomaly_state": "day",
 }
 PARTITIONED_TABLES.update({sketch: PARTITIONED_TABLES[tier] for tier, sketch in SKETCH_TABLES.items()})
 
 #: sketch table -> the tier whose rows it describes (and whose retention it follows)
 SKETCHES_OF: dict[str, str] = {sketch: tier for tier, sketch in SKETCH_TABLES.items()}
+
+#: table -> the table whose retention it follows (the sketches their tier's; the anomaly scores the
+#: 5-minute buckets they score); a table not listed has a retention of its own
+RETENTION_OF: dict[str, str] = {**SKETCHES_OF, "anomaly_scores": "rollup_5m"}
 
 
 def _floor(ts: datetime, grain: str) -> datetime:

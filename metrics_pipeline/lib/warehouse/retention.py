@@ -1,7 +1,8 @@
 """Retention: drop whole time partitions that are entirely past their tier's retention (SPEC §3).
 
-Defaults: raw points 7 days, rollup_5m 90 days, rollup_1h 2 years, rollup_1d 5 years,
-ingestion_runs 1 year, pushed events 1 year, landing-zone files 14 days (or `points` if longer); configurable in `config/retention.yaml`
+Defaults: raw points 7 days, rollup_5m 90 days (anomaly scores with it), rollup_1h 2 years, rollup_1d 5 years,
+ingestion_runs 1 year, pushed events 1 year, the anomaly detector's states 3 days, landing-zone files 14 days
+(or `points` if longer); configurable in `config/retention.yaml`
 (`METRICS_PIPELINE_RETENTION_CONFIG`). Every key, its default and the error a bad value gives:
 `config/retention.example.yaml` and `docs/configuration.md`.
 
@@ -56,6 +57,9 @@ class RetentionConfig(BaseModel):
     series_health_hourly: timedelta = timedelta(days=730)
     #: pushed events (deploys, notes): few rows, read for a year of annotations
     events: timedelta = timedelta(days=365)
+    #: the anomaly detector's state before each hour (~25 KB a series and hour): re-running an hour
+    #: needs the state at its start; older hours keep their scores (which follow rollup_5m)
+    anomaly_state: timedelta = timedelta(days=3)
     #: None: 14 days, or `points` if that is longer
     landing: timedelta | None = None
 
@@ -101,7 +105,7 @@ def expired_partitions(conn: psycopg.Connection, schema: str, config: RetentionC
     """Partitions whose every row is older than their table's retention."""
     found = []
     for table in partitioning.PARTITIONED_TABLES:
-        cutoff = now - getattr(config, partitioning.SKETCHES_OF.get(table, table))
+        cutoff = now - getattr(config, partitioning.RETENTION_OF.get(table, table))
         rows = conn.execute(
             """SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i
                JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent
