@@ -13,6 +13,7 @@ import psycopg
 import pytest
 import yaml
 
+from metrics_pipeline.defs.anomalies.assets import anomaly_scores
 from metrics_pipeline.defs.cloudwatch.assets import CloudWatchResource, cloudwatch_points
 from metrics_pipeline.defs.custom.assets import custom_events, custom_points
 from metrics_pipeline.defs.host.assets import host_points
@@ -22,6 +23,7 @@ from metrics_pipeline.defs.rollups.assets import hourly_rollups, rollup_1d
 from metrics_pipeline.defs.sla.assets import sla_daily, sla_hourly
 from metrics_pipeline.defs.whatap.assets import WhatapResource, whatap_points
 from metrics_pipeline.dev.simulate_logs import simulate
+from metrics_pipeline.lib import rollups
 from metrics_pipeline.lib.custom.config import ApiConfig
 from metrics_pipeline.lib.custom.landing import PushWriter
 from metrics_pipeline.lib.custom.validate import Event, Measure
@@ -52,6 +54,7 @@ COVERED = {
     "sla_daily": "test_sla_hourly_and_sla_daily_twice_are_byte_identical",
     "custom_points": "test_custom_points_and_custom_events_twice_are_byte_identical_quarantine_included",
     "custom_events": "test_custom_points_and_custom_events_twice_are_byte_identical_quarantine_included",
+    "anomaly_scores": "test_anomaly_scores_twice_is_byte_identical_states_included",
 }
 
 
@@ -172,3 +175,21 @@ def test_sla_hourly_and_sla_daily_twice_are_byte_identical(warehouse_dsn, a_day_
                                     ["sla_hourly"], H, H + timedelta(hours=1))
     assert_materialises_identically([sla_daily], DAY.strftime("%Y-%m-%d"), resources, warehouse_dsn,
                                     ["sla_daily"], DAY, DAY + timedelta(days=1))
+
+
+def test_anomaly_scores_twice_is_byte_identical_states_included(warehouse_dsn):
+    # A recent hour: the detector's states are kept 3 days, and the first hour scored learns from the
+    # 3 days before it. Two days of minute data with a daily swing, rolled up to 5 minutes.
+    hour = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+    start = hour - timedelta(days=2)
+    ts = pd.date_range(start, hour + timedelta(hours=1), freq="60s", inclusive="left")
+    daily = np.sin(ts.hour.to_numpy() / 24 * 2 * np.pi)
+    rng = np.random.default_rng(4)
+    frame = points_frame([{"metric": "aws_ec2_cpuutilization", "resource": f"i-{n}", "unit": "percent",
+                           "labels": {"InstanceId": f"i-{n}", "statistic": "Average", "tenant": "acme"}, "ts": ts,
+                           "value": 40 + 20 * daily + rng.normal(0, 2, len(ts))} for n in range(3)])
+    loader.load_points(Warehouse(warehouse_dsn), frame, source="cloudwatch", start=start, end=hour + timedelta(hours=1))
+    rollups.refresh(Warehouse(warehouse_dsn), ["rollup_5m"], start, hour + timedelta(hours=1))
+    resources = {"warehouse": WarehouseResource(dsn=warehouse_dsn)}
+    assert_materialises_identically([anomaly_scores], hour_key(hour), resources, warehouse_dsn,
+                                    ["anomaly_scores", "anomaly_state", "anomaly_hours"], hour, hour + timedelta(hours=2))

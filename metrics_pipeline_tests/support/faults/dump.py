@@ -18,6 +18,8 @@ Columns left out, and why each one legitimately differs between two runs that wr
 | landing_files | indexed_at, processed_at | wall-clock bookkeeping: when a file was indexed and last committed |
 | series | first_seen | wall-clock time of registration (a re-run registers nothing, two warehouses differ) |
 | series | series_id | a surrogate from an identity sequence: a rolled-back load burns ids (not transactional) |
+| anomaly_state | written_at | wall-clock time the state was (re)written |
+| anomaly_hours | scored_at | wall-clock time the hour was (re)scored |
 
 `series_id` is replaced by `series_key` (the md5 of source, metric, resource and labels) wherever it
 appears, so "the same warehouse" means the same series, whatever ids a killed load burnt. Every other
@@ -40,6 +42,8 @@ VOLATILE: dict[str, frozenset[str]] = {
     "series_health_hourly": frozenset({"computed_at"}),
     "landing_files": frozenset({"indexed_at", "processed_at"}),
     "series": frozenset({"first_seen", "series_id"}),
+    "anomaly_state": frozenset({"written_at"}),
+    "anomaly_hours": frozenset({"scored_at"}),
 }
 
 #: table -> the column its window is cut on (None: the whole table is the "window").
@@ -59,6 +63,9 @@ TIME_COLUMN: dict[str, str | None] = {
     "events": "ts",
     "series": None,
     "landing_files": None,
+    "anomaly_scores": "bucket",
+    "anomaly_state": "hour",
+    "anomaly_hours": "hour",
 }
 
 
