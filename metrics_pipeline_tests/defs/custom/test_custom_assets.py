@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from metrics_pipeline.defs.custom import sensors as custom_sensors
-from metrics_pipeline.defs.custom.assets import custom_events, custom_points
+from metrics_pipeline.defs.custom.assets import NEW_FILES, REASON_TAG, custom_events, custom_points
 from metrics_pipeline.defs.partitions import hour_key
 from metrics_pipeline.defs.resources import LandingZoneResource, WarehouseResource
 from metrics_pipeline.lib.custom.config import ApiConfig
@@ -55,8 +55,9 @@ def resources(dsn, landing):
     return {"warehouse": WarehouseResource(dsn=dsn), "landing": LandingZoneResource(url=str(landing))}
 
 
-def materialise(dsn, landing, hour):
-    result = dg.materialize([custom_points, custom_events], partition_key=hour_key(hour), resources=resources(dsn, landing))
+def materialise(dsn, landing, hour, tags=None):
+    result = dg.materialize([custom_points, custom_events], partition_key=hour_key(hour), resources=resources(dsn, landing),
+                            tags=tags)
     assert result.success
     return {node: {k: v.value for k, v in result.asset_materializations_for_node(node)[0].metadata.items()}
             for node in ("custom_points", "custom_events")}
@@ -103,6 +104,29 @@ def test_the_sensor_requests_each_kind_for_the_hours_its_new_files_touch(warehou
     requested = sorted((r.asset_selection[0].to_user_string(), r.partition_key) for r in result.run_requests)
     assert requested == [("custom_events", hour_key(H)), ("custom_points", hour_key(EARLIER)),
                          ("custom_points", hour_key(H))]
+    assert all(r.tags == {REASON_TAG: NEW_FILES} for r in result.run_requests)
     again = custom_sensors.custom_sensor(dg.build_sensor_context(cursor=result.cursor,
                                                                  resources=resources(warehouse_dsn, pushed)))
     assert again.run_requests == []
+
+
+def test_the_sensors_runs_load_only_what_is_new_and_other_runs_replace_the_hour(warehouse_dsn, tmp_path):
+    # a recent hour: records are kept only for hours items can still reach (the API's back window)
+    recent = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+    landing, clock = tmp_path / "landing", Clock(recent + timedelta(minutes=10))
+    with PushWriter(ApiConfig(landing=str(landing), spool_dir=str(tmp_path / "spool")), clock=clock) as writer:
+        writer.write("acme", "measures", [Measure("orders", 3.0, recent + timedelta(minutes=5), {"shop": "eu"}, "count"),
+                                          Measure("orders", 4.0, recent + timedelta(minutes=6), {"shop": "eu"}, "count")])
+        writer.write("acme", "events", [Event("deploy", recent + timedelta(minutes=6), {"app": "shop"}, "v2.3")])
+        first = materialise(warehouse_dsn, landing, recent, tags={REASON_TAG: NEW_FILES})  # no record: the whole hour
+        assert (first["custom_points"]["mode"], first["custom_points"]["points"]) == ("full", 2)
+        clock.now += 600
+        writer.write("acme", "measures", [Measure("orders", 5.0, recent + timedelta(minutes=19), {"shop": "eu"}, "count")])
+        writer.write("acme", "events", [Event("deploy", recent + timedelta(minutes=19), {"app": "shop"}, "v2.4")])
+    new = materialise(warehouse_dsn, landing, recent, tags={REASON_TAG: NEW_FILES})
+    assert {k: new["custom_points"][k] for k in ("mode", "new_items", "new_files", "items_read", "points", "dagster/row_count")} \
+        == {"mode": "incremental", "new_items": 1, "new_files": 1, "items_read": 3, "points": 3, "dagster/row_count": 3}
+    assert (new["custom_events"]["mode"], new["custom_events"]["rows"]) == ("incremental", 2)
+    again = materialise(warehouse_dsn, landing, recent)  # by hand (or a backfill, a re-execution): the hour replaced
+    assert {k: again["custom_points"][k] for k in ("mode", "full_because", "points", "points_changed")} == \
+        {"mode": "full", "full_because": "asked for", "points": 3, "points_changed": 0}

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from metrics_pipeline.lib.custom import load as custom_load
+from metrics_pipeline.lib.custom import sensor as custom_sensor
 from metrics_pipeline.lib.custom.config import ApiConfig
 from metrics_pipeline.lib.custom.landing import PushWriter
 from metrics_pipeline.lib.custom.validate import Event, Measure
@@ -139,21 +140,21 @@ def test_a_corrupt_file_and_unstorable_items_are_quarantined_and_the_good_items_
 def test_the_sensor_plans_the_hours_new_files_touch_and_nothing_twice(warehouse_dsn, writer, landing, clock):
     zone, warehouse = LocalLanding(landing), Warehouse(warehouse_dsn)
     now = H + timedelta(minutes=10, seconds=30)
-    first = custom_load.plan_sensor_tick(warehouse, zone, custom_load.SensorCursor(), now=now)
+    first = custom_sensor.plan_sensor_tick(warehouse, zone, custom_sensor.SensorCursor(), now=now)
     assert first.hours == {"measures": {}, "events": {}}
     writer.write("acme", "measures", [Measure("orders", 1.0, H + timedelta(minutes=9)),
                                       Measure("orders", 1.0, H - timedelta(hours=3, minutes=2))])
     writer.write("acme", "events", [Event("deploy", H + timedelta(minutes=10))])
-    second = custom_load.plan_sensor_tick(warehouse, zone, first.cursor, now=now)
+    second = custom_sensor.plan_sensor_tick(warehouse, zone, first.cursor, now=now)
     assert {k: sorted(v) for k, v in second.hours.items()} == {
         "measures": [H - timedelta(hours=4), H], "events": [H]}
-    assert custom_load.plan_sensor_tick(warehouse, zone, second.cursor, now=now).hours == {"measures": {}, "events": {}}
+    assert custom_sensor.plan_sensor_tick(warehouse, zone, second.cursor, now=now).hours == {"measures": {}, "events": {}}
     # an item stamped ahead of now (next hour) waits for its hour, then is requested once it begins
     clock.at(H + timedelta(minutes=58))
     writer.write("acme", "measures", [Measure("orders", 1.0, END + timedelta(minutes=2))])
-    ahead = custom_load.plan_sensor_tick(warehouse, zone, second.cursor, now=H + timedelta(minutes=58, seconds=30))
+    ahead = custom_sensor.plan_sensor_tick(warehouse, zone, second.cursor, now=H + timedelta(minutes=58, seconds=30))
     assert ahead.deferred == [END] and END not in ahead.hours["measures"]
-    begun = custom_load.plan_sensor_tick(warehouse, zone, ahead.cursor, now=END + timedelta(seconds=30))
+    begun = custom_sensor.plan_sensor_tick(warehouse, zone, ahead.cursor, now=END + timedelta(seconds=30))
     assert END in begun.hours["measures"]
 
 
@@ -194,3 +195,38 @@ def test_any_interleaving_of_batches_gives_the_last_write_of_each_identity(pg_se
         assert got == expected
     finally:
         pg_server.drop_database(database)
+
+
+def test_the_sensor_requests_the_hours_of_a_file_a_run_indexed_before_the_tick_saw_it_grow(
+        warehouse_dsn, writer, landing, clock):
+    zone, warehouse = LocalLanding(landing), Warehouse(warehouse_dsn)
+    now = H + timedelta(minutes=10, seconds=30)
+    writer.write("acme", "measures", [Measure("orders", 1.0, H + timedelta(minutes=9))])
+    first = custom_sensor.plan_sensor_tick(warehouse, zone, custom_sensor.SensorCursor(), now=now)
+    assert list(first.hours["measures"]) == [H]
+    # the file grows with an item of an older hour, and the run of H (re)indexes it before the next tick
+    writer.write("acme", "measures", [Measure("orders", 2.0, H - timedelta(hours=2))])
+    custom_load.load_measures(warehouse, zone, H, END, now=now, incremental=True)
+    second = custom_sensor.plan_sensor_tick(warehouse, zone, first.cursor, now=now)
+    assert second.files == 0 and list(second.hours["measures"]) == [H - timedelta(hours=2)]
+    third = custom_sensor.plan_sensor_tick(warehouse, zone, second.cursor, now=now)
+    assert third.hours["measures"] == {}  # requested once as it is; a run will mark it processed
+
+
+def test_the_sensor_closes_an_hour_loaded_incrementally_once_closed_and_quiet(warehouse_dsn, writer, landing, clock):
+    zone, warehouse = LocalLanding(landing), Warehouse(warehouse_dsn)
+    writer.write("acme", "events", [Event("deploy", H + timedelta(minutes=9))])
+    custom_load.load_events(warehouse, zone, H, END, now=H + timedelta(minutes=11), incremental=True)  # no record: full
+    assert custom_sensor.plan_sensor_tick(warehouse, zone, custom_sensor.SensorCursor(),
+                                          now=END + timedelta(hours=1)).close["events"] == {}
+    clock.at(H + timedelta(minutes=58))
+    writer.write("acme", "events", [Event("note", H + timedelta(minutes=57))])
+    last = custom_load.load_events(warehouse, zone, H, END, now=H + timedelta(minutes=59), incremental=True)
+    assert last.mode == "incremental"
+    cursor = custom_sensor.SensorCursor(through=END)
+    for minutes, closing in ((62, set()), (64, set()), (65, {H})):  # closed for 5 minutes, and quiet
+        plan = custom_sensor.plan_sensor_tick(warehouse, zone, cursor, now=END + timedelta(minutes=minutes - 60))
+        assert set(plan.close["events"]) == closing and plan.close["measures"] == {}
+    closed = custom_load.load_events(warehouse, zone, H, END, now=END + timedelta(minutes=6))
+    assert (closed.mode, closed.rows) == ("full", 2)
+    assert custom_sensor.plan_sensor_tick(warehouse, zone, cursor, now=END + timedelta(hours=2)).close["events"] == {}
