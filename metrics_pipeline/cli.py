@@ -10,6 +10,7 @@
     metrics-pipeline keys create|list|revoke    their API keys (a token is shown once, at creation)
     metrics-pipeline api [--host H] [--port P]  the HTTP API: applications push measures and events
     metrics-pipeline anomalies score IN.csv --output OUT.csv   anomaly scores of a timestamp,value series
+    metrics-pipeline kafka consume [--until-idle S]  Kafka topics into the landing zone (config/kafka.yaml)
 
 Imports are lazy, per command: the host agent must not pay for psycopg, pandas or Dagster.
 """
@@ -105,6 +106,15 @@ def _cmd_simulate_logs(args: argparse.Namespace) -> int:
     else:
         end = when(args.end) if args.end else datetime.now(timezone.utc)
         start = end - span
+    if args.to == "kafka":
+        from metrics_pipeline.dev.simulate_kafka import publish
+        from metrics_pipeline.lib.kafka.config import load_config
+
+        stats = publish(load_config(), start, end, bootstrap=args.bootstrap, topic=args.topic,
+                        jobs_per_hour=args.jobs_per_hour, seed=args.seed, bad_rate=args.bad_rate)
+        print(f"published {stats.records} records ({stats.failures} failed runs, {stats.bad_records} broken) "
+              f"in {stats.messages} messages to topic {stats.topic}")
+        return 0
     zone = open_landing(args.landing or settings.landing_url(), endpoint_url=args.endpoint_url)
     stats = simulate(zone, start, end, jobs_per_hour=args.jobs_per_hour, seed=args.seed, bad_rate=args.bad_rate)
     print(f"wrote {stats.records} records ({stats.failures} failed runs, {stats.bad_records} broken records) "
@@ -245,6 +255,32 @@ def _cmd_anomalies(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_kafka(args: argparse.Namespace) -> int:
+    import signal
+    from pathlib import Path
+
+    from metrics_pipeline.lib.kafka.config import load_config
+    from metrics_pipeline.lib.kafka.consumer import KafkaIngest
+    from metrics_pipeline.lib.warehouse import embedded_pg, migrate
+
+    logging.getLogger().setLevel(logging.INFO)
+    config = load_config(Path(args.config) if args.config else None)
+    warehouse = None
+    try:  # the landing zone is the buffer: consume even while the warehouse (health rows only) is away
+        warehouse = embedded_pg.resolve_warehouse()
+        migrate.migrate(warehouse)
+    except Exception as exc:  # noqa: BLE001 - said, and retried at each commit
+        logging.warning("the warehouse does not answer (%s): consuming anyway; health rows are written once it does",
+                        type(exc).__name__)
+    ingest = KafkaIngest(config, bootstrap=args.bootstrap, warehouse=warehouse)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: ingest.stop())
+    stats = ingest.run(until_idle=args.until_idle)
+    print(f"consumed {stats.messages} message(s) ({stats.bytes:,} bytes, {stats.refused} refused) into {stats.files} "
+          f"file(s); {stats.commits} commit(s)", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metrics-pipeline", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -289,6 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=7)
     sim.add_argument("--bad-rate", type=float, default=0.005, help="share of deliberately broken records")
     sim.add_argument("--endpoint-url", default=os.environ.get("METRICS_PIPELINE_S3_ENDPOINT_URL"))
+    sim.add_argument("--to", choices=["landing", "kafka"], default="landing",
+                     help="files in the landing zone (default), or job records published to a Kafka topic")
+    sim.add_argument("--bootstrap", help="Kafka brokers (default $METRICS_PIPELINE_KAFKA_BOOTSTRAP, then config/kafka.yaml)")
+    sim.add_argument("--topic", help="the job-log topic (default: the first job_logs topic of config/kafka.yaml)")
     sim.set_defaults(func=_cmd_simulate_logs)
 
     ret = sub.add_parser("retention", help="drop partitions past their retention (config/retention.yaml)")
@@ -336,6 +376,16 @@ def build_parser() -> argparse.ArgumentParser:
     ano_score.add_argument("--explain", action="store_true", help="also write surprise, expected, lower, upper")
     ano_score.add_argument("--threshold", type=float, default=0.55, help="count rows scoring at least this (default 0.55; halved repeats stay <= 0.5)")
     ano.set_defaults(func=_cmd_anomalies)
+
+    kaf = sub.add_parser("kafka", help="Kafka topics as a source (docs/kafka.md)")
+    kaf_sub = kaf.add_subparsers(dest="action", required=True)
+    kaf_consume = kaf_sub.add_parser("consume", help="read the configured topics into the landing zone; SIGTERM "
+                                                     "finishes the current file, commits and leaves the group")
+    kaf_consume.add_argument("--bootstrap", help="brokers (wins over $METRICS_PIPELINE_KAFKA_BOOTSTRAP and the config)")
+    kaf_consume.add_argument("--config", help="configuration file (default $METRICS_PIPELINE_KAFKA_CONFIG or config/kafka.yaml)")
+    kaf_consume.add_argument("--until-idle", type=float, metavar="SECONDS",
+                             help="drain and exit once no message came for this long with partitions assigned")
+    kaf.set_defaults(func=_cmd_kafka)
     return parser
 
 

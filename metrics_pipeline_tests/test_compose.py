@@ -160,3 +160,15 @@ def test_docker_compose_config_accepts_the_file(tmp_path):
     missing = subprocess.run([*command, "--env-file", str(tmp_path / "empty.env"), "-f", str(ROOT / "docker-compose.yml"),
                               "config", "--quiet"], capture_output=True, text=True, cwd=tmp_path)
     assert missing.returncode != 0 and "POSTGRES_PASSWORD" in missing.stderr + missing.stdout
+
+
+def test_kafka_runs_in_kraft_mode_and_its_consumer_reads_it_into_the_shared_landing_volume():
+    kafka, consumer = SERVICES["kafka"], SERVICES["kafka-consumer"]
+    env = kafka["environment"]
+    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller" and "ZOOKEEPER" not in " ".join(env)
+    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == "1@kafka:9093" and "kafka-data:/var/lib/kafka/data" in kafka["volumes"]
+    assert consumer["command"] == ["metrics-pipeline", "kafka", "consume"]
+    assert consumer["environment"]["METRICS_PIPELINE_KAFKA_BOOTSTRAP"].endswith("kafka:9092}")
+    assert "PLAINTEXT://kafka:9092" in env["KAFKA_ADVERTISED_LISTENERS"]
+    assert consumer["depends_on"]["kafka"]["condition"] == "service_healthy" and "healthcheck" in kafka
+    assert "landing:/landing" in consumer["volumes"] and consumer["environment"]["METRICS_PIPELINE_LANDING"] == "/landing"

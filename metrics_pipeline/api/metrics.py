@@ -33,7 +33,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram, values
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
@@ -177,6 +177,47 @@ class PipelineHealthCollector(Collector):
         yield _gauge("metrics_pipeline_table_newest_bucket_timestamp_seconds",
                      "Start of the newest bucket per derived table (rollups, series health, SLA)",
                      ("table",), (((t,), b.timestamp()) for t, b in sorted(h.newest_bucket.items())))
+        yield from _kafka_metrics(h)
+
+
+def _kafka_metrics(h: health.PipelineHealth) -> Iterator[Metric]:
+    """The Kafka consumer's record (docs/kafka.md): per topic and partition, summed over consumer groups."""
+    by_partition: dict[tuple[str, str], list[health.KafkaPartition]] = {}
+    for p in h.kafka_partitions:
+        by_partition.setdefault((p.topic, str(p.partition)), []).append(p)
+    rows = sorted(by_partition.items())
+    labels = ("topic", "partition")
+    yield _gauge("metrics_pipeline_kafka_consumer_lag_messages",
+                 "Messages of the partition not committed by the consumer yet (its end as last seen minus the "
+                 "committed offset), as of the consumer's last commit", labels,
+                 ((k, sum(p.lag for p in ps)) for k, ps in rows))
+    yield _gauge("metrics_pipeline_kafka_consumer_committed_offset",
+                 "The next offset the consumer group reads (committed once the landing file holding the "
+                 "messages before it is durable)", labels, ((k, max(p.committed_offset for p in ps)) for k, ps in rows))
+    yield _gauge("metrics_pipeline_kafka_consumer_last_commit_timestamp_seconds",
+                 "When the consumer last committed the partition", labels,
+                 ((k, max(p.committed_at for p in ps).timestamp()) for k, ps in rows))
+    for name, attribute, text in (
+            ("messages", "messages", "Messages the consumer wrote to landing files"),
+            ("bytes", "bytes", "Bytes of message values the consumer wrote to landing files"),
+            ("refused_messages", "refused", "Messages with a null, empty or oversized value (quarantined at load)"),
+            ("files", "files", "Landing files the consumer wrote")):
+        family = CounterMetricFamily(f"metrics_pipeline_kafka_consumer_{name}", text, labels=list(labels))
+        for k, ps in rows:
+            family.add_metric(list(k), sum(getattr(p, attribute) for p in ps))
+        yield family
+    groups = sorted(h.kafka_consumers.items())
+    yield _gauge("metrics_pipeline_kafka_consumers_running", "Kafka consumer processes reporting as running",
+                 ("group",), (((g,), c.running) for g, c in groups))
+    yield _gauge("metrics_pipeline_kafka_consumers_broker_unreachable",
+                 "Running Kafka consumers that cannot reach their brokers (they back off and retry)",
+                 ("group",), (((g,), c.broker_unreachable) for g, c in groups))
+    yield _gauge("metrics_pipeline_kafka_consumer_last_report_timestamp_seconds",
+                 "The newest report of a running consumer of the group (commits, or every 30 s)",
+                 ("group",), (((g,), c.last_report.timestamp()) for g, c in groups))
+    yield _gauge("metrics_pipeline_kafka_quarantined_messages_last_day",
+                 "Kafka messages (or batch elements) quarantined by the loads, per topic, of the last 24 hours",
+                 ("topic",), (((t,), n) for t, n in sorted(h.kafka_quarantined_last_day.items())))
 
 
 def _multiprocess_dir() -> str | None:

@@ -296,6 +296,7 @@ def run_dev(host: str = "127.0.0.1", port: int = 3000) -> int:
     whatap = None
     api = None
     demo_app = None
+    kafka = None
     try:
         dsn = os.environ.get(settings.DSN_ENV)
         env = dict(os.environ)
@@ -344,6 +345,9 @@ def run_dev(host: str = "127.0.0.1", port: int = 3000) -> int:
         else:
             whatap = _start_demo_whatap(env)
         api, demo_app = _start_api(warehouse, env)
+        from metrics_pipeline.dev import kafka_demo
+
+        kafka = kafka_demo.start(env, landing, default_signals)
         print(f"starting Dagster on http://{host}:{port} (Ctrl-C stops everything)", flush=True)
         proc = subprocess.Popen(
             dagster_command(home, host, port), env=env, cwd=home, start_new_session=True, preexec_fn=default_signals
@@ -361,6 +365,8 @@ def run_dev(host: str = "127.0.0.1", port: int = 3000) -> int:
             simulator.stopped.set()
         if demo_app is not None:
             demo_app.stopped.set()
+        if kafka is not None:
+            kafka[2].stopped.set()
         if busy is not None:
             busy.stopped.set()
         if cloudwatch_feed is not None:
@@ -369,9 +375,9 @@ def run_dev(host: str = "127.0.0.1", port: int = 3000) -> int:
             cloudwatch.stop()
         if whatap is not None:
             whatap.stop()
-        for child in (proc, collector, alertmanager, api):
+        for child in (proc, collector, alertmanager, api, *(kafka[1::-1] if kafka else ())):
             if child is not None:
-                stop_process_group(child)
+                stop_process_group(child)  # the Kafka consumer commits before its broker stops
         if server is not None:
             server.stop()
             print("embedded PostgreSQL stopped", flush=True)

@@ -9,6 +9,7 @@ from metrics_pipeline.defs.resources import LandingZoneResource, WarehouseResour
 from metrics_pipeline.lib import markdown, settings
 from metrics_pipeline.lib.ingestion_logs import load as ingestion_load
 from metrics_pipeline.lib.ingestion_logs.parse import ParseOptions
+from metrics_pipeline.lib.kafka import health as kafka_health
 
 
 def parse_options() -> ParseOptions:
@@ -45,5 +46,6 @@ def ingestion_log_records(
             "quarantine_reasons": dg.MetadataValue.md(markdown.counts_table(
                 result.reasons, ["reason", "records"], empty="no record quarantined", limit=10)),
             "window": f"{window.start.isoformat()} .. {window.end.isoformat()}",
+            **kafka_health.lag_metadata(warehouse.get(), "job_logs"),  # records from Kafka topics: their lag
         }
     )

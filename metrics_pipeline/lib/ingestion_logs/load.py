@@ -34,6 +34,8 @@ from datetime import datetime, timezone
 import psycopg
 
 from metrics_pipeline.lib.ingestion_logs.parse import SOURCE, ParsedFile, ParseOptions, Rejected, parse_file
+from metrics_pipeline.lib.kafka import files as kafka_files
+from metrics_pipeline.lib.kafka import job_logs as kafka_job_logs
 from metrics_pipeline.lib.landing import Cursor, LandingObject, LandingZone, RefusedObject, read_many
 from metrics_pipeline.lib.warehouse import landing_index, partitioning
 from metrics_pipeline.lib.warehouse import quarantine as quarantine_table
@@ -62,6 +64,7 @@ class IngestionLoadResult:
     missing_files: int = 0  # indexed files no longer in the landing zone (their rows are kept)
     refused_files: int = 0  # files the zone would not read (each also one quarantined record)
     empty_files: int = 0  # files holding no record at all (marked processed with their arrival hour)
+    redelivered: int = 0  # Kafka: records of a message already read from another landing file (one copy kept)
     reasons: Counter = dataclasses.field(default_factory=Counter)
 
     def as_metadata(self) -> dict:
@@ -103,6 +106,8 @@ def index_objects(
         arrived = arrival(obj, options)
         if isinstance(data, RefusedObject):  # quarantined as a whole file, with the reason
             result = ParsedFile(obj.key, rejected=[Rejected(-1, "", data.reason)], refused=True)
+        elif kafka_files.is_kafka_key(obj.key):  # each message judged against its own timestamp
+            result = kafka_job_logs.parse_file(data, obj.key, options)
         else:
             result = parse_file(data, obj.key, dataclasses.replace(options, now=arrived))
         hours = result.hours(arrived)
@@ -135,6 +140,7 @@ def load_window(
         rows: dict[tuple, tuple] = {}
         quarantine = []
         touched = []
+        seen: set[tuple[str, int]] = set()  # Kafka messages' records by (address, element): one copy each
         for key in present:
             if key not in parsed:
                 parsed.update(index_objects(conn, schema, zone, [listed[key]], options))
@@ -146,9 +152,17 @@ def load_window(
             else:
                 touched.append((obj, indexed.file_hours))
                 result.empty_files += int(parsed_file.read == 0)
+            origins = parsed_file.origins
             for record in parsed_file.accepted:
                 if not start <= hours[record["source_position"]] < end:
                     continue
+                if origins is not None:
+                    origin = origins[record["source_position"]]
+                    if origin in seen:
+                        result.redelivered += 1
+                        continue
+                    seen.add(origin)
+                    record = {**record, "source_file": origin[0], "source_position": origin[1]}
                 result.read += 1
                 result.loaded += 1
                 natural = _natural(record)
@@ -159,10 +173,17 @@ def load_window(
                 hour = hours[bad.position]
                 if not start <= hour < end:
                     continue
+                file, position = key, bad.position
+                if origins is not None and bad.position in origins:
+                    file, position = origins[bad.position]
+                    if (file, position) in seen:
+                        result.redelivered += 1
+                        continue
+                    seen.add((file, position))
                 result.read += 1
                 result.quarantined += 1
                 result.reasons[bad.reason.split(" (")[0].split(":")[0][:60]] += 1
-                quarantine.append((SOURCE, key, bad.position, bad.raw.replace("\x00", "\\u0000"), bad.reason, hour))
+                quarantine.append((SOURCE, file, position, bad.raw.replace("\x00", "\\u0000"), bad.reason, hour))
         result.rows = len(rows)
         result.failures = sum(1 for r in rows.values() if r[COLUMNS.index("status")] == "FAILED")
         partitioning.ensure_partitions(conn, schema, "ingestion_runs", start, end)
@@ -171,6 +192,8 @@ def load_window(
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
             # Rows and quarantine entries of every file still in the landing zone are recomputed
             # (a rewritten file may have left this window); those of vanished files are kept.
+            # Rows of Kafka messages are named by their message, not a file: a message never changes, so
+            # they are replaced by upsert (runs) or by their key (quarantine), never deleted.
             in_landing = list(listed)
             _replace_runs(conn, schema, start, end, in_landing, list(rows.values()))
             quarantine_table.replace_window(conn, schema, SOURCE, start, end, in_landing, quarantine)

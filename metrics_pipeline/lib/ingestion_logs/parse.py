@@ -55,6 +55,9 @@ class ParsedFile:
     accepted: list[dict] = dataclasses.field(default_factory=list)
     rejected: list[Rejected] = dataclasses.field(default_factory=list)
     refused: bool = False  # the landing zone would not read the file: one rejection, position -1
+    #: where each record (by position) comes from when that is not (this file, that position): Kafka
+    #: messages, `(message address, element)`, by which the loader keeps one copy of each (lib/kafka)
+    origins: dict[int, tuple[str, int]] | None = None
 
     @property
     def read(self) -> int:

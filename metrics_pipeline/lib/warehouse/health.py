@@ -37,6 +37,8 @@ RECENT = timedelta(days=1)
 QUARANTINE_WINDOW = timedelta(days=1)
 #: alerts resolved this long after they started are no longer looked at for delivery
 DELIVERY_WINDOW = timedelta(days=7)
+#: quarantine sources that Kafka topics feed (job logs; measures and events)
+KAFKA_SOURCES = ("ingestion_logs", "custom")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +61,30 @@ class SilentSeries:
 
 
 @dataclasses.dataclass(frozen=True)
+class KafkaPartition:
+    """The Kafka consumer's record of one partition (lib/kafka/health.py writes it at each commit)."""
+
+    group_id: str
+    topic: str
+    partition: int
+    lag: int
+    committed_offset: int
+    high_watermark: int | None
+    messages: int
+    bytes: int
+    refused: int
+    files: int
+    committed_at: datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class KafkaConsumers:
+    running: int
+    broker_unreachable: int  # running consumers that cannot reach their brokers
+    last_report: datetime
+
+
+@dataclasses.dataclass(frozen=True)
 class PipelineHealth:
     """One reading; every mapping holds only what exists (a source never loaded is absent)."""
 
@@ -73,6 +99,9 @@ class PipelineHealth:
     newest_bucket: dict[str, datetime]  # derived table -> its newest bucket
     silent_series: dict[str, SilentSeries]  # point source -> series silent in `silent_hour`
     silent_hour: datetime | None  # the newest complete hour of series_health_hourly
+    kafka_partitions: tuple[KafkaPartition, ...] = ()
+    kafka_consumers: dict[str, KafkaConsumers] = dataclasses.field(default_factory=dict)  # group ->
+    kafka_quarantined_last_day: dict[str, int] = dataclasses.field(default_factory=dict)  # topic ->
 
 
 @cache
@@ -99,6 +128,10 @@ def statements(schema: str, now: datetime) -> dict[str, tuple[str, dict | None]]
         "alert_delivery": (_statement("alert_delivery", schema), {"since": now - DELIVERY_WINDOW}),
         "newest_buckets": (buckets, None),
         "silent_series": (_statement("silent_series", schema), {"now": now}),
+        "kafka_partitions": (_statement("kafka_partitions", schema), None),
+        "kafka_consumers": (_statement("kafka_consumers", schema), None),
+        "kafka_quarantine": (_statement("kafka_quarantine", schema),
+                             {"sources": list(KAFKA_SOURCES), "since": now - QUARANTINE_WINDOW}),
     }
 
 
@@ -150,4 +183,7 @@ def read(warehouse: Warehouse, now: datetime | None = None, *, connect_timeout: 
         newest_bucket={table: bucket for table, bucket in got["newest_buckets"] if bucket is not None},
         silent_series={source: SilentSeries(n, reporting) for source, _, n, reporting in silent},
         silent_hour=silent[0][1] if silent else None,
+        kafka_partitions=tuple(KafkaPartition(*row) for row in got["kafka_partitions"]),
+        kafka_consumers={group: KafkaConsumers(n, down, last) for group, n, down, last in got["kafka_consumers"]},
+        kafka_quarantined_last_day=dict(got["kafka_quarantine"]),
     )
