@@ -264,6 +264,21 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def make_dirs_durably(directory: Path) -> None:
+    """Create `directory` and its missing parents, fsyncing the parent of each one created, so that a
+    file written and fsynced inside it survives a crash with its path (a durable landing write)."""
+    missing = []
+    while not directory.is_dir() and directory != directory.parent:
+        missing.append(directory)
+        directory = directory.parent
+    for new in reversed(missing):
+        try:
+            new.mkdir()
+        except FileExistsError:
+            continue
+        fsync_dir(new.parent)
+
+
 @dataclasses.dataclass
 class S3Landing:
     """An S3 prefix (`s3://bucket/prefix`), for many hosts writing to one place."""

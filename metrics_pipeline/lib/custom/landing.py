@@ -70,7 +70,7 @@ from metrics_pipeline.lib.custom.files import (  # noqa: F401 - the reader re-ex
     writer_of,
 )
 from metrics_pipeline.lib.custom.validate import Event, Measure
-from metrics_pipeline.lib.landing import LandingZone, LocalLanding, fsync_dir, open_landing
+from metrics_pipeline.lib.landing import LandingZone, LocalLanding, fsync_dir, make_dirs_durably, open_landing
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +299,7 @@ class PushWriter:
             key = file_key(kind, tenant, received, self.writer_id, next(self._seq))
             path = self._files_zone.path(key)
             try:
-                _makedirs(self.root, path.parent)
+                make_dirs_durably(path.parent)
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
             except FileExistsError:
                 continue
@@ -425,22 +425,6 @@ class PushWriter:
                         self._upload_leftovers()
             except Exception:  # housekeeping must outlive any one failure
                 log.exception("landing housekeeping failed; retrying")
-
-
-def _makedirs(root: Path, directory: Path) -> None:
-    """Create `directory` (under `root`) and fsync the parent of each directory created."""
-    if directory.is_dir():
-        return
-    missing = []
-    while not directory.is_dir() and directory != root.parent:
-        missing.append(directory)
-        directory = directory.parent
-    for new in reversed(missing):
-        try:
-            new.mkdir()
-        except FileExistsError:
-            continue
-        fsync_dir(new.parent)
 
 
 def _check_batch(tenant: str, kind: str, items: Sequence) -> None:

@@ -38,7 +38,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from metrics_pipeline.lib.landing import TMP_PREFIX, fsync_dir
+from metrics_pipeline.lib.landing import TMP_PREFIX, fsync_dir, make_dirs_durably
 
 VERSION = 1
 SUFFIX = ".kafka"
@@ -174,7 +174,7 @@ def write_once(root: Path, path: Path, data: bytes) -> Path | None:
     name with other bytes means the offsets were reused (a topic deleted and created again, a
     broker whose storage was reset): the data goes next to it, under the name tagged `~<digest>`.
     """
-    _makedirs(root, path.parent)
+    make_dirs_durably(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=TMP_FILE_PREFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -196,19 +196,6 @@ def write_once(root: Path, path: Path, data: bytes) -> Path | None:
         Path(tmp).unlink(missing_ok=True)
     fsync_dir(path.parent)
     return target
-
-
-def _makedirs(root: Path, directory: Path) -> None:  # noqa: ARG001 - root: where `directory` lies
-    missing = []
-    while not directory.is_dir() and directory != directory.parent:  # `root` itself may be new too
-        missing.append(directory)
-        directory = directory.parent
-    for new in reversed(missing):
-        try:
-            new.mkdir()
-        except FileExistsError:
-            continue
-        fsync_dir(new.parent)
 
 
 def remove_stale_temporaries(directory: Path, older_than_s: float = 600.0) -> int:
