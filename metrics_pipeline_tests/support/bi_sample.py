@@ -275,8 +275,8 @@ def populate(dsn: str, now: datetime | None = None) -> Sample:
                           ("whatap", _whatap_frame(rng, start, end))):
         loader.load_points(Warehouse(dsn, SCHEMA), frame, source=source, start=start, end=end)
     rollups.refresh(Warehouse(dsn, SCHEMA), ["rollup_5m", "rollup_1h"], start, end)
+    rollups.refresh_health(Warehouse(dsn, SCHEMA), start, end, now=now)  # before the day's: it sums the health
     rollups.refresh(Warehouse(dsn, SCHEMA), ["rollup_1d"], _day(start), _day(end - timedelta(microseconds=1)) + timedelta(days=1))
-    rollups.refresh_health(Warehouse(dsn, SCHEMA), start, end, now=now)
     with psycopg.connect(dsn, autocommit=True) as conn:
         _insert_ingestion_runs(conn, start, end)
         _insert_events(conn, start, end)

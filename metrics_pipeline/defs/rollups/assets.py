@@ -80,19 +80,22 @@ def hourly_rollups(context: dg.AssetExecutionContext, warehouse: WarehouseResour
 
 @dg.asset(
     partitions_def=daily_partitions,
-    deps=[dg.AssetDep("rollup_1h", partition_mapping=dg.TimeWindowPartitionMapping())],
+    # The day's hourly series health too: its sums are written with the day's rows (migration 0027).
+    deps=[dg.AssetDep("rollup_1h", partition_mapping=dg.TimeWindowPartitionMapping()),
+          dg.AssetDep("series_health_hourly", partition_mapping=dg.TimeWindowPartitionMapping())],
     backfill_policy=DAILY_BACKFILL_POLICY,
     # A day is computed from the hours it has so far and again whenever one of them updates: the
     # day in progress is on dashboards during the day, and a day with an hour never collected
     # still gets its row, rather than waiting for all 24 hours.
-    automation_condition=derived_condition(optional=dg.AssetSelection.assets("rollup_1h")),
+    automation_condition=derived_condition(optional=dg.AssetSelection.assets("rollup_1h", "series_health_hourly")),
     group_name="rollups",
     kinds={"postgres", "sql"},
     owners=["team:platform"],
 )
 def rollup_1d(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """One row per series and UTC day: count, sum, min, max, avg, last and p50/p95/p99, merged
-    from the day's 24 hourly rows and their sketches (percentiles within 1 % relative)."""
+    from the day's 24 hourly rows and their sketches (percentiles within 1 % relative); and the
+    sums of the day's hourly series health (`series_health_daily`), read by API summaries."""
     window = context.partition_time_window
     (result,) = rollups.refresh(warehouse.get(), ["rollup_1d"], window.start, window.end)
     if result.skipped:

@@ -149,12 +149,18 @@ def refresh(warehouse: Warehouse, tables: list[str], start: datetime, end: datet
     for table in ordered:
         _check_aligned(table, start, end)
     results = []
+    daily_health = "rollup_1d" in ordered
     with warehouse.connect() as conn:
         for table in ordered:
             partitioning.ensure_partitions(conn, schema, table, start, end)
+        if daily_health:
+            partitioning.ensure_partitions(conn, schema, "series_health_daily", start, end)
         with conn.transaction():
             for table in ordered:
                 results.append(_replace(conn, schema, table, tier_sql(schema, table), start, end, {}))
+            if daily_health:  # the day's health sums go with its rollup (migration 0027), not as a result of their own
+                windows.replace_window(conn, schema, "series_health_daily", "series_health_hourly", start, end,
+                               _read("health_daily.sql").replace("{{schema}}", schema), {})
     return results
 
 

@@ -36,6 +36,8 @@ PARTITIONED_TABLES: dict[str, str] = {
     # anomaly scores per 5-minute bucket (migration 0021), and the detector's state before each hour
     "anomaly_scores": "day",
     "anomaly_state": "day",
+    # the sums of a day's hourly series health (migration 0027), written with the day's rollup_1d
+    "series_health_daily": "year",
 }
 PARTITIONED_TABLES.update({sketch: PARTITIONED_TABLES[tier] for tier, sketch in SKETCH_TABLES.items()})
 
@@ -44,7 +46,7 @@ SKETCHES_OF: dict[str, str] = {sketch: tier for tier, sketch in SKETCH_TABLES.it
 
 #: table -> the table whose retention it follows (the sketches their tier's; the anomaly scores the
 #: 5-minute buckets they score); a table not listed has a retention of its own
-RETENTION_OF: dict[str, str] = {**SKETCHES_OF, "anomaly_scores": "rollup_5m"}
+RETENTION_OF: dict[str, str] = {**SKETCHES_OF, "anomaly_scores": "rollup_5m", "series_health_daily": "rollup_1d"}
 
 
 def _floor(ts: datetime, grain: str) -> datetime:

@@ -79,3 +79,27 @@ def test_the_in_progress_hour_expects_samples_only_up_to_now(warehouse_dsn, db):
                            thresholds=THRESHOLDS)
     row = _health(db).iloc[0]
     assert row.expected == 180 and row.received == 180 and row.completeness == 1.0
+
+
+def test_the_daily_rollup_writes_the_sums_of_the_days_hourly_health(warehouse_dsn, db):
+    """series_health_daily (migration 0027): per series and day, exactly what its hourly rows add up to,
+    replaced with the day's rollup (a re-run after the hours changed follows them)."""
+    day = (T0, T0 + timedelta(days=1))
+    ts = pd.date_range(T0, T0 + timedelta(hours=5), freq="30s", inclusive="left")
+    ts = ts[(ts < T0 + timedelta(hours=2)) | (ts >= T0 + timedelta(hours=3))]  # hour 2 silent
+    _load(warehouse_dsn, *day, {("host_cpu_percent", "a"): (ts, np.linspace(70, 99, len(ts))),
+                                ("host_memory_percent", "b"): (ts[:200], np.full(200, 40.0))})
+    sums = """SELECT series_id, count(*), sum(expected), sum(received) FILTER (WHERE expected IS NOT NULL),
+                     sum(received), max(warning_threshold), max(critical_threshold), sum(above_warning_s),
+                     sum(above_critical_s)
+              FROM metrics.series_health_hourly GROUP BY 1 ORDER BY 1"""
+    daily = """SELECT series_id, hours, expected, received_expected, received, warning_threshold, critical_threshold,
+                      above_warning_s, above_critical_s FROM metrics.series_health_daily ORDER BY 1"""
+    for hours in (3, 6):  # the day so far, then again once more hours are in
+        rollups.refresh_health(Warehouse(warehouse_dsn, "metrics"), T0, T0 + timedelta(hours=hours),
+                               now=T0 + timedelta(hours=hours), thresholds=THRESHOLDS)
+        rollups.refresh(Warehouse(warehouse_dsn, "metrics"), ["rollup_5m", "rollup_1h", "rollup_1d"], *day)
+        want = db.execute(sums).fetchall()
+        assert len(want) == 2 and {r[1] for r in want} == {hours} and max(r[7] or 0 for r in want) > 0
+        assert db.execute(daily).fetchall() == want
+        assert db.execute("SELECT DISTINCT bucket FROM metrics.series_health_daily").fetchall() == [(T0,)]
