@@ -14,9 +14,9 @@ import json
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
+import orjson
 import psycopg
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from metrics_pipeline.api.errors import Refusal
@@ -52,6 +52,19 @@ def _int(request: Request, name: str, default: int) -> int:
         return int(text)
     except ValueError:
         raise query.BadQuery(f"{name}: {text[:20]!r} is not a whole number") from None
+
+
+def _json_default(value):
+    if isinstance(value, query.Points):  # the server's JSON text, spliced in as it is
+        return orjson.Fragment(value.text)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _json(content: dict) -> Response:
+    """orjson: 5-10x faster than the standard library on point lists, and a non-finite value is null
+    (valid JSON) where json.dumps writes NaN or refuses."""
+    return Response(orjson.dumps(content, default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY),
+                    media_type="application/json")
 
 
 def _wants_csv(request: Request) -> bool:
@@ -94,8 +107,8 @@ def register(app: FastAPI, *, authenticate: Callable[[Request, str], Principal],
         if _wants_csv(request):
             return to_csv(result)
         if isinstance(result, query.Page):
-            return JSONResponse({"items": result.items, "next_cursor": result.next_cursor})
-        return JSONResponse(result)
+            return _json({"items": result.items, "next_cursor": result.next_cursor})
+        return _json(result)
 
     def page_csv(page: query.Page) -> Response:
         return _items_csv(page.items, page.next_cursor)

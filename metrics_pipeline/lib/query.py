@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
+import orjson
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
@@ -315,14 +316,34 @@ def sketch_value(key: int) -> float:
 # length and lower bound; then each element as its length and its big-endian bytes. Sketch arrays are
 # one-dimensional without NULLs. Read straight into numpy: letting psycopg build a Python list of every
 # bin of every row cost 4x the query (a year of daily sketches of 10 series: 438,000 numbers).
-_INT4S = np.dtype([("length", ">i4"), ("value", ">i4")])
-_INT8S = np.dtype([("length", ">i4"), ("value", ">i8")])
 
 
 def _array(data: bytes, dtype: np.dtype, out=np.int64) -> np.ndarray:
     if int.from_bytes(data[:4], "big") == 0:  # no dimension: an empty array
         return np.empty(0, dtype=out)
     return np.frombuffer(data, dtype=dtype, offset=20)["value"].astype(out)
+
+
+def _elements(blobs: Sequence[bytes], wide: bool) -> np.ndarray:
+    """The elements of many array_send blobs (int4[], or int8[] when `wide`), concatenated, as int64:
+    one numpy gather for them all (a year of daily sketches of 10 series is 7,300 blobs; decoding
+    them one by one cost as much as the query). Every element is a 4-byte length and its value, so
+    every value starts on a 4-byte word: blob i's element j is at word start_i + 5 + (2 or 3) j + 1."""
+    if not blobs:
+        return np.empty(0, dtype=np.int64)
+    size = 12 if wide else 8
+    lengths = np.fromiter(map(len, blobs), dtype=np.int64, count=len(blobs))
+    counts = np.where(lengths >= 20, (lengths - 20) // size, 0)  # an empty array is a 12-byte header
+    if np.any((lengths >= 20) & ((lengths - 20) % size != 0)):
+        raise ValueError("a sketch array is not a one-dimensional array without NULLs")
+    firsts = np.cumsum(lengths) // 4 - lengths // 4 + 6  # the word of each blob's first value
+    before = np.cumsum(counts) - counts  # elements in the blobs before
+    at = np.arange(int(counts.sum())) * (size // 4) + np.repeat(firsts - before * (size // 4), counts)
+    if not wide:
+        return np.frombuffer(b"".join(blobs), dtype=">i4")[at].astype(np.int64)
+    words = np.frombuffer(b"".join(blobs), dtype=">u4")
+    high, low = words[at], words[at + 1].astype(np.int64)
+    return (high.astype(np.int64) << 32) | low if high.any() else low
 
 
 def _rank_key(keys: np.ndarray, counts: np.ndarray, percent: int) -> int:
@@ -356,8 +377,8 @@ def _merged(conn, schema: str, tier: Tier, statistics: Sequence[str],
         while last < len(rows) and rows[last][:2] == key:
             last += 1
         chunk = rows[first:last]
-        keys = np.concatenate([_array(r[4], _INT4S) for r in chunk])
-        counts = np.concatenate([_array(r[5], _INT8S) for r in chunk])
+        keys = _elements([r[4] for r in chunk], wide=False)
+        counts = _elements([r[5] for r in chunk], wide=True)
         low, high = min(r[2] for r in chunk), max(r[3] for r in chunk)
         values = {statistic: max(low, min(high, sketch_value(_rank_key(keys, counts, int(statistic[1:])))))
                   for statistic in statistics}
@@ -366,8 +387,38 @@ def _merged(conn, schema: str, tier: Tier, statistics: Sequence[str],
     return out
 
 
+class Points(Sequence):
+    """A series' [[epoch seconds, value or None], ...] as the JSON text the server built: the API splices
+    the text into its answer as it is (`text`); Python callers read it as the list it holds, parsed
+    once, on first use. Parsing and re-serialising a week of hourly points of 10 series cost more than
+    the query that built them."""
+
+    __slots__ = ("text", "_parsed")
+
+    def __init__(self, text: str):
+        self.text = text
+        self._parsed: list | None = None
+
+    def _list(self) -> list:
+        if self._parsed is None:
+            self._parsed = orjson.loads(self.text)
+        return self._parsed
+
+    def __getitem__(self, index):
+        return self._list()[index]
+
+    def __len__(self) -> int:
+        return len(self._list())
+
+    def __eq__(self, other) -> bool:
+        return self._list() == (other._list() if isinstance(other, Points) else other)
+
+    def __repr__(self) -> str:
+        return f"Points({self.text[:60]!r}{'...' if len(self.text) > 60 else ''})"
+
+
 def _points(conn, schema: str, tier: Tier, statistic: str, ids: list[int], start: datetime, end: datetime,
-            step: timedelta, now: datetime) -> dict[int, list]:
+            step: timedelta, now: datetime) -> dict[int, Sequence]:
     """{series_id: [[epoch seconds, value or None], ...]}: every step of [start, end) in time order, null
     where the series has no sample (SPEC §12).
 
@@ -395,13 +446,13 @@ def _points(conn, schema: str, tier: Tier, statistic: str, ids: list[int], start
     if fresh:
         inner = sql.SQL("{} UNION ALL {}").format(inner, _plain(schema, RAW, statistic, "raw_start", "end"))
     query = sql.SQL("""
-        SELECT s.series_id, json_agg(json_build_array(b.t, x.v) ORDER BY b.t)
+        SELECT s.series_id, json_agg(json_build_array(b.t, x.v) ORDER BY b.t)::text
         FROM unnest(%(ids)s::integer[]) AS s(series_id)
         CROSS JOIN generate_series(%(first)s::bigint, %(last)s::bigint, %(step_s)s::bigint) AS b(t)
         LEFT JOIN (SELECT series_id, extract(epoch FROM g)::bigint AS t, v FROM ({inner}) i) x
                ON x.series_id = s.series_id AND x.t = b.t
         GROUP BY s.series_id""").format(inner=inner)
-    return dict(conn.execute(query, params).fetchall())
+    return {series_id: Points(text) for series_id, text in conn.execute(query, params).fetchall()}
 
 
 def _matching(conn, schema: str, filters: Filters, what: str) -> list[tuple]:
@@ -606,9 +657,14 @@ def _summarise(conn, schema: str, pieces: list[tuple[Tier, datetime, datetime]],
         sketches = sql.SQL(_SUMMARY_SKETCHES).format(schema=sql.Identifier(schema),
                                                      sketches=sql.Identifier(tier.sketches),
                                                      spans=_spans("bucket", mine, params, "k"))
+        blobs: dict[int, tuple[list, list]] = {}
         for series_id, keys, counts in cursor.execute(sketches, params).fetchall():
-            acc[series_id].keys.append(_array(keys, _INT4S))
-            acc[series_id].counts.append(_array(counts, _INT8S))
+            mine_k, mine_c = blobs.setdefault(series_id, ([], []))
+            mine_k.append(keys)
+            mine_c.append(counts)
+        for series_id, (keys, counts) in blobs.items():
+            acc[series_id].keys.append(_elements(keys, wide=False))
+            acc[series_id].counts.append(_elements(counts, wide=True))
     only_raw = all(p[0].raw for p in pieces)
     return {series_id: summary.result(only_raw) for series_id, summary in acc.items()}
 
@@ -617,8 +673,8 @@ def summary(warehouse: Warehouse, tenant: str, filters: Filters, *, start: datet
             retention: RetentionConfig) -> dict:
     """Per matching series over [start, end): count, min, avg, max, p95 and last from the pieces
     `summary_pieces` cuts the span into (exact but for the p95, which is within 1 % unless every
-    piece is raw); completeness and time above the alert thresholds from the hourly series health
-    of the hours that overlap the span."""
+    piece is raw); completeness and time above the alert thresholds from the series health of the
+    hours that overlap the span (daily sums for the pieces read from daily rollups)."""
     if end <= start:
         raise BadQuery("`to` must be after `from`")
     pieces, start, end = summary_pieces(start, end, now, retention)
@@ -626,9 +682,7 @@ def summary(warehouse: Warehouse, tenant: str, filters: Filters, *, start: datet
         found = _matching(conn, warehouse.schema, filters, "summary")
         ids = [r[0] for r in found]
         stats = _summarise(conn, warehouse.schema, pieces, ids) if ids else {}
-        health = {row[0]: row[1:] for row in conn.execute(
-            sql.SQL(_HEALTH).format(schema=sql.Identifier(warehouse.schema)),
-            {"ids": ids, "start": _floor(start, timedelta(hours=1)), "end": end})} if ids else {}
+        health = _health(conn, warehouse.schema, pieces, ids) if ids else {}
     out = []
     for row in found:
         received, expected, warning, critical, above_warning, above_critical, hours = health.get(
@@ -643,11 +697,42 @@ def summary(warehouse: Warehouse, tenant: str, filters: Filters, *, start: datet
             "series": out}
 
 
-_HEALTH = """
-SELECT series_id,
-       sum(received) FILTER (WHERE expected IS NOT NULL), sum(expected),
-       max(warning_threshold), max(critical_threshold), sum(above_warning_s), sum(above_critical_s), count(*)
-FROM {schema}.v_series_health_hourly
-WHERE series_id = ANY(%(ids)s) AND bucket_start >= %(start)s AND bucket_start < %(end)s
-GROUP BY series_id
-"""
+_HEALTH_DAYS = """
+SELECT series_id, received_expected, expected, warning_threshold, critical_threshold, above_warning_s,
+       above_critical_s, hours
+FROM {schema}.api_health_1d WHERE series_id = ANY(%(ids)s) AND ({spans})"""
+
+_HEALTH_HOURS = """
+SELECT series_id, CASE WHEN expected IS NOT NULL THEN received END, expected, warning_threshold,
+       critical_threshold, above_warning_s, above_critical_s, 1
+FROM {schema}.v_series_health_hourly WHERE series_id = ANY(%(ids)s) AND ({spans})"""
+
+
+def health_spans(pieces: list[tuple[Tier, datetime, datetime]]) -> tuple[list[tuple], list[tuple]]:
+    """The days and the hours whose series health covers the pieces, none twice: the days of the
+    daily pieces (their health summed per day, migration 0027) and every hour overlapping the others."""
+    hour = timedelta(hours=1)
+    days = [(a, b) for tier, a, b in pieces if tier.name == "1d"]
+    hours: list[list[datetime]] = []
+    for a, b in sorted((_floor(a, hour), _ceil(b, hour)) for tier, a, b in pieces if tier.name != "1d"):
+        if hours and a <= hours[-1][1]:
+            hours[-1][1] = max(hours[-1][1], b)
+        else:
+            hours.append([a, b])
+    return days, [(a, b) for a, b in hours]
+
+
+def _health(conn, schema: str, pieces: list[tuple[Tier, datetime, datetime]], ids: list[int]) -> dict[int, tuple]:
+    """Per series: received (of hours that know what to expect), expected, the thresholds, seconds
+    above them and the hours of health read, over the days and hours of `health_spans`."""
+    days, hours = health_spans(pieces)
+    params: dict = {"ids": ids}
+    arms = [sql.SQL(text).format(schema=sql.Identifier(schema),
+                                 spans=_spans(column, [(None, a, b) for a, b in spans], params, prefix))
+            for text, column, spans, prefix in ((_HEALTH_DAYS, "bucket", days, "d"),
+                                                (_HEALTH_HOURS, "bucket_start", hours, "h")) if spans]
+    query = sql.SQL("""
+        SELECT series_id, sum(re), sum(ex), max(w), max(c), sum(aw), sum(ac), sum(n)::integer
+        FROM ({arms}) h(series_id, re, ex, w, c, aw, ac, n) GROUP BY series_id""").format(
+        arms=sql.SQL(" UNION ALL ").join(arms))
+    return {row[0]: row[1:] for row in conn.execute(query, params)}

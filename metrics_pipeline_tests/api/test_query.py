@@ -303,3 +303,29 @@ def test_summary_pieces_tile_the_span_each_from_a_tier_holding_it_whole(back, le
             assert (a - query.ORIGIN) % tier.width == timedelta(0) == (b - query.ORIGIN) % tier.width and b <= in_progress
     if start >= NOW - RETENTION.points:
         assert (lo, hi) == (start, end)  # raw points hold the edges: the span is the one asked for
+    # Series health: the daily pieces' days and every other hour overlapping the span, none twice.
+    hour = timedelta(hours=1)
+    days, hours = query.health_spans(pieces)
+    assert days == [(a, b) for tier, a, b in pieces if tier.name == "1d"]
+    read = [a + i * hour for a, b in days + hours for i in range(int((b - a) / hour))]
+    first = lo - (lo - query.ORIGIN) % hour
+    assert len(read) == len(set(read)) and set(read) == {first + i * hour for i in range(int(-(-(hi - first) // hour)))}
+
+
+@given(arrays=st.lists(st.lists(st.integers(-(2**31), 2**31 - 1), max_size=40), max_size=30),
+       wide=st.lists(st.lists(st.integers(-(2**63), 2**63 - 1), max_size=40), max_size=30))
+@settings(max_examples=60, deadline=None)
+def test_sketch_arrays_decode_in_one_gather_exactly_as_postgresql_sent_them(reader, arrays, wide):
+    """`_elements` reads many array_send blobs at once: empty arrays, extremes, any lengths."""
+    with psycopg.connect(reader.sample.dsn) as conn:
+        cursor = conn.cursor(binary=True)
+        blobs = [cursor.execute("SELECT array_send(%s::integer[])", (a,)).fetchone()[0] for a in arrays]
+        wide_blobs = [cursor.execute("SELECT array_send(%s::bigint[])", (a,)).fetchone()[0] for a in wide]
+    assert query._elements(blobs, wide=False).tolist() == [v for a in arrays for v in a]
+    assert query._elements(wide_blobs, wide=True).tolist() == [v for a in wide for v in a]
+
+
+def test_history_points_are_the_servers_json_spliced_and_read_as_lists():
+    points = query.Points('[[1700000000, 1.5], [1700000060, null]]')
+    assert points == [[1700000000, 1.5], [1700000060, None]] and len(points) == 2 and points[1][1] is None
+    assert points.text.startswith("[[1700000000")
