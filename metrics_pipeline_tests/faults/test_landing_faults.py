@@ -32,6 +32,7 @@ from metrics_pipeline.lib.host.files import hour_of_key
 from metrics_pipeline.lib.landing import LocalLanding
 from metrics_pipeline_tests.support.faults.dump import dump_tables
 from metrics_pipeline_tests.support.faults.landing_data import gz, host_minute, jsonl, record, tick
+from metrics_pipeline_tests.support.host_files import decode_ticks
 
 ROOT = Path(__file__).resolve().parents[2]
 H = datetime(2026, 1, 5, 13, tzinfo=timezone.utc)
@@ -156,7 +157,8 @@ def test_a_collector_killed_mid_write_loses_only_its_torn_tail(warehouse_dsn, tm
     with open(zone.path(newest.key), "ab") as fh:  # the torn write a crash (or a power cut) leaves
         fh.write(b'{"ts": 1767600000.1, "host": "victim", "samples": [["host_cpu_percent", 3')
 
-    complete = [line + b"\n" for o in files for line in zone.read(o.key).split(b"\n")[:-1]]
+    # Every complete tick, as a format-1 line (the agent writes format 2; `decode_ticks` reads both).
+    complete = [json.dumps(t).encode() + b"\n" for o in files for t in decode_ticks(zone.read(o.key))]
     metas = [materialize(host_points, warehouse_dsn, zone, hour) for hour in sorted({hour_of_key(o.key) for o in files})]
     assert stored_points(warehouse_dsn) == expected_points(complete)
     assert sum(m["partial_lines"] for m in metas) == 1 and sum(m["corrupt_lines"] for m in metas) == 0

@@ -32,9 +32,11 @@ def host_points(
 ) -> dg.MaterializeResult:
     """One row per host sample (source `host`): CPU, load, memory, swap, network, disk I/O and disk
     usage of our own hosts, as written by `metrics-pipeline collect`, labelled `host` and, when the
-    agent or the host configuration names one, `tenant`. A run replaces its hours' window with
-    exactly what the landing files hold; files are marked processed in the same commit. The
-    sensor's refreshes of the hour in progress load only what landed since the previous load."""
+    agent or the host configuration names one, `tenant`. A run makes its hours' window hold exactly
+    what the landing files hold; files are marked processed in the same commit. The sensor's
+    refreshes of the hour in progress (and the live alert loop) load only what landed since the
+    previous load, and the closed-hour run then only what they had not loaded (`load_mode` tail)
+    when every file is unchanged where they loaded it; otherwise it replaces the window."""
     config = host_config.load_config()
     window = context.partition_time_window
     now = datetime.now(timezone.utc)
@@ -50,7 +52,8 @@ def host_points(
             "files": live_load.files, "new_bytes": live_load.new_bytes,
             "tenants": len(live_load.batch.tenants), "tenant_overrides": live_load.batch.tenant_overrides,
             **{name: live_load.batch.problems.get(name, 0)
-               for name in ("partial_lines", "corrupt_lines", "invalid_samples", "refused_files")},
+               for name in ("partial_lines", "corrupt_lines", "invalid_samples", "refused_files",
+                            "out_of_hour_samples")},
         })
     loaded = host_files.load_window(warehouse.get(), landing.zone(), window.start, window.end, config)
     _warn(context, loaded.batch)

@@ -6,16 +6,19 @@ memory, swap every 1 s; network counters every 1 s; disk I/O every 5 s; disk usa
 yields no sample for that interval rather than a negative rate. The metric catalogue, with units
 and meanings, is `CATALOGUE` below and `docs/metrics.md`.
 
-Output: one JSON Lines file per host and minute,
-`host/<YYYY-MM-DD>/<HH>/<host>/<host>-<YYYYMMDDTHHMM>.jsonl`, one line per tick:
-`{"ts": <epoch s>, "host": "...", "samples": [[metric, value, unit, {labels}], ...]}`, with
-`"tenant": "..."` after `host` when the agent was given one (`--tenant`): the loader makes it the
-`tenant` label of every sample of the line, unless the host source's configuration names the
-tenant of this host's landing directory (`lib/host/config.py`, which wins).
-Each line is written with a single write(), flushed and fsynced, so a crash leaves at most a
-partial last line (the loader skips and counts it). With an S3 landing zone, lines are spooled to a
-local file and the finished minute is uploaded; spool files left by a crash are uploaded at start,
-and a failed upload is retried the next minute, so an outage loses nothing.
+Output: one file per host, minute and agent process,
+`host/<YYYY-MM-DD>/<HH>/<host>/<host>-<YYYYMMDDTHHMM>-p<pid>.jsonl`, in the compact format of
+`lib/host/compact.py` (format 2: each series named once per file, then one line of values per tick,
+about 6 bytes a sample). `--tenant` is written in the file's header: the loader makes it the
+`tenant` label of every sample of the file, unless the host source's configuration names the
+tenant of this host's landing directory (`lib/host/config.py`, which wins). Files of format 1 (one
+JSON object per tick, `host_key` names) written by earlier agents still load.
+Each tick is written with a single write(), and fsynced, so a crash leaves at most a partial last
+line (the loader skips and counts it). A file is created with O_EXCL and never reopened: an agent
+restarted within the same minute, or one whose write failed half-way, starts a new file rather than
+append after a torn tail. With an S3 landing zone, files are spooled locally and the finished minute
+is uploaded; spool files left by a crash are uploaded at start, and a failed upload is retried the
+next minute, so an outage loses nothing.
 
 Cost matters (SPEC §8: <= 0.5 % of a core, <= 60 MB RSS): this module imports only psutil and the
 standard library (boto3 only with an S3 landing zone), and does no work between ticks.
@@ -37,7 +40,8 @@ from pathlib import Path
 
 import psutil
 
-from metrics_pipeline.lib.landing import LocalLanding, fsync_dir, open_landing
+from metrics_pipeline.lib.host.compact import MinuteFiles, host_dir, host_key  # noqa: F401 - host_dir, host_key: re-exported
+from metrics_pipeline.lib.landing import LocalLanding, open_landing
 from metrics_pipeline.lib.tenants import tenant_problem
 
 log = logging.getLogger(__name__)
@@ -78,7 +82,6 @@ CATALOGUE: dict[str, tuple[str, str, str]] = {
 
 _SKIP_DISKS = re.compile(r"^(loop|ram|zram|sr|fd|dm-)\d*")
 _SKIP_FS = {"squashfs", "tmpfs", "devtmpfs", "overlay", "proc", "sysfs", "cgroup", "cgroup2", "nsfs", "autofs"}
-_HOST_SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 def _unit(metric: str) -> str:
@@ -126,7 +129,9 @@ class Sampler:
         self._cpu_last = (now, states)
         try:
             load1, load5, load15 = os.getloadavg()
-            out += [("host_load1", load1, "count", {}), ("host_load5", load5, "count", {}), ("host_load15", load15, "count", {})]
+            # Three decimals like the other gauges (the kernel keeps 11 fractional bits; "1.39208984375" cost 13 bytes).
+            out += [("host_load1", round(load1, 3), "count", {}), ("host_load5", round(load5, 3), "count", {}),
+                    ("host_load15", round(load15, 3), "count", {})]
         except (AttributeError, OSError):
             pass
         out.append(("host_cpu_count", float(psutil.cpu_count() or 0), "count", {}))
@@ -209,52 +214,6 @@ class Sampler:
         return out
 
 
-def host_dir(host: str) -> str:
-    """The landing directory of `host`'s files: its name with every character outside
-    `A-Za-z0-9._-` written as `_`. Tenant rules of the host configuration match this name."""
-    return _HOST_SAFE.sub("_", host) or "unknown"
-
-
-def host_key(host: str, ts: float) -> str:
-    """Landing key of the minute file holding a sample taken at `ts` (UTC)."""
-    tm = time.gmtime(ts)
-    safe = host_dir(host)
-    return (
-        f"host/{time.strftime('%Y-%m-%d', tm)}/{time.strftime('%H', tm)}/{safe}/"
-        f"{safe}-{time.strftime('%Y%m%dT%H%M', tm)}.jsonl"
-    )
-
-
-class MinuteFiles:
-    """Appends lines to the current minute's file; hands finished files to `on_closed`."""
-
-    def __init__(self, spool: Path, on_closed: Callable[[str, Path], None] | None = None):
-        self.spool = spool
-        self.on_closed = on_closed
-        self._key: str | None = None
-        self._fh = None
-
-    def append(self, key: str, line: bytes) -> None:
-        if key != self._key:
-            self.close()
-            path = self.spool / key
-            path.parent.mkdir(parents=True, exist_ok=True)
-            new = not path.exists()
-            self._fh = open(path, "ab", buffering=0)
-            if new:
-                fsync_dir(path.parent)
-            self._key = key
-        os.write(self._fh.fileno(), line)
-        os.fsync(self._fh.fileno())
-
-    def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            if self.on_closed is not None:
-                self.on_closed(self._key, self.spool / self._key)
-        self._fh, self._key = None, None
-
-
 @dataclasses.dataclass
 class CollectorConfig:
     landing: str
@@ -285,6 +244,8 @@ class CollectorStats:
     ticks: int = 0
     samples: int = 0
     lines: int = 0
+    bytes: int = 0  # written to landing files, headers and definitions included
+    write_failures: int = 0
     uploaded: int = 0
     upload_failures: int = 0
     tick_seconds: list[float] = dataclasses.field(default_factory=list)
@@ -305,7 +266,8 @@ class Collector:
         else:
             self.remote = zone
             spool = Path(config.spool_dir or Path.home() / ".metrics_pipeline" / "spool")
-        self.files = MinuteFiles(spool, self._upload if self.remote else None)
+        self.files = MinuteFiles(spool, self._upload if self.remote else None, host=config.host,
+                                 tenant=config.tenant)
         self.groups = [
             ("cpu", config.cpu_interval, self.sampler.cpu),
             ("network", config.network_interval, self.sampler.network),
@@ -340,12 +302,12 @@ class Collector:
         for sample in due:
             samples.extend(sample(now))
         if samples:
-            tick = {"ts": round(now, 3), "host": self.config.host}
-            if self.config.tenant is not None:
-                tick["tenant"] = self.config.tenant
-            tick["samples"] = samples
-            line = json.dumps(tick, separators=(",", ":")).encode() + b"\n"
-            self.files.append(host_key(self.config.host, now), line)
+            try:
+                self.stats.bytes += self.files.append(now, samples)
+            except OSError as exc:  # a full or failing disk: this tick is lost, the next starts a new file
+                self.stats.write_failures += 1
+                log.warning("could not write a tick (%s); the next tick starts a new file", exc)
+                return
             self.stats.lines += 1
             self.stats.samples += len(samples)
 

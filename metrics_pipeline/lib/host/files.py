@@ -1,23 +1,7 @@
-"""Read the host agent's minute files back into points, and load an hour of them.
+"""Load an hour of host landing files, and decide which hours to load (the host sensor's plan).
 
-A file is JSON Lines written by the agent (`lib/host/agent.py`). Reading is forgiving where a crash or a bad disk
-can leave damage, and strict about counting it:
-* the last line without a trailing newline that does not parse is a `partial_line` (the agent died
-  mid-write): skipped and counted;
-* any other line that is not a valid tick object is a `corrupt_line`: skipped and counted;
-* a sample entry that is malformed inside a good line is an `invalid_sample`: skipped and counted;
-* a line longer than `MAX_LINE_BYTES` is not parsed at all (a real tick is a few kB; a hostile one
-  could cost gigabytes and minutes to parse): it counts as corrupt (partial when it is the last);
-* a file the landing zone refuses (a name leaving the zone, over the size limit) is a `refused_file`;
-* a line whose `tenant` the warehouse cannot store (empty, not a string, NUL, too long) is corrupt.
-Nothing raises for bad content: one bad file must not block every host's hour. Files are read line
-by line from their bytes, never copied or decoded whole.
-
-Tenants: every sample of a line gets the label `tenant` of its file's host directory when the host
-configuration names one (`lib/host/config.py`, which wins), else of the line's own `tenant` (the
-agent's `--tenant`), else none. Old files, written before agents knew tenants, load as before: a
-`tenant` among a sample's own labels (a writer of our format could set one) is kept when neither the
-configuration nor the line names one, and replaced when either does.
+Reading a file into columns is `lib/host/batch.py` (`HostBatch`, both landing formats, and what is
+counted as damaged); this module lists an hour's files, reads them into one batch and loads it.
 
 `load_window` replaces the window's host points with what the files hold and marks those files
 processed in the same transaction, so landing retention never deletes a file whose samples are not
@@ -28,158 +12,27 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections import Counter
+import threading
+import zlib
 from datetime import datetime, timedelta, timezone
+from queue import Full, Queue
 
-import pandas as pd
-
+from metrics_pipeline.lib.host import offsets as offsets_
+from metrics_pipeline.lib.host.batch import MAX_LINE_BYTES, HostBatch, host_dir_of_key, hour_of_key  # noqa: F401 - re-exported
 from metrics_pipeline.lib.host.config import HostConfig, load_config
 from metrics_pipeline.lib.landing import LandingObject, LandingZone, RefusedObject, read_many
-from metrics_pipeline.lib.points import MAX_NAME_BYTES, canonical_labels, text_problem
 from metrics_pipeline.lib.warehouse import landing_index
 from metrics_pipeline.lib.warehouse.db import Warehouse
 from metrics_pipeline.lib.warehouse.load import LoadResult, load_points
 
 SOURCE = "host"
 HOST_PREFIX = "host/"
-_TS_MIN, _TS_MAX = 946_684_800.0, 4_102_444_800.0  # 2000-01-01 .. 2100-01-01: anything else is a broken clock
-MAX_LINE_BYTES = 1_000_000
 
 
 def hour_prefix(hour: datetime) -> str:
     """Landing prefix of every host's files for the hour starting at `hour` (UTC)."""
     hour = hour.astimezone(timezone.utc)
     return f"{HOST_PREFIX}{hour:%Y-%m-%d}/{hour:%H}/"
-
-
-def hour_of_key(key: str) -> datetime | None:
-    """The UTC hour a host file belongs to, from its key (None for a foreign file)."""
-    parts = key.split("/")
-    if len(parts) < 5 or parts[0] != "host":
-        return None
-    try:
-        return datetime.strptime(f"{parts[1]} {parts[2]}", "%Y-%m-%d %H").replace(tzinfo=timezone.utc)
-    except ValueError:
-        return None
-
-
-def host_dir_of_key(key: str) -> str | None:
-    """The host directory a host file lies in (`host/<date>/<HH>/<dir>/...`), None for a foreign key."""
-    parts = key.split("/")
-    return parts[3] if len(parts) >= 5 and parts[0] == "host" else None
-
-
-@dataclasses.dataclass
-class HostBatch:
-    """Samples read from a set of host files, ready for the loader.
-
-    `config` holds the tenant rules (None: none, every tenant comes from the lines themselves)."""
-
-    config: HostConfig | None = None
-    metric: list[str] = dataclasses.field(default_factory=list)
-    resource: list[str] = dataclasses.field(default_factory=list)
-    labels: list[str] = dataclasses.field(default_factory=list)
-    unit: list[str] = dataclasses.field(default_factory=list)
-    ts: list[float] = dataclasses.field(default_factory=list)
-    value: list[float] = dataclasses.field(default_factory=list)
-    problems: Counter = dataclasses.field(default_factory=Counter)
-    hosts: set[str] = dataclasses.field(default_factory=set)
-    tenants: set[str] = dataclasses.field(default_factory=set)
-    lines: int = 0
-    files: int = 0
-    #: lines whose own tenant differs from the one the configuration gives their file (which won)
-    tenant_overrides: int = 0
-    _labels_cache: dict = dataclasses.field(default_factory=dict, repr=False)
-    _file_tenant: str | None = dataclasses.field(default=None, repr=False)
-
-    def read(self, data: bytes, key: str | None = None) -> None:
-        """Add the samples of one file's bytes; `key`, the file's landing key, selects the tenant
-        rule of its host directory."""
-        self.files += 1
-        directory = host_dir_of_key(key) if key is not None and self.config is not None else None
-        self._file_tenant = self.config.tenant_of(directory) if directory is not None else None
-        start = 0
-        while start < len(data):
-            end = data.find(b"\n", start)
-            last = end < 0  # no newline after it: the agent may have died mid-write
-            end = len(data) if last else end
-            if end - start > MAX_LINE_BYTES:
-                self.problems["partial_lines" if last else "corrupt_lines"] += 1
-            else:
-                self._line(data[start:end].decode("utf-8", errors="replace"), last)
-            start = end + 1
-
-    def _line(self, line: str, last: bool) -> None:
-        if not line.strip():
-            return
-        try:
-            tick = json.loads(line)
-            ts = float(tick["ts"])
-            host = tick["host"]
-            samples = tick["samples"]
-            own_tenant = tick.get("tenant")
-            if not isinstance(host, str) or not host or not isinstance(samples, list) or not _TS_MIN <= ts < _TS_MAX:
-                raise ValueError("not a tick")
-            if text_problem(host):
-                raise ValueError("host name PostgreSQL cannot store")
-            if own_tenant is not None and (not isinstance(own_tenant, str) or not own_tenant
-                                           or text_problem(own_tenant, max_bytes=MAX_NAME_BYTES)):
-                raise ValueError("tenant the warehouse cannot store")
-        except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError):
-            self.problems["partial_lines" if last else "corrupt_lines"] += 1
-            return
-        tenant = self._file_tenant or own_tenant
-        if self._file_tenant is not None and own_tenant is not None and own_tenant != self._file_tenant:
-            self.tenant_overrides += 1
-        self.lines += 1
-        self.hosts.add(host)
-        if tenant is not None:
-            self.tenants.add(tenant)
-        for entry in samples:
-            self._add(host, tenant, ts, entry)
-
-    def _add(self, host: str, tenant: str | None, ts: float, entry) -> None:
-        try:
-            metric, value, unit, labels = entry
-            if not (isinstance(metric, str) and metric and isinstance(unit, str) and unit):
-                raise ValueError
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError
-            value = float(value)
-            # One sample the loader would refuse must not make it refuse every host's hour.
-            if text_problem(metric, max_bytes=MAX_NAME_BYTES) or text_problem(unit):
-                raise ValueError
-            cache_key = (host, tenant, json.dumps(labels, sort_keys=True) if labels else "")
-            text = self._labels_cache.get(cache_key)
-            if text is None:
-                if labels is not None and not isinstance(labels, dict):
-                    raise ValueError
-                merged = {**(labels or {}), "host": host}
-                if tenant is not None:  # the line's (or the configuration's) tenant replaces a sample's own
-                    merged["tenant"] = tenant
-                text = canonical_labels(merged)
-                self._labels_cache[cache_key] = text
-        except (ValueError, TypeError, OverflowError, RecursionError):
-            self.problems["invalid_samples"] += 1
-            return
-        self.metric.append(metric)
-        self.resource.append(host)
-        self.labels.append(text)
-        self.unit.append(unit)
-        self.ts.append(ts)
-        self.value.append(value)
-
-    def frame(self) -> pd.DataFrame:
-        return pd.DataFrame(
-            {
-                "metric": pd.Categorical(self.metric),
-                "resource": pd.Categorical(self.resource),
-                "labels": pd.Categorical(self.labels),
-                "unit": pd.Categorical(self.unit),
-                "ts": pd.to_datetime(pd.Series(self.ts, dtype="float64") * 1e6, unit="us", utc=True),
-                "value": pd.Series(self.value, dtype="float64"),
-            }
-        )
 
 
 def files_for_window(zone: LandingZone, start: datetime, end: datetime) -> list[LandingObject]:
@@ -211,15 +64,18 @@ def read_window(zone: LandingZone, start: datetime, end: datetime,
 
 @dataclasses.dataclass(frozen=True)
 class HostLoad:
-    """What loading a window of host files did."""
+    """What loading a window of host files did. `live_points`: in "tail" mode, the points the live
+    path had loaded from the same files (the window holds those and `load.points`)."""
 
     load: LoadResult
     batch: HostBatch
     files: int
+    mode: str = "replace"  # replace: the window now holds exactly the files; tail: what the live path had not
+    live_points: int = 0
 
     def as_metadata(self) -> dict:
         problems = self.batch.problems
-        return {
+        meta = {
             **self.load.as_metadata(),
             "hosts": len(self.batch.hosts),
             "tenants": len(self.batch.tenants),
@@ -232,21 +88,186 @@ class HostLoad:
             "invalid_samples": problems.get("invalid_samples", 0),
             # Files the landing zone would not read (a key leaving the zone, over the size limit).
             "refused_files": problems.get("refused_files", 0),
+            "load_mode": self.mode,
         }
+        if self.mode == "tail":
+            total = self.load.points + self.live_points
+            meta.update({"dagster/row_count": total, "points": total, "points_loaded_live": self.live_points,
+                         "out_of_window_points": meta["out_of_window_points"] + problems.get("out_of_hour_samples", 0)})
+        return meta
 
 
 def load_window(warehouse: Warehouse, zone: LandingZone, start: datetime, end: datetime,
                 config: HostConfig | None = None) -> HostLoad:
     """Make `points` hold exactly what the host files of [start, end) say; mark the files processed
-    in the same commit. Samples stamped outside their file's hour (a broken clock) are dropped and
-    counted. `config`: the tenant rules (None: the configured file, `lib.host.config.load_config`)."""
-    batch, objects = read_window(zone, start, end, config)
-    files = [(o, [hour_of_key(o.key)]) for o in objects]
-    result = load_points(
-        warehouse, batch.frame(), source=SOURCE, start=start, end=end, out_of_window="drop",
-        in_transaction=lambda conn: landing_index.mark_processed(conn, warehouse.schema, SOURCE, files, start, end),
-    )
-    return HostLoad(result, batch, len(objects))
+    in the same commit. Samples stamped outside the window (a broken clock) are dropped and
+    counted. `config`: the tenant rules (None: the configured file, `lib.host.config.load_config`).
+
+    When the live path loaded the hour as it grew and every file is unchanged where it was loaded
+    (`_trusted_offsets`), only what it did not load is read and added ("tail" mode: a few minutes of
+    data instead of the hour, and no merge of the whole window); otherwise the window is replaced."""
+    config = config if config is not None else load_config()
+    objects = files_for_window(zone, start, end)
+    offsets = _trusted_offsets(warehouse, objects, start, end, config)
+    if offsets:
+        done = _load_tail(warehouse, zone, objects, offsets, start, end, config)
+        if done is not None:
+            return done
+    summary, read = HostBatch(config), []
+
+    def commit(conn) -> None:
+        offsets_.used_by_closed_run(conn, warehouse.schema, start, end)
+        landing_index.mark_processed(conn, warehouse.schema, SOURCE, [(o, [hour_of_key(o.key)]) for o in read],
+                                     start, end)
+
+    if objects:
+        try:  # a group of hosts at a time, read while the database writes the previous group
+            result = load_points(warehouse, _prefetched(_frames_by_hosts(zone, objects, config, summary, read)),
+                                 source=SOURCE, start=start, end=end, out_of_window="drop", in_transaction=commit)
+            return HostLoad(result, summary, len(read))
+        except _SharedHosts:  # files of two groups name the same host: load the window as one frame
+            summary, read = HostBatch(config), []
+    batch, read = read_window(zone, start, end, config)
+    result = load_points(warehouse, batch.frame(), source=SOURCE, start=start, end=end, out_of_window="drop",
+                         in_transaction=commit)
+    return HostLoad(result, batch, len(read))
+
+
+#: Bytes of landing files read into one frame by the closed-hour run (about 2 million samples of
+#: format 2): the memory a run needs stays bounded whatever the size of the fleet.
+GROUP_BYTES = 16 * 1024 * 1024
+
+
+class _SharedHosts(Exception):
+    """Two groups of files hold samples of the same host, so their frames would share series."""
+
+
+def _frames_by_hosts(zone: LandingZone, objects: list[LandingObject], config: HostConfig, summary: HostBatch,
+                     read: list[LandingObject]):
+    """Frames of the window, one per group of host directories (of about GROUP_BYTES); every group's
+    counts go to `summary` and its files to `read`."""
+    seen: set[str] = set()
+    group: list[LandingObject] = []
+    # A host's files of every hour together (a window of several hours), in key order within.
+    objects = sorted(objects, key=lambda o: (host_dir_of_key(o.key) or "", o.key))
+    for i, obj in enumerate(objects):
+        group.append(obj)
+        last = i + 1 == len(objects)
+        if not last and (sum(o.size for o in group) < GROUP_BYTES
+                         or host_dir_of_key(objects[i + 1].key) == host_dir_of_key(obj.key)):
+            continue
+        batch = HostBatch(config)
+        for item, (_, data) in zip(group, read_many(zone, group)):
+            if isinstance(data, RefusedObject):
+                batch.problems["refused_files"] += 1
+            else:
+                batch.read(data, item.key)
+                read.append(item)
+        if seen & batch.hosts:
+            raise _SharedHosts
+        seen |= batch.hosts
+        summary.absorb(batch)
+        group = []
+        yield batch.frame()
+
+
+def _prefetched(frames, depth: int = 1):
+    """`frames`, each built in a thread while the caller consumes the one before (the loader's COPY
+    mostly waits on the database: the next group is parsed meanwhile)."""
+    done = object()
+    queue: Queue = Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():  # never blocks for good: the consumer may have stopped
+            try:
+                queue.put(item, timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in frames:
+                if not put(item):
+                    return
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(exc)
+            return
+        put(done)
+
+    worker = threading.Thread(target=produce, name="host-files-reader", daemon=True)
+    worker.start()
+    try:
+        while (item := queue.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
+def _trusted_offsets(warehouse: Warehouse, objects: list[LandingObject], start: datetime, end: datetime,
+                     config: HostConfig) -> dict[str, offsets_.Offset] | None:
+    """The live path's offsets of the window's files, when the window holds exactly what it loaded
+    from them and nothing else: every file it loaded (and every file a previous run of the window
+    processed) is still there, each with a checksum, and the host configuration gives each the
+    tenant it gave then. None otherwise (the window is replaced)."""
+    schema = warehouse.schema
+    with warehouse.connect() as conn:
+        rows = offsets_.read_offsets(conn, schema, since=start)
+        touched = landing_index.files_touching(conn, schema, SOURCE, start, end)
+    rows = {key: row for key, row in rows.items() if start <= row.hour < end}
+    listed = {o.key for o in objects}
+    if not rows or not listed.issuperset(rows) or not listed.issuperset(touched):
+        return None
+    for key, row in rows.items():
+        directory = host_dir_of_key(key)
+        tenant = (config.tenant_of(directory) if directory is not None else None) or ""
+        if row.prefix_crc is None or row.config_tenant != tenant:
+            return None
+    return rows
+
+
+def _load_tail(warehouse: Warehouse, zone: LandingZone, objects: list[LandingObject],
+               offsets: dict[str, offsets_.Offset], start: datetime, end: datetime, config: HostConfig) -> HostLoad | None:
+    """Load what each file holds after its live offset (a file the live path never saw, whole) into
+    the window; what is before the offset is parsed for the run's metadata only (lines, problems,
+    hosts, samples), not loaded. None when a file changed where it was loaded (the caller then
+    replaces the window)."""
+    batch = HostBatch(config)
+    read, advanced = [], []
+    nothing = offsets_.Offset(0, None, None, None)
+    for obj, (_, data) in zip(objects, read_many(zone, objects)):
+        if isinstance(data, RefusedObject):
+            batch.problems["refused_files"] += 1
+            continue
+        before = offsets.get(obj.key, nothing)
+        if before.loaded_bytes and not offsets_.prefix_unchanged(data, before):
+            return None
+        within = offsets_.file_hour(obj.key)
+        if before.loaded_bytes:
+            batch.read(data, obj.key, stop=before.loaded_bytes, within=within, count_only=True)
+            batch.files -= 1  # one file, read in two parts
+        batch.read(data, obj.key, start=before.loaded_bytes, within=within)
+        read.append(obj)
+        complete = data.rfind(b"\n") + 1
+        if complete > before.loaded_bytes:
+            directory = host_dir_of_key(obj.key)
+            advanced.append((obj, complete, zlib.crc32(memoryview(data)[:complete]),
+                             config.tenant_of(directory) if directory is not None else None))
+    files = [(o, [hour_of_key(o.key)]) for o in read]
+
+    def commit(conn) -> None:
+        offsets_.record_offsets(conn, warehouse.schema, advanced)
+        offsets_.used_by_closed_run(conn, warehouse.schema, start, end)
+        landing_index.mark_processed(conn, warehouse.schema, SOURCE, files, start, end)
+
+    result = load_points(warehouse, batch.frame(), source=SOURCE, start=start, end=end, scope="append",
+                         out_of_window="drop", in_transaction=commit)
+    return HostLoad(result, batch, len(read), "tail", batch.counted)
 
 
 @dataclasses.dataclass

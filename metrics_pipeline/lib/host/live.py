@@ -1,36 +1,49 @@
 """The hour in progress, loaded as it grows: what is new since the last load, and nothing else.
 
-The agent appends one line a second to the current minute's file (fsync'd). Every live load lists
+The agent appends one line a second to its current minute file (fsync'd). Every live load lists
 the host files of the hour in progress (and of the previous hour, whose last files may still be
 completing), and for each file reads only the complete lines after the offset recorded in
-`live_offsets`, so the work of a load is proportional to what landed since the previous one. The
-lines are written with the loader's "append" scope (inserted, or updating a stored value; nothing is
-deleted) and the offsets advance in the same transaction: a crash leaves both as they were, and the
-next load reads the same lines again (idempotent: the same rows). A file whose version changed (it
-was rewritten) is read again from the start. A partial last line is left for the next load.
-Tenants are given exactly as the closed-hour run gives them (`files.HostBatch`, the same host
+`live_offsets` (format 2 files: with the header and definitions before that offset), so the work
+of a load is proportional to what landed since the previous one. The lines are written with the
+loader's "append" scope (inserted, or updating a stored value; nothing is deleted) and the offsets
+advance in the same transaction: a crash leaves both as they were, and the next load reads the same
+lines again (idempotent: the same rows). A partial last line is left for the next load. Samples
+stamped outside their file's hour are dropped (and counted), as the closed-hour run drops them.
+Tenants are given exactly as the closed-hour run gives them (`HostBatch`, the same host
 configuration), so both paths write the same series.
 
-The closed-hour run (`files.load_window`) still replaces the whole window with exactly what the
-files hold and marks them processed; this path never marks anything processed.
+With each offset go a CRC-32 of the bytes loaded so far and the tenant the configuration gave the
+file (`lib/host/offsets.py`, migration 0023). A file whose loaded bytes
+changed (rewritten) is read again from its start and its offset marked untrusted. The closed-hour
+run (`files.load_window`) uses them to read only what this path did not load when every file of the
+hour is unchanged where it was loaded; otherwise it replaces the whole window with exactly what the
+files hold. This path never marks anything processed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from datetime import datetime, timedelta, timezone
 
+from metrics_pipeline.lib.host.batch import HostBatch, host_dir_of_key
 from metrics_pipeline.lib.host.config import HostConfig, load_config
-from metrics_pipeline.lib.host.files import SOURCE, HostBatch, files_for_window, hour_of_key
+from metrics_pipeline.lib.host.files import SOURCE, files_for_window
+from metrics_pipeline.lib.host.offsets import (  # noqa: F401 - KIND re-exported
+    KEEP_OFFSETS,
+    KIND,
+    Offset,
+    file_hour,
+    prefix_unchanged,
+    read_offsets,
+    record_offsets,
+)
 from metrics_pipeline.lib.landing import LandingZone, RefusedObject, read_many
 from metrics_pipeline.lib.warehouse.db import Warehouse
 from metrics_pipeline.lib.warehouse.load import LoadResult, load_points
 
-KIND = "host"
 #: The previous hour is still read this long after it closed (its last minute file completes).
 PREVIOUS_HOUR_GRACE = timedelta(minutes=5)
-
-
 @dataclasses.dataclass(frozen=True)
 class LiveLoad:
     """What one live load did."""
@@ -65,39 +78,35 @@ def load_new(warehouse: Warehouse, zone: LandingZone, now: datetime | None = Non
     objects = files_for_window(zone, lo, hi)
     schema = warehouse.schema
     with warehouse.connect() as conn:
-        rows = conn.execute(
-            f"SELECT key, etag, loaded_bytes FROM {schema}.live_offsets WHERE kind = %s AND hour >= %s",
-            (KIND, lo),
-        ).fetchall()
-    done = {key: loaded for key, _, loaded in rows}
-    # A file that grew is read from where the last load stopped; one that shrank (rewritten) again
-    # from its start. (A same-size rewrite waits for the closed-hour run, which replaces the window.)
-    grown = [(obj, done.get(obj.key, 0) if obj.size > done.get(obj.key, 0) else 0)
-             for obj in objects if obj.size != done.get(obj.key, 0)]
+        done = read_offsets(conn, schema, since=lo)
+    nothing = Offset(0, None, None, None)
+    grown = [obj for obj in objects if obj.size != done.get(obj.key, nothing).loaded_bytes]
     batch = HostBatch(config)
     advanced, new_bytes = [], 0
-    for (obj, offset), (_, data) in zip(grown, read_many(zone, [o for o, _ in grown])):
+    for obj, (_, data) in zip(grown, read_many(zone, grown)):
         if isinstance(data, RefusedObject):
             batch.problems["refused_files"] += 1
             continue
-        if len(data) < offset:  # shorter than what was loaded: rewritten, read it whole
-            offset = 0
+        before = done.get(obj.key, nothing)
+        offset, trusted = before.loaded_bytes, True
+        if offset and not prefix_unchanged(data, before):
+            # Rewritten (shorter, or different bytes where it was loaded from; rows of this table from
+            # before migration 0023 cannot tell): read it again from the start, and leave the window to
+            # the closed-hour run, which replaces it (what was loaded from the old bytes stays until then).
+            offset, trusted = 0, False
+        trusted = trusted and (before.loaded_bytes == 0 or before.prefix_crc is not None)
         complete = data.rfind(b"\n", offset) + 1  # up to the last complete line
         if complete <= offset:
             continue
-        batch.read(data[offset:complete], obj.key)
-        advanced.append((obj, complete))
+        batch.read(data, obj.key, start=offset, stop=complete, within=file_hour(obj.key))
+        crc = zlib.crc32(memoryview(data)[:complete]) if trusted else None
+        directory = host_dir_of_key(obj.key)
+        advanced.append((obj, complete, crc, config.tenant_of(directory) if directory is not None else None))
         new_bytes += complete - offset
 
     def record(conn) -> None:
-        for obj, complete in advanced:
-            conn.execute(
-                f"""INSERT INTO {schema}.live_offsets (kind, key, etag, loaded_bytes, hour) VALUES (%s, %s, %s, %s, %s)
-                    ON CONFLICT (kind, key) DO UPDATE SET etag = EXCLUDED.etag, loaded_bytes = EXCLUDED.loaded_bytes,
-                        updated_at = now()""",
-                (KIND, obj.key, obj.etag, complete, hour_of_key(obj.key) or lo),
-            )
-        conn.execute(f"DELETE FROM {schema}.live_offsets WHERE kind = %s AND hour < %s", (KIND, lo))
+        record_offsets(conn, schema, advanced)
+        conn.execute(f"DELETE FROM {schema}.live_offsets WHERE kind = %s AND hour < %s", (KIND, lo - KEEP_OFFSETS))
 
     if not advanced:
         with warehouse.connect() as conn:

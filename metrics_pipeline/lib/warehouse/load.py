@@ -15,6 +15,9 @@ How, and why this way:
    - window with data (late-data re-runs): COPY into a temporary staging table, then delete the
      rows that vanished, update those whose value changed and insert the new ones, so a re-run
      that fetched the same data rewrites nothing and reports how many points changed.
+   - appending (scope "append", the hour in progress loaded as it grows): COPY straight in when no
+     row can meet a stored point (each series' stored points are all older than its new rows: one
+     index probe per series), else the merge above without its delete.
    Atomicity comes from the transaction: if anything fails half-way, all of it is rolled back.
 4. Loads of the same source and UTC day take a transaction advisory lock (in sorted order, so no
    deadlocks), so overlapping windows of one source never interleave their delete and insert.
@@ -23,7 +26,9 @@ How, and why this way:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import json
+from collections import Counter
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -103,40 +108,51 @@ class LoadResult:
         }
 
 
+def _series_document(prepared: Prepared, index: np.ndarray | None = None) -> str:
+    """The frame's series (or those at `index`) as one JSON array of [ordinal, metric, resource,
+    labels, unit]: one parameter the server decodes in C, instead of four text arrays that psycopg
+    escapes string by string (seconds for tens of thousands of series, on every load)."""
+    dumps = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
+    rows = range(len(prepared.series_metric)) if index is None else index.tolist()
+    return "[" + ",".join(
+        f"[{i + 1},{dumps(prepared.series_metric[i])},{dumps(prepared.series_resource[i])},"
+        f"{prepared.series_labels[i]},{dumps(prepared.series_unit[i])}]" for i in rows) + "]"
+
+
 def _register_series(conn: psycopg.Connection, schema: str, source: str, prepared: Prepared) -> tuple[np.ndarray, int]:
-    """Insert the frame's new series and return (series_id per distinct series, number created)."""
-    params = {
-        "source": source,
-        "metric": prepared.series_metric,
-        "resource": prepared.series_resource,
-        "labels": prepared.series_labels,
-        "unit": prepared.series_unit,
-    }
-    # Sorted by key so that concurrent loads take index locks in one order (no deadlock).
-    inserted = conn.execute(
-        f"""INSERT INTO {schema}.series AS s (source, metric, resource, labels, unit)
-            SELECT %(source)s, t.metric, t.resource, t.labels, t.unit
-            FROM unnest(%(metric)s::text[], %(resource)s::text[], %(labels)s::jsonb[], %(unit)s::text[])
-                 AS t(metric, resource, labels, unit)
-            ORDER BY {schema}.series_key(%(source)s, t.metric, t.resource, t.labels)
-            ON CONFLICT (series_key) DO UPDATE SET unit = EXCLUDED.unit
-                WHERE s.unit IS DISTINCT FROM EXCLUDED.unit
-            RETURNING (xmax = 0) AS created""",
-        params,
-    ).fetchall()
-    created = sum(1 for (was_created,) in inserted if was_created)
-    rows = conn.execute(
-        f"""SELECT t.ord, s.series_id
-            FROM unnest(%(metric)s::text[], %(resource)s::text[], %(labels)s::jsonb[])
-                 WITH ORDINALITY AS t(metric, resource, labels, ord)
-            JOIN {schema}.series s
-              ON s.series_key = {schema}.series_key(%(source)s, t.metric, t.resource, t.labels)""",
-        params,
-    ).fetchall()
-    ids = np.empty(len(prepared.series_metric), dtype=np.int64)
-    for ordinal, series_id in rows:
-        ids[ordinal - 1] = series_id
-    if len(rows) != len(ids):
+    """Insert the frame's new series and return (series_id per distinct series, number created).
+    Series already stored with the same unit are only looked up (an upsert would lock each row)."""
+    lookup = f"""SELECT t.ord, s.series_id, s.unit IS NOT DISTINCT FROM t.unit
+            FROM (SELECT (e->>0)::bigint AS ord, e->>1 AS metric, e->>2 AS resource, e->3 AS labels, e->>4 AS unit
+                  FROM jsonb_array_elements(%(series)s::jsonb) AS e) AS t
+            LEFT JOIN {schema}.series s
+              ON s.series_key = {schema}.series_key(%(source)s, t.metric, t.resource, t.labels)"""
+    ids = np.zeros(len(prepared.series_metric), dtype=np.int64)
+    found = np.zeros(len(ids), dtype=bool)
+    todo = []
+    for ordinal, series_id, same_unit in conn.execute(lookup, {"source": source, "series": _series_document(prepared)}):
+        if series_id is not None and same_unit:
+            ids[ordinal - 1], found[ordinal - 1] = series_id, True
+        else:
+            todo.append(ordinal - 1)
+    created = 0
+    if todo:
+        missing = _series_document(prepared, np.array(todo))
+        # Sorted by key so that concurrent loads take index locks in one order (no deadlock).
+        inserted = conn.execute(
+            f"""INSERT INTO {schema}.series AS s (source, metric, resource, labels, unit)
+                SELECT %(source)s, e->>1, e->>2, e->3, e->>4 FROM jsonb_array_elements(%(series)s::jsonb) AS e
+                ORDER BY {schema}.series_key(%(source)s, e->>1, e->>2, e->3)
+                ON CONFLICT (series_key) DO UPDATE SET unit = EXCLUDED.unit
+                    WHERE s.unit IS DISTINCT FROM EXCLUDED.unit
+                RETURNING (xmax = 0) AS created""",
+            {"source": source, "series": missing},
+        ).fetchall()
+        created = sum(1 for (was_created,) in inserted if was_created)
+        for ordinal, series_id, _ in conn.execute(lookup, {"source": source, "series": missing}):
+            if series_id is not None:
+                ids[ordinal - 1], found[ordinal - 1] = series_id, True
+    if not found.all():
         raise RuntimeError("series registration did not return an id for every series")
     return ids, created
 
@@ -181,10 +197,22 @@ def _merge_into_window(conn, schema, target, source, start, end, series_ids, pre
     staged in a temporary table (no WAL) and three set-based statements delete what vanished,
     update what changed and insert what is new. The counts become the "points changed" metadata.
     """
-    conn.execute(
-        "CREATE TEMP TABLE _mp_stage (series_id integer, ts timestamptz, value double precision) ON COMMIT DROP"
-    )
+    _create_stage(conn)
     _copy_rows(conn, "_mp_stage", series_ids, prepared)
+    return _apply_stage(conn, schema, target, source, start, end, only, delete)
+
+
+def _create_stage(conn: psycopg.Connection) -> None:
+    """The (empty) temporary staging table of this transaction (several frames may be staged in turn)."""
+    conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS _mp_stage (series_id integer, ts timestamptz, value double precision) "
+        "ON COMMIT DROP"
+    )
+    conn.execute("TRUNCATE _mp_stage")
+
+
+def _apply_stage(conn, schema, target, source, start, end, only, delete: bool) -> dict[str, int]:
+    """Make the window (or its series `only`) hold what `_mp_stage` holds: three set-based statements."""
     conn.execute("ANALYZE _mp_stage")
     window = {"source": source, "start": start, "end": end, "only": only}
     deleted = 0 if not delete else conn.execute(
@@ -212,24 +240,39 @@ def _merge_into_window(conn, schema, target, source, start, end, series_ids, pre
     return {"inserted": inserted, "updated": updated, "deleted": deleted}
 
 
+def _append_collides(conn: psycopg.Connection, schema: str, series_ids: np.ndarray, ts_us: np.ndarray,
+                     start: datetime, end: datetime) -> bool:
+    """Whether a row to append may meet a stored point of its series: only at or after that series'
+    earliest new timestamp (rows are grouped by series, time-ordered within). One index probe per series."""
+    first = np.flatnonzero(np.concatenate([[True], series_ids[1:] != series_ids[:-1]]))
+    earliest = (ts_us[first] + PG_EPOCH_US) / 1e6 - 0.001  # epoch seconds, a millisecond early: float rounding
+    return conn.execute(
+        f"""SELECT EXISTS (SELECT 1 FROM unnest(%s::integer[], %s::float8[]) AS u(series_id, earliest)
+                           JOIN {schema}.points p ON p.series_id = u.series_id AND p.ts >= to_timestamp(u.earliest)
+                           WHERE p.ts >= %s AND p.ts < %s)""",
+        (series_ids[first].tolist(), earliest.tolist(), start, end),
+    ).fetchone()[0]
+
+
 def _record_intervals(conn: psycopg.Connection, schema: str, series_ids: np.ndarray, prepared: Prepared) -> None:
     """Keep `series_intervals` (the nominal sampling interval per series and day, which alert gap
     tolerance derives from): the smallest median spacing any load saw, so any load order agrees."""
     index, day, seconds = intervals(prepared)
     if not len(index):
         return
+    # Arrays as literals built in one join each: psycopg's per-element dumping costs seconds at fleet scale.
     conn.execute(
         f"""INSERT INTO {schema}.series_intervals AS si (series_id, day, interval_s)
             SELECT s, DATE '2000-01-01' + d, i FROM unnest(%s::integer[], %s::integer[], %s::float8[]) AS u(s, d, i)
             ON CONFLICT (series_id, day) DO UPDATE SET interval_s = EXCLUDED.interval_s
             WHERE EXCLUDED.interval_s < si.interval_s""",
-        (series_ids[index].tolist(), day.tolist(), seconds.tolist()),
+        tuple("{" + ",".join(map(repr, values.tolist())) + "}" for values in (series_ids[index], day, seconds)),
     )
 
 
 def load_points(
     warehouse: Warehouse,
-    frame: pd.DataFrame,
+    frame: pd.DataFrame | Iterable[pd.DataFrame],
     *,
     source: str,
     start: datetime,
@@ -243,7 +286,10 @@ def load_points(
     Args:
         warehouse: the (migrated) warehouse.
         frame: normalised points: metric, resource, labels (dict or JSON object text), unit,
-            ts (timezone-aware), value; an optional `source` column must equal `source`.
+            ts (timezone-aware), value; an optional `source` column must equal `source`. Or an
+            iterable of such frames that share no series (e.g. one per group of hosts): each is
+            validated and written in turn, in the same transaction, so a window never has to be in
+            memory whole, and an iterator may build the next frame while the database writes one.
         source: the source whose window is replaced (e.g. "host", "cloudwatch").
         start, end: the window [start, end), timezone-aware.
         out_of_window: "error" (default) raises on rows outside the window; "drop" counts them.
@@ -271,61 +317,96 @@ def load_points(
     start, end = utc(start, "start"), utc(end, "end")
     if end <= start:
         raise ValueError(f"window end {end.isoformat()} must be after start {start.isoformat()}")
-    prepared = prepare(frame, source=source, start=start, end=end, out_of_window=out_of_window)
+    single = isinstance(frame, pd.DataFrame)
+    # A single frame is validated before anything touches the database; frames of an iterable as they come.
+    first = prepare(frame, source=source, start=start, end=end, out_of_window=out_of_window) if single else None
+    preparing = iter([first]) if single else (
+        prepare(f, source=source, start=start, end=end, out_of_window=out_of_window) for f in frame)
+    totals = {"points": 0, "inserted": 0, "updated": 0, "deleted": 0, "series": 0, "new_series": 0}
+    dropped: Counter = Counter()
+    ts_range: list[int] = []
 
     with warehouse.connect() as conn:
         bounds = partitioning.partition_bounds("points", start, end)
-        if len(prepared.codes):
+        if not single or len(first.codes):
             partitioning.ensure_partitions(conn, schema, "points", start, end)
         # One day partition: COPY into it directly and skip per-row tuple routing.
         target = bounds[0][0] if len(bounds) == 1 else "points"
         with conn.transaction():
             for key in partitioning.day_lock_keys(f"metrics_pipeline.load:{schema}:{source}", start, end):
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
-            new_series = 0
-            series_ids = np.empty(0, dtype=np.int64)
-            if len(prepared.codes):
-                series_ids, new_series = _register_series(conn, schema, source, prepared)
-                _record_intervals(conn, schema, series_ids, prepared)
-            rows = series_ids[prepared.codes]
-            only = [int(i) for i in series_ids] if scope in ("series", "append") else None
-            if len(rows) and not is_sorted(rows, prepared.ts_us):
-                # Rows are grouped by series already; put the groups in series_id order so the
-                # primary-key index is filled left to right (append-only page splits).
-                order = np.argsort(rows, kind="stable")
-                rows = rows[order]
-                prepared = dataclasses.replace(prepared, ts_us=prepared.ts_us[order], values=prepared.values[order])
-            if not conn.execute(
-                f"""SELECT EXISTS (SELECT 1 FROM {schema}.points p JOIN {schema}.series s USING (series_id)
-                    WHERE s.source = %s AND p.ts >= %s AND p.ts < %s
-                      AND (%s::integer[] IS NULL OR p.series_id = ANY(%s::integer[])))""",
-                (source, start, end, only, only),
-            ).fetchone()[0]:
-                changes = _copy_into_empty_window(conn, schema, target, rows, prepared)
-            else:
-                changes = _merge_into_window(conn, schema, target, source, start, end, rows, prepared, only,
-                                             delete=scope != "append")
+            # The whole window is replaced: one look at whether it holds anything, then every frame
+            # is copied in (empty window) or staged and merged at the end.
+            staged = scope == "window" and _window_has_rows(conn, schema, source, start, end, None)
+            if staged:
+                _create_stage(conn)
+            seen: set[int] = set()
+            for prepared in preparing:
+                new_series = 0
+                series_ids = np.empty(0, dtype=np.int64)
+                if len(prepared.codes):
+                    series_ids, new_series = _register_series(conn, schema, source, prepared)
+                    _record_intervals(conn, schema, series_ids, prepared)
+                if not single:
+                    if seen.intersection(series_ids.tolist()):
+                        raise ValueError("the frames of one load must not share a series (split them by series)")
+                    seen.update(series_ids.tolist())
+                rows = series_ids[prepared.codes]
+                if len(rows) and not is_sorted(rows, prepared.ts_us):
+                    # Rows are grouped by series already; put the groups in series_id order so the
+                    # primary-key index is filled left to right (append-only page splits).
+                    order = np.argsort(rows, kind="stable")
+                    rows = rows[order]
+                    prepared = dataclasses.replace(prepared, ts_us=prepared.ts_us[order], values=prepared.values[order])
+                if scope == "window":
+                    if staged:
+                        _copy_rows(conn, "_mp_stage", rows, prepared)
+                        changes = {}
+                    else:
+                        changes = _copy_into_empty_window(conn, schema, target, rows, prepared)
+                else:
+                    only = [int(i) for i in series_ids]
+                    if not len(rows):
+                        changes = {}
+                    elif not _window_has_rows(conn, schema, source, start, end, only):
+                        changes = _copy_into_empty_window(conn, schema, target, rows, prepared)
+                    elif scope == "append" and not _append_collides(conn, schema, rows, prepared.ts_us, start, end):
+                        # Every row is newer than what its series holds (the hour in progress, loaded
+                        # as it grows): nothing to update, so no staging either.
+                        changes = _copy_into_empty_window(conn, schema, target, rows, prepared)
+                    else:
+                        changes = _merge_into_window(conn, schema, target, source, start, end, rows, prepared, only,
+                                                     delete=scope != "append")
+                for name, count in changes.items():
+                    totals[name] += count
+                totals["points"] += len(prepared.codes)
+                totals["series"] += len(prepared.series_metric)
+                totals["new_series"] += new_series
+                dropped.update(prepared.dropped)
+                if len(prepared.ts_us):
+                    ts_range += [int(prepared.ts_us.min()), int(prepared.ts_us.max())]
+            if staged:
+                for name, count in _apply_stage(conn, schema, target, source, start, end, None, True).items():
+                    totals[name] += count
             if in_transaction is not None:
                 in_transaction(conn)
 
-    first = last = None
-    if len(prepared.ts_us):
-        first = datetime.fromtimestamp((int(prepared.ts_us.min()) + PG_EPOCH_US) / 1e6, tz=timezone.utc)
-        last = datetime.fromtimestamp((int(prepared.ts_us.max()) + PG_EPOCH_US) / 1e6, tz=timezone.utc)
-    return LoadResult(
-        source=source,
-        start=start,
-        end=end,
-        points=len(prepared.codes),
-        inserted=changes["inserted"],
-        updated=changes["updated"],
-        deleted=changes["deleted"],
-        series=len(prepared.series_metric),
-        new_series=new_series,
-        dropped=dict(prepared.dropped),
-        first_ts=first,
-        last_ts=last,
-    )
+    first_ts = last_ts = None
+    if ts_range:
+        first_ts = datetime.fromtimestamp((min(ts_range) + PG_EPOCH_US) / 1e6, tz=timezone.utc)
+        last_ts = datetime.fromtimestamp((max(ts_range) + PG_EPOCH_US) / 1e6, tz=timezone.utc)
+    return LoadResult(source=source, start=start, end=end, dropped=dict(dropped), first_ts=first_ts, last_ts=last_ts,
+                      **totals)
+
+
+def _window_has_rows(conn: psycopg.Connection, schema: str, source: str, start: datetime, end: datetime,
+                     only: list[int] | None) -> bool:
+    return conn.execute(
+        f"""SELECT EXISTS (SELECT 1 FROM {schema}.points p JOIN {schema}.series s USING (series_id)
+            WHERE s.source = %s AND p.ts >= %s AND p.ts < %s
+              AND (%s::integer[] IS NULL OR p.series_id = ANY(%s::integer[])))""",
+        (source, start, end, only, only),
+    ).fetchone()[0]
 
 
 def window_has_points(warehouse: Warehouse, source: str, start: datetime, end: datetime) -> bool:

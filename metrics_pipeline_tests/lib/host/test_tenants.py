@@ -114,8 +114,13 @@ def test_collect_tenant_on_the_command_line(tmp_path):
         capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     zone = LocalLanding(tmp_path)
-    ticks = [json.loads(raw) for obj in zone.list("host/") for raw in zone.read(obj.key).splitlines()]
-    assert ticks and {(t["host"], t["tenant"]) for t in ticks} == {("cli-host", "acme")}
+    # Every file names its host and tenant once, in its header (format 2); every sample loads with them.
+    headers = [json.loads(zone.read(obj.key).splitlines()[0]) for obj in zone.list("host/")]
+    assert headers and {(h["host"], h["tenant"]) for h in headers} == {("cli-host", "acme")}
+    batch = files.HostBatch()
+    for obj in zone.list("host/"):
+        batch.read(zone.read(obj.key), obj.key)
+    assert batch.lines > 0 and {json.loads(text)["tenant"] for text in batch.labels} == {"acme"}
     refused = subprocess.run([sys.executable, "-m", "metrics_pipeline.cli", "collect", "--landing", str(tmp_path),
                               "--tenant", "", "--duration", "1"], capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2 and "tenant must be a non-empty string" in refused.stderr

@@ -282,3 +282,47 @@ def test_series_scope_keeps_series_missing_from_the_fetch(warehouse_dsn, db):
     assert sorted((r[1], r[4]) for r in window_rows(db, "cloudwatch")) == [("a", 5.0), ("b", 2.0)]
     load_points(Warehouse(warehouse_dsn), frame_of([]), source="cloudwatch", start=T0, end=T0 + HOUR, scope="series")
     assert len(window_rows(db, "cloudwatch")) == 2
+
+
+# -- a window in several frames (issue 21: a fleet's hour, a group of hosts at a time) ---------------
+
+def host_frames(value: float):
+    return [frame_of([cpu(T0 + timedelta(seconds=s), value + s, host=f"web-{h}") for s in range(30)]) for h in range(3)]
+
+
+@pytest.mark.parametrize("stored", [False, True], ids=["empty-window", "window-with-points"])
+def test_frames_given_one_by_one_load_what_their_concatenation_loads(warehouse_dsn, db, stored):
+    wh = Warehouse(warehouse_dsn)
+    outcomes = []
+    for split in (False, True):
+        db.execute("TRUNCATE metrics.points")
+        if stored:  # an earlier fetch: other values, and a host the new one no longer has
+            load_points(wh, pd.concat(host_frames(0.0) + [frame_of([cpu(T0, 1.0, host="gone")])]),
+                        source="host", start=T0, end=T0 + HOUR)
+        frames = host_frames(100.0)
+        result = load_points(wh, iter(frames) if split else pd.concat(frames), source="host", start=T0, end=T0 + HOUR)
+        outcomes.append((window_rows(db, "host"), result.points, result.inserted, result.updated, result.deleted,
+                         result.series, result.first_ts, result.last_ts))
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[1][1:6] == ((90, 0, 90, 1, 3) if stored else (90, 90, 0, 0, 3))
+
+
+def test_frames_sharing_a_series_are_refused_and_leave_the_window_as_it_was(warehouse_dsn, db):
+    wh = Warehouse(warehouse_dsn)
+    load_points(wh, host_frames(0.0)[0], source="host", start=T0, end=T0 + HOUR)
+    before = window_rows(db, "host")
+    with pytest.raises(ValueError, match="must not share a series"):
+        load_points(wh, iter(host_frames(5.0)[:1] * 2), source="host", start=T0, end=T0 + HOUR)
+    assert window_rows(db, "host") == before
+
+
+def test_appending_rows_newer_than_every_stored_one_copies_and_an_overlap_merges(warehouse_dsn, db):
+    wh = Warehouse(warehouse_dsn)
+    first = frame_of([cpu(T0 + timedelta(seconds=s), 1.0) for s in range(10)])
+    load_points(wh, first, source="host", start=T0, end=T0 + HOUR, scope="append")
+    newer = load_points(wh, frame_of([cpu(T0 + timedelta(seconds=s), 2.0) for s in range(10, 20)]), source="host",
+                        start=T0 + timedelta(seconds=10), end=T0 + HOUR, scope="append")
+    overlap = load_points(wh, frame_of([cpu(T0 + timedelta(seconds=s), 3.0) for s in range(15, 25)]), source="host",
+                          start=T0, end=T0 + HOUR, scope="append")
+    assert (newer.inserted, newer.updated) == (10, 0) and (overlap.inserted, overlap.updated) == (5, 5)
+    assert [r[4] for r in window_rows(db, "host")] == [1.0] * 10 + [2.0] * 5 + [3.0] * 10
