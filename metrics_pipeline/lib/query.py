@@ -732,7 +732,7 @@ def _health(conn, schema: str, pieces: list[tuple[Tier, datetime, datetime]], id
             for text, column, spans, prefix in ((_HEALTH_DAYS, "bucket", days, "d"),
                                                 (_HEALTH_HOURS, "bucket_start", hours, "h")) if spans]
     query = sql.SQL("""
-        SELECT series_id, sum(re), sum(ex), max(w), max(c), sum(aw), sum(ac), sum(n)::integer
+        SELECT series_id, sum(re)::bigint, sum(ex)::bigint, max(w), max(c), sum(aw), sum(ac), sum(n)::integer
         FROM ({arms}) h(series_id, re, ex, w, c, aw, ac, n) GROUP BY series_id""").format(
         arms=sql.SQL(" UNION ALL ").join(arms))
     return {row[0]: row[1:] for row in conn.execute(query, params)}

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from metrics_pipeline.api.app import create_app
 from metrics_pipeline.api.idempotency import IdempotencyStore
-from metrics_pipeline.lib import api_keys, query
+from metrics_pipeline.lib import api_keys, query, rollups
 from metrics_pipeline.lib.custom.config import ApiConfig
 from metrics_pipeline.lib.custom.landing import PushWriter
 from metrics_pipeline.lib.points import points_frame
@@ -229,6 +229,37 @@ def test_the_hour_in_progress_is_read_from_raw_points_not_from_rollups_not_refre
     assert history["tier"] == "5m"  # no 5-minute rows exist for this hour: its steps come from raw points
     counts = [v for _, v in history["series"][0]["points"] if v is not None]
     assert sum(counts) == len(ts)
+
+
+def test_a_summary_over_whole_days_reads_daily_rollups_and_daily_health(reader):
+    """Days read one rollup row and one health row each (series_health_daily): the same answer as
+    the points and the hourly health, and JSON numbers (not decimals) for the sums."""
+    first = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=5)
+    end = first + timedelta(days=3)
+    ts = pd.date_range(first, end, freq="10min", inclusive="left")
+    ts = ts[(ts < first + timedelta(hours=30)) | (ts >= first + timedelta(hours=33))]  # three silent hours
+    values = 60 + 39 * np.sin(np.arange(len(ts)) / 7.0)
+    frame = points_frame([{"metric": "host_cpu_percent", "resource": "batch-7", "labels": {"tenant": "cyberdyne"},
+                           "unit": "percent", "ts": ts, "value": values}])
+    warehouse = Warehouse(reader.sample.dsn)
+    loader.load_points(warehouse, frame, source="custom", start=first, end=end)
+    rollups.refresh(warehouse, ["rollup_5m", "rollup_1h"], first, end)
+    rollups.refresh_health(warehouse, first, end, now=end)
+    rollups.refresh(warehouse, ["rollup_1d"], first, end)
+    for lo, hi, tiers in ((first, end, ["1d"]), (first + timedelta(hours=5), end - timedelta(hours=4), ["1h", "1d", "1h"])):
+        answer = reader.json("summary", key="cyberdyne", metric="host_cpu_percent",
+                             **{"from": lo.isoformat(), "to": hi.isoformat()})
+        assert [p["tier"] for p in answer["pieces"]] == tiers
+        (row,) = answer["series"]
+        inside = values[(ts >= lo) & (ts < hi)]
+        assert row["count"] == len(inside) and row["max"] == inside.max() and row["min"] == inside.min()
+        health = raw(reader.sample, "SELECT sum(received), sum(expected), sum(above_warning_s), sum(above_critical_s), "
+                                    "count(*) FROM metrics.series_health_hourly WHERE series_id = %s "
+                                    "AND bucket >= %s AND bucket < %s", (row["series_id"], lo, hi))[0]
+        assert row["health_hours"] == health[4] == (hi - lo) / timedelta(hours=1)
+        assert row["completeness"] == pytest.approx(health[0] / health[1]) and row["completeness"] < 1
+        assert row["above_warning_s"] == pytest.approx(health[2]) and row["above_warning_s"] > 0
+        assert row["above_critical_s"] == pytest.approx(health[3])
 
 
 def test_alerts_are_the_tenants_filtered_by_state_and_severity(reader):
