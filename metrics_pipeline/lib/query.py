@@ -631,6 +631,27 @@ def _spans(column: str, pieces: list[tuple[Tier, datetime, datetime]], params: d
     return sql.SQL(" OR ").join(parts)
 
 
+def _month(ts: datetime, up: bool = False) -> datetime:
+    """The start of `ts`'s UTC month (of the next month when `up` and `ts` is not a month's start)."""
+    ts = ts.astimezone(timezone.utc)
+    first = ts.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return (first + timedelta(days=32)).replace(day=1) if up and first != ts else first
+
+
+def month_spans(pieces: list[tuple[Tier, datetime, datetime]]) -> tuple[list[tuple], list[tuple]]:
+    """Daily pieces as the days outside whole UTC months and the whole months, as (tier, start, end):
+    a year of days is 12 monthly sketches and the days at its ends."""
+    days, months = [], []
+    for tier, a, b in pieces:
+        first, last = _month(a, up=True), _month(b)
+        if first < last:
+            months.append((tier, first, last))
+            days += [(tier, x, y) for x, y in ((a, first), (last, b)) if x < y]
+        else:
+            days.append((tier, a, b))
+    return days, months
+
+
 def _summarise(conn, schema: str, pieces: list[tuple[Tier, datetime, datetime]], ids: list[int]) -> dict[int, dict]:
     """Per series, SUMMARY_STATISTICS over the pieces: one statement per tier used."""
     acc = {series_id: _Summary() for series_id in ids}
@@ -654,9 +675,16 @@ def _summarise(conn, schema: str, pieces: list[tuple[Tier, datetime, datetime]],
                                              spans=_spans("bucket_start", mine, params, "r"))
         for series_id, count, total, low, high, at, last in cursor.execute(rows, params).fetchall():
             acc[series_id].add(count, total, low, high, at, last)
-        sketches = sql.SQL(_SUMMARY_SKETCHES).format(schema=sql.Identifier(schema),
-                                                     sketches=sql.Identifier(tier.sketches),
-                                                     spans=_spans("bucket", mine, params, "k"))
+        if tier.name == "1d":  # whole UTC months read the month's sketch (migration 0028): the same bins added up
+            days, months = month_spans(mine)
+            arms = [sql.SQL(_SUMMARY_SKETCHES).format(schema=sql.Identifier(schema), sketches=sql.Identifier(view),
+                                                      spans=_spans("bucket", spans, params, prefix))
+                    for view, spans, prefix in (("api_sketch_1d", days, "k"), ("api_sketch_1mo", months, "m")) if spans]
+            sketches = sql.SQL(" UNION ALL ").join(arms)
+        else:
+            sketches = sql.SQL(_SUMMARY_SKETCHES).format(schema=sql.Identifier(schema),
+                                                         sketches=sql.Identifier(tier.sketches),
+                                                         spans=_spans("bucket", mine, params, "k"))
         blobs: dict[int, tuple[list, list]] = {}
         for series_id, keys, counts in cursor.execute(sketches, params).fetchall():
             mine_k, mine_c = blobs.setdefault(series_id, ([], []))

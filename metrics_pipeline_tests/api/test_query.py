@@ -262,6 +262,30 @@ def test_a_summary_over_whole_days_reads_daily_rollups_and_daily_health(reader):
         assert row["above_critical_s"] == pytest.approx(health[3])
 
 
+def test_a_summary_over_months_adds_up_monthly_sketches_to_the_same_percentile(reader):
+    """Whole UTC months read one monthly sketch each (migration 0028): the p95 is the daily sketches'
+    (within 1 % of the exact sample), whichever mix of months and days the span is cut into."""
+    end = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=10)
+    first = end - timedelta(days=80)
+    ts = pd.date_range(first, end, freq="30min", inclusive="left")
+    values = np.random.default_rng(5).lognormal(3.0, 0.8, len(ts))
+    frame = points_frame([{"metric": "queue_wait_ms", "resource": "q-1", "labels": {"tenant": "cyberdyne"},
+                           "unit": "ms", "ts": ts, "value": values}])
+    warehouse = Warehouse(reader.sample.dsn)
+    loader.load_points(warehouse, frame, source="custom", start=first, end=end)
+    rollups.refresh(warehouse, ["rollup_5m", "rollup_1h"], first, end)
+    rollups.refresh(warehouse, ["rollup_1d"], first, end)
+    assert raw(reader.sample, "SELECT count(*) FROM metrics.rollup_1mo_sketch k JOIN metrics.series s "
+                              "USING (series_id) WHERE s.metric = 'queue_wait_ms'")[0][0] == 3
+    for lo, hi in ((first, end), (first + timedelta(days=3, hours=5), end - timedelta(days=2))):
+        (row,) = reader.json("summary", key="cyberdyne", metric="queue_wait_ms",
+                             **{"from": lo.isoformat(), "to": hi.isoformat()})["series"]
+        inside = values[(ts >= lo) & (ts < hi)]
+        assert row["count"] == len(inside) and row["max"] == inside.max()
+        exact = lower_quantile(inside, 0.95)
+        assert abs(row["p95"] - exact) <= 0.01 * exact
+
+
 def test_alerts_are_the_tenants_filtered_by_state_and_severity(reader):
     firing = reader.json("alerts")["items"]
     assert [a["alertname"] for a in firing] == ["HostCpuCritical"] and firing[0]["ends_at"] is None
@@ -334,6 +358,15 @@ def test_summary_pieces_tile_the_span_each_from_a_tier_holding_it_whole(back, le
             assert (a - query.ORIGIN) % tier.width == timedelta(0) == (b - query.ORIGIN) % tier.width and b <= in_progress
     if start >= NOW - RETENTION.points:
         assert (lo, hi) == (start, end)  # raw points hold the edges: the span is the one asked for
+    # Daily pieces: whole UTC months (one monthly sketch each) and the days left, tiling them exactly.
+    dailies = [p for p in pieces if p[0].name == "1d"]
+    days, months = query.month_spans(dailies)
+    assert all(a.day == 1 and b.day == 1 and a.hour == 0 == b.hour for _, a, b in months)
+    assert not [(a, b) for _, a, b in days if query._month(a, up=True) < query._month(b)]  # no whole month left
+    parts = sorted((a, b) for _, a, b in days + months)
+    assert all(p[1] <= q[0] for p, q in zip(parts, parts[1:]))  # no day read twice
+    assert all(any(x <= a and b <= y for _, x, y in dailies) for a, b in parts)  # none outside the daily pieces
+    assert sum((b - a for a, b in parts), timedelta(0)) == sum((b - a for _, a, b in dailies), timedelta(0))
     # Series health: the daily pieces' days and every other hour overlapping the span, none twice.
     hour = timedelta(hours=1)
     days, hours = query.health_spans(pieces)

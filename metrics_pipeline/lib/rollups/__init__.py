@@ -149,19 +149,40 @@ def refresh(warehouse: Warehouse, tables: list[str], start: datetime, end: datet
     for table in ordered:
         _check_aligned(table, start, end)
     results = []
-    daily_health = "rollup_1d" in ordered
+    daily = "rollup_1d" in ordered
     with warehouse.connect() as conn:
         for table in ordered:
             partitioning.ensure_partitions(conn, schema, table, start, end)
-        if daily_health:
+        if daily:
             partitioning.ensure_partitions(conn, schema, "series_health_daily", start, end)
+            partitioning.ensure_partitions(conn, schema, "rollup_1mo_sketch", *month_window(start, end))
         with conn.transaction():
             for table in ordered:
                 results.append(_replace(conn, schema, table, tier_sql(schema, table), start, end, {}))
-            if daily_health:  # the day's health sums go with its rollup (migration 0027), not as a result of their own
+            if daily:  # what goes with the days, not results of their own (migrations 0027, 0028)
                 windows.replace_window(conn, schema, "series_health_daily", "series_health_hourly", start, end,
-                               _read("health_daily.sql").replace("{{schema}}", schema), {})
+                                       _read("health_daily.sql").replace("{{schema}}", schema), {})
+                month_sketches(conn, schema, start, end)
     return results
+
+
+def month_window(start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """The UTC months overlapping [start, end), as [first month's start, the next month after the last)."""
+    first = start.astimezone(timezone.utc).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    last = (end - timedelta(microseconds=1)).astimezone(timezone.utc).replace(day=1, hour=0, minute=0, second=0,
+                                                                                microsecond=0)
+    return first, (last + timedelta(days=32)).replace(day=1)
+
+
+def month_sketches(conn, schema: str, start: datetime, end: datetime) -> int:
+    """Rewrite the monthly sketches (migration 0028) of the months overlapping [start, end) from the
+    daily sketches, in the caller's transaction (after the days' rollup_1d rows are written). A month
+    is rewritten whole: ~31 daily sketches a series, about what the day's own merge of 24 hourly ones
+    costs. Returns the rows written."""
+    first, after = month_window(start, end)
+    conn.execute(f"DELETE FROM {schema}.rollup_1mo_sketch WHERE bucket >= %s AND bucket < %s", (first, after))
+    return conn.execute(_read("month_sketches.sql").replace("{{schema}}", schema),
+                        {"start": first, "end": after}).rowcount
 
 
 #: Defaults of SPEC §6, used for "time above thresholds" unless configured otherwise.

@@ -51,7 +51,7 @@ def views(conn: psycopg.Connection, schema: str) -> list[str]:
 
 
 #: Views only the API's reader may read (migration 0017).
-API_VIEWS = ("api_sketch_5m", "api_sketch_1h", "api_sketch_1d", "api_health_1d")
+API_VIEWS = ("api_sketch_5m", "api_sketch_1h", "api_sketch_1d", "api_sketch_1mo", "api_health_1d")
 
 
 def grant_views(conn: psycopg.Connection, schema: str) -> bool:

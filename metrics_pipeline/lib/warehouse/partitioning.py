@@ -38,6 +38,8 @@ PARTITIONED_TABLES: dict[str, str] = {
     "anomaly_state": "day",
     # the sums of a day's hourly series health (migration 0027), written with the day's rollup_1d
     "series_health_daily": "year",
+    # each month's daily sketches added up (migration 0028), written with the days of the month
+    "rollup_1mo_sketch": "year",
 }
 PARTITIONED_TABLES.update({sketch: PARTITIONED_TABLES[tier] for tier, sketch in SKETCH_TABLES.items()})
 
@@ -46,7 +48,8 @@ SKETCHES_OF: dict[str, str] = {sketch: tier for tier, sketch in SKETCH_TABLES.it
 
 #: table -> the table whose retention it follows (the sketches their tier's; the anomaly scores the
 #: 5-minute buckets they score); a table not listed has a retention of its own
-RETENTION_OF: dict[str, str] = {**SKETCHES_OF, "anomaly_scores": "rollup_5m", "series_health_daily": "rollup_1d"}
+RETENTION_OF: dict[str, str] = {**SKETCHES_OF, "anomaly_scores": "rollup_5m", "series_health_daily": "rollup_1d",
+                                 "rollup_1mo_sketch": "rollup_1d"}
 
 
 def _floor(ts: datetime, grain: str) -> datetime:

@@ -143,3 +143,36 @@ def test_misaligned_window_is_refused_with_a_clear_error(warehouse_dsn):
         rollups.refresh(Warehouse(warehouse_dsn, "metrics"), ["rollup_1d"], T0 + timedelta(hours=1), T0 + timedelta(days=1))
     with pytest.raises(ValueError, match="unknown rollup tables"):
         rollups.refresh(Warehouse(warehouse_dsn, "metrics"), ["rollup_2h"], T0, T0 + timedelta(hours=1))
+
+
+def test_monthly_sketches_add_up_the_months_daily_sketches_and_follow_a_rerun_day(warehouse_dsn, db):
+    """rollup_1mo_sketch (migration 0028): per series and UTC month, exactly the bins of its daily
+    sketches added up, rewritten whenever a day of the month is refreshed."""
+    rng = np.random.default_rng(3)
+    start, end = T0 - timedelta(days=3), T0 + timedelta(days=33)  # Feb 27 .. Apr 4: three months
+    ts = pd.date_range(start, end, freq="15min", inclusive="left")
+    warehouse = Warehouse(warehouse_dsn)
+    loader.load_points(warehouse, _frame({("latency_ms", "api-1"): (ts, _skewed(rng, len(ts)))}), source="test",
+                       start=start, end=end)
+    rollups.refresh(Warehouse(warehouse_dsn, "metrics"), ["rollup_5m", "rollup_1h", "rollup_1d"], start, end)
+    merged = """SELECT d.series_id, date_trunc('month', d.bucket AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', u.k, sum(u.n)
+                FROM metrics.rollup_1d_sketch d, unnest(d.sketch_keys, d.sketch_counts) u(k, n)
+                GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"""
+    monthly = """SELECT m.series_id, m.bucket, u.k, u.n FROM metrics.rollup_1mo_sketch m,
+                 unnest(m.sketch_keys, m.sketch_counts) u(k, n) ORDER BY 1, 2, 3"""
+    assert db.execute(monthly).fetchall() == db.execute(merged).fetchall()
+    assert db.execute("SELECT bucket, days FROM metrics.rollup_1mo_sketch ORDER BY 1").fetchall() == [
+        (datetime(2026, 2, 1, tzinfo=timezone.utc), 2), (datetime(2026, 3, 1, tzinfo=timezone.utc), 31),
+        (datetime(2026, 4, 1, tzinfo=timezone.utc), 3)]
+    # A day of March loaded again with other values, and re-rolled: March's sketch follows, the others stay.
+    day = (T0 + timedelta(days=9), T0 + timedelta(days=10))
+    again = pd.date_range(*day, freq="1min", inclusive="left")
+    loader.load_points(warehouse, _frame({("latency_ms", "api-1"): (again, np.full(len(again), 12345.0))}),
+                       source="test", start=day[0], end=day[1])
+    rollups.refresh(Warehouse(warehouse_dsn, "metrics"), ["rollup_5m", "rollup_1h"], *day)
+    rollups.refresh(Warehouse(warehouse_dsn, "metrics"), ["rollup_1d"], *day)
+    assert db.execute(monthly).fetchall() == db.execute(merged).fetchall()
+    march = db.execute("SELECT sketch_counts FROM metrics.rollup_1mo_sketch WHERE bucket = %s",
+                       (datetime(2026, 3, 1, tzinfo=timezone.utc),)).fetchone()[0]
+    assert sum(march) == db.execute("SELECT sum(count) FROM metrics.rollup_1d WHERE bucket >= '2026-03-01' "
+                                    "AND bucket < '2026-04-01'").fetchone()[0]
