@@ -292,13 +292,19 @@ def _needs_merge(tier: Tier, statistic: str, step: timedelta | None) -> bool:
     return not tier.raw and _quantile(statistic) is not None and step != tier.width
 
 
-_MERGE_ROWS = """
-SELECT r.series_id, date_bin(%(step)s, r.bucket_start, %(origin)s) AS g, r.min, r.max,
-       array_send(k.sketch_keys), array_send(k.sketch_counts)
-FROM {schema}.{view} r
-JOIN {schema}.{sketches} k ON k.series_id = r.series_id AND k.bucket = r.bucket_start
-WHERE r.series_id = ANY(%(ids)s) AND r.bucket_start >= %(start)s AND r.bucket_start < %(tier_end)s
-  AND k.series_id = ANY(%(ids)s) AND k.bucket >= %(start)s AND k.bucket < %(tier_end)s
+# The rows' extremes and their sketches come in two statements, matched here by (series, step): a
+# join of the two barrier views cost more than both (history of a week at 6 h: 8 -> 5 ms).
+_MERGE_EXTREMES = """
+SELECT series_id, date_bin(%(step)s, bucket_start, %(origin)s) AS g, min(min), max(max)
+FROM {schema}.{view}
+WHERE series_id = ANY(%(ids)s) AND bucket_start >= %(start)s AND bucket_start < %(tier_end)s
+GROUP BY 1, 2
+"""
+
+_MERGE_SKETCHES = """
+SELECT series_id, date_bin(%(step)s, bucket, %(origin)s) AS g, array_send(sketch_keys), array_send(sketch_counts)
+FROM {schema}.{sketches}
+WHERE series_id = ANY(%(ids)s) AND bucket >= %(start)s AND bucket < %(tier_end)s
 ORDER BY 1, 2
 """
 
@@ -367,23 +373,25 @@ def _merged(conn, schema: str, tier: Tier, statistics: Sequence[str],
     rows' bins added up, the bin holding the sample of rank floor(q (n - 1)), its representative
     clamped into the rows' exact [min, max]. The bins are added here with numpy: in SQL the same
     merge sorts every bin of every row (a month of daily rows of 10 series: 36,000) and took 40 ms."""
-    query = sql.SQL(_MERGE_ROWS).format(schema=sql.Identifier(schema), view=sql.Identifier(tier.view),
-                                        sketches=sql.Identifier(tier.sketches))
-    rows = conn.cursor(binary=True).execute(query, params).fetchall()
+    cursor = conn.cursor(binary=True)
+    names = {"schema": sql.Identifier(schema), "view": sql.Identifier(tier.view),
+             "sketches": sql.Identifier(tier.sketches)}
+    extremes = {(r[0], r[1]): (r[2], r[3]) for r in cursor.execute(sql.SQL(_MERGE_EXTREMES).format(**names), params)}
+    rows = cursor.execute(sql.SQL(_MERGE_SKETCHES).format(**names), params).fetchall()
     out: dict[tuple[int, datetime], dict] = {}
     first = 0
     while first < len(rows):
         key, last = rows[first][:2], first
         while last < len(rows) and rows[last][:2] == key:
             last += 1
-        chunk = rows[first:last]
-        keys = _elements([r[4] for r in chunk], wide=False)
-        counts = _elements([r[5] for r in chunk], wide=True)
-        low, high = min(r[2] for r in chunk), max(r[3] for r in chunk)
-        values = {statistic: max(low, min(high, sketch_value(_rank_key(keys, counts, int(statistic[1:])))))
-                  for statistic in statistics}
-        out[key] = values
-        first = last
+        chunk, first = rows[first:last], last
+        if key not in extremes:  # a sketch without its row: a refresh in between the two reads
+            continue
+        keys = _elements([r[2] for r in chunk], wide=False)
+        counts = _elements([r[3] for r in chunk], wide=True)
+        low, high = extremes[key]
+        out[key] = {statistic: max(low, min(high, sketch_value(_rank_key(keys, counts, int(statistic[1:])))))
+                    for statistic in statistics}
     return out
 
 

@@ -20,6 +20,7 @@ from metrics_pipeline.api.app import create_app
 from metrics_pipeline.api.idempotency import IdempotencyStore
 from metrics_pipeline.lib import api_keys, query, rollups
 from metrics_pipeline.lib.custom.config import ApiConfig
+from metrics_pipeline.lib.custom.reads import as_tenant
 from metrics_pipeline.lib.custom.landing import PushWriter
 from metrics_pipeline.lib.points import points_frame
 from metrics_pipeline.lib.warehouse import load as loader
@@ -393,3 +394,19 @@ def test_history_points_are_the_servers_json_spliced_and_read_as_lists():
     points = query.Points('[[1700000000, 1.5], [1700000060, null]]')
     assert points == [[1700000000, 1.5], [1700000060, None]] and len(points) == 2 and points[1][1] is None
     assert points.text.startswith("[[1700000000")
+
+
+def test_an_answer_read_in_several_statements_sees_one_snapshot(reader):
+    """A summary reads rows, sketches and health in separate statements: a load committing in between
+    must not show in the later ones (as_tenant reads at REPEATABLE READ)."""
+    warehouse = Warehouse(reader.sample.dsn)
+    count = "SELECT count(*) FROM metrics.v_series WHERE metric = 'snapshot_probe'"
+    hour = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(hours=30)
+    with as_tenant(warehouse, "cyberdyne") as conn:
+        assert conn.execute(count).fetchone()[0] == 0
+        frame = points_frame([{"metric": "snapshot_probe", "resource": "", "labels": {"tenant": "cyberdyne"},
+                               "unit": "count", "ts": pd.DatetimeIndex([hour]), "value": np.array([1.0])}])
+        loader.load_points(warehouse, frame, source="custom", start=hour, end=hour + timedelta(hours=1))
+        assert conn.execute(count).fetchone()[0] == 0
+    with as_tenant(warehouse, "cyberdyne") as conn:
+        assert conn.execute(count).fetchone()[0] == 1

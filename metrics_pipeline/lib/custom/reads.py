@@ -36,13 +36,21 @@ class BadCursor(ValueError):
 
 @contextmanager
 def as_tenant(warehouse: Warehouse, tenant: str) -> Iterator[psycopg.Connection]:
-    """A connection inside a read-only transaction that sees exactly `tenant`'s rows of the views."""
-    with warehouse.connect() as conn, conn.transaction():
-        # One round trip: SET TRANSACTION READ ONLY, SET LOCAL ROLE and the tenant, all transaction-local
-        # (a pooled connection goes back clean; set_config('role') checks membership as SET ROLE does).
-        conn.execute("SELECT set_config('transaction_read_only', 'on', true), set_config('role', %s, true), "
-                     "set_config('metrics_pipeline.tenant', %s, true)", (api_reader(warehouse.schema), tenant))
-        yield conn
+    """A connection inside a read-only transaction that sees exactly `tenant`'s rows of the views, all
+    its statements from one snapshot (REPEATABLE READ): an answer read in several statements (a
+    summary's rows, sketches and health) never mixes the states before and after a refresh."""
+    with warehouse.connect() as conn:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # sent with BEGIN: no extra round trip
+        try:
+            with conn.transaction():
+                # One round trip: SET TRANSACTION READ ONLY, SET LOCAL ROLE and the tenant, all
+                # transaction-local (a pooled connection goes back clean; set_config('role') checks
+                # membership as SET ROLE does).
+                conn.execute("SELECT set_config('transaction_read_only', 'on', true), set_config('role', %s, true), "
+                             "set_config('metrics_pipeline.tenant', %s, true)", (api_reader(warehouse.schema), tenant))
+                yield conn
+        finally:
+            conn.isolation_level = None
 
 
 def encode_cursor(ts: datetime, row_id) -> str:
