@@ -4,7 +4,14 @@ import time
 import pytest
 
 from metrics_pipeline.lib.landing import (
-    MAX_KEY_BYTES, Cursor, LandingError, LocalLanding, RefusedObject, list_new, open_landing, read_many,
+    MAX_KEY_BYTES,
+    Cursor,
+    LandingError,
+    LocalLanding,
+    RefusedObject,
+    list_new,
+    open_landing,
+    read_many,
 )
 
 
