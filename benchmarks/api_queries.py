@@ -24,6 +24,7 @@ import argparse
 import contextlib
 import http.client
 import json
+import os
 import random
 import subprocess
 import sys
@@ -288,7 +289,10 @@ def main() -> None:
             f"({counts['rollup_5m']:,} rows), 7 d raw, {counts['series_health_hourly']:,} health hours, "
             f"{counts['alerts']:,} alerts")
     if not args.no_write:
-        replace_section("api_queries", f"Last run ({datetime.now().date()}, {args.clients} concurrent clients, "
+        load = "/".join(f"{x:.1f}" for x in os.getloadavg())
+        replace_section("api_queries", f"Last run ({datetime.now().date()}, load average at the end {load} on "
+                        f"{os.cpu_count()} cores: other work shares the machine when it is above ~1, "
+                        f"{args.clients} concurrent clients, "
                         f"{args.seconds:g} s per endpoint, `metrics-pipeline api --workers {args.workers}`, tenant "
                         f"`{TENANT}`; {data}; p50/p95 end to end over HTTP; the library column is the same requests "
                         f"through lib/query.py in-process, one at a time):\n\n{text}")
