@@ -130,6 +130,38 @@ def _validate(body, now: datetime, config: ApiConfig, build) -> list:
     return items
 
 
+class ItemJudge:
+    """Judges items one by one with the rules of `_validate` (the Kafka loader's path: SPEC §12, each
+    element of a batch on its own). `at(now)` sets the time of receipt for the next items (a Kafka
+    message's timestamp) while keeping what earlier items showed valid.
+
+    Args:
+        kind: "measures" or "events".
+        now: the time of receipt (aware).
+        config: the limits.
+    """
+
+    def __init__(self, kind: str, now: datetime, config: ApiConfig):
+        if now.tzinfo is None:
+            raise ValueError("now must be an aware datetime")
+        self._build = _measure if kind == "measures" else _event
+        self.rules = _Rules(config, now)
+
+    def at(self, now: datetime) -> None:
+        """Items judged next were received at `now` (stamped on items without `ts`, centres the window)."""
+        self.rules.move(now)
+
+    def judge(self, raw: Any) -> tuple[Measure | Event | None, str | None]:
+        """(the item, None) when `raw` is valid, else (None, every problem as `field: reason; ...`)."""
+        if not isinstance(raw, dict):
+            return None, f"item: must be a JSON object, not {_json_type(raw)}"
+        problems: list[tuple[str | None, str]] = []
+        item = self._build(raw, self.rules, problems)
+        if problems:
+            return None, "; ".join(f"{field or 'item'}: {reason}" for field, reason in problems[:MAX_ERRORS_PER_ITEM])
+        return item, None
+
+
 def _error(index: int | None, field: str | None, reason: str) -> dict[str, Any]:
     return {"index": index, "field": field, "reason": reason}
 
@@ -140,16 +172,21 @@ class _Rules:
 
     def __init__(self, config: ApiConfig, now: datetime):
         self.config = config
-        self.now = now.astimezone(timezone.utc)
         self.name = _compiled(config.name_pattern)
         self.key = _compiled(config.metadata_key_pattern)
+        self.good_names: set[str] = set()
+        self.good_maps: set[tuple] = set()
+        self.move(now)
+
+    def move(self, now: datetime) -> None:
+        """Judge against another time of receipt (what was shown valid stays: it does not depend on it)."""
+        config = self.config
+        self.now = now.astimezone(timezone.utc)
         now_us = _micros(self.now)
         self.earliest_us = now_us - _delta_us(config.ts_back)
         self.latest_us = now_us + _delta_us(config.ts_ahead)
         self.earliest = self.now - config.ts_back
         self.latest = self.now + config.ts_ahead
-        self.good_names: set[str] = set()
-        self.good_maps: set[tuple] = set()
 
 
 @functools.lru_cache(maxsize=16)
