@@ -242,7 +242,7 @@ def _unknown(raw: dict, allowed: tuple[str, ...], problems: list) -> None:
 
 def _name(raw: dict, rules: _Rules, problems: list) -> str | None:
     name = raw.get("name")
-    if name in rules.good_names:
+    if isinstance(name, str) and name in rules.good_names:  # a list or an object is unhashable
         return name
     if name is None:
         problems.append(("name", "required"))

@@ -34,6 +34,8 @@ BAD = [
     # (kind, item, field, reason contains)
     ("measure", {"value": 1}, "name", "required"),
     ("measure", {"name": 5, "value": 1}, "name", "must be a string, not a number"),
+    ("measure", {"name": ["orders"], "value": 1}, "name", "must be a string, not a list"),
+    ("measure", {"name": {"n": "orders"}, "value": 1}, "name", "must be a string, not an object"),
     ("measure", {"name": "1orders", "value": 1}, "name", "must match [A-Za-z_][A-Za-z0-9_.:-]{0,199}"),
     ("measure", {"name": "orders per second", "value": 1}, "name", "must match"),
     ("measure", {"name": "o" * 201, "value": 1}, "name", "must match"),
