@@ -91,11 +91,13 @@ class Item:
     received_at: datetime | None = None
     problem: str | None = None
     #: Kafka files (`kafka_items.py`): the quarantine key (message address, element), the value kept
-    #: when refused, the message's (topic, partition, offset), and whether it is an empty batch
+    #: when refused, the message's (topic, partition, offset), whether it is an empty batch, and an
+    #: accepted measure's series (`validate.series_key`, for the series cap)
     origin: tuple[str, int] | None = None
     excerpt: str | None = None
     message: tuple[str, int, int] | None = None
     empty: bool = False
+    series: tuple | None = None
 
 
 @dataclasses.dataclass
@@ -218,16 +220,16 @@ def take(kind: Kind, state: HourState, winners: dict, quarantine: list, key: str
     """Count `item` (of `state`'s hour) and keep it if it is the last write of its identity so far.
 
     Args:
-        admit: for items from Kafka, the tenant's series cap: (tenant, name, metadata) -> None when the
-            series may be stored, else why not (the item is then quarantined).
+        admit: for measures from Kafka, the tenant's series cap: (tenant, `item.series`) -> None when
+            the series may be stored, else why not (the item is then quarantined).
     """
     if item.empty:  # an empty Kafka batch: counted, nothing to load
         state.empty_batches += 1
         return
     state.read += 1
     problem = item.problem
-    if problem is None and admit is not None and item.origin is not None:
-        problem = admit(item.raw["tenant"], item.raw["name"], item.raw.get("metadata", {}))
+    if problem is None and admit is not None and item.series is not None:
+        problem = admit(item.raw["tenant"], item.series)
     if problem is not None:
         state.quarantined += 1
         state.reasons[problem.split(":")[0]] += 1
