@@ -88,6 +88,14 @@ def parse_kafka_file(obj, kind: str, data: bytes, receipt: datetime, item_cls, p
     position = 0
     series: dict[tuple, tuple] = {}  # (name, metadata items in their order) -> series key
     stamp = hour = end = None  # the last message's timestamp; the hour [hour, end) of the last item
+
+    def add(element: int, raw: dict | None, ts=None, problem=None, shown=None, empty=False):
+        """An item of the message at hand (`address`, `coordinates`, `when`, `home` are the loop's)."""
+        nonlocal position
+        position += 1
+        items.append(item_cls(position, raw or {}, _hour(ts) if ts is not None else home, ts, when, problem,
+                              origin=(address, element), excerpt=shown, message=coordinates, empty=empty))
+
     for message in landed.messages:
         if message.timestamp_ms != stamp:  # a file's messages mostly share their millisecond with the one before
             stamp = message.timestamp_ms
@@ -96,13 +104,6 @@ def parse_kafka_file(obj, kind: str, data: bytes, receipt: datetime, item_cls, p
             judged_at = None
         address = landed.address(message.offset)
         coordinates = (topic, landed.partition, message.offset)
-
-        def add(element: int, raw: dict | None, ts=None, problem=None, shown=None, empty=False):
-            nonlocal position
-            position += 1
-            items.append(item_cls(position, raw or {}, _hour(ts) if ts is not None else home, ts, when, problem,
-                                  origin=(address, element), excerpt=shown, message=coordinates, empty=empty))
-
         value, _, problem = decode(message)
         if problem is None and not isinstance(value, (dict, list)):
             problem = f"wrong shape: a JSON {type(value).__name__}, not an object or an array of them"
