@@ -211,7 +211,8 @@ def _cmd_api(args: argparse.Namespace) -> int:
     except psycopg.OperationalError as exc:  # the landing zone is the buffer: start, keys load once it answers
         logging.warning("the warehouse does not answer (%s): starting anyway, keys load when it does",
                         type(exc).__name__)
-    server.serve(warehouse, host=args.host, port=args.port, workers=args.workers)
+    server.serve(warehouse, host=args.host, port=args.port, workers=args.workers, buffer=args.buffer,
+                 bootstrap=args.bootstrap)
     return 0
 
 
@@ -365,6 +366,11 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     api.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     api.add_argument("--workers", type=int, default=1, help="worker processes (default 1; one per core to use them all)")
+    api.add_argument("--buffer", choices=("landing", "kafka"), default="landing",
+                     help="where a batch is durable before its 202: landing files (default), or the measures/events "
+                          "topic bound to the tenant in config/kafka.yaml (docs/kafka.md)")
+    api.add_argument("--bootstrap", help="with --buffer kafka: the brokers (wins over $METRICS_PIPELINE_KAFKA_BOOTSTRAP "
+                                         "and config/kafka.yaml)")
     api.set_defaults(func=_cmd_api)
 
     ano = sub.add_parser("anomalies", help="anomaly detection (docs/anomalies.md)")

@@ -36,11 +36,11 @@ from metrics_pipeline.api import metrics as prometheus_metrics
 from metrics_pipeline.api import query as query_routes
 from metrics_pipeline.api.errors import Refusal
 from metrics_pipeline.api.ratelimit import TokenBuckets, retry_after
-from metrics_pipeline.api.series_cap import SeriesCap
 from metrics_pipeline.lib.api_keys import KeyRing, Principal
 from metrics_pipeline.lib.custom import reads
 from metrics_pipeline.lib.custom.config import ApiConfig
 from metrics_pipeline.lib.custom.landing import LandingUnavailable, PushWriter
+from metrics_pipeline.lib.custom.series_cap import SeriesCap
 from metrics_pipeline.lib.custom.validate import BatchTooLarge, InvalidBatch, validate_events, validate_measures
 from metrics_pipeline.lib.warehouse.db import Warehouse
 from metrics_pipeline.lib.warehouse.retention import RetentionConfig

@@ -5,11 +5,14 @@ The broker is Tansu (Apache-2.0, Kafka protocol), the static binary of the `calf
 consumer is `metrics-pipeline kafka consume` with a configuration written to the state directory
 (topic `job-logs`, files cut every 10 s so that records show within the first minute). A thread
 publishes simulated job records as the ingestion, standardization and application services would
-(`simulate_kafka.publish`): the last hours at start, then what ended since, every 30 s.
+(`simulate_kafka.publish`): the last hours at start, then what ended since, every 30 s. The same
+thread publishes a few measures of the demo tenant (checkout orders and latency per shop) to a
+measures topic bound to that tenant, which `custom_points` loads next to the pushed measures.
 
 A broker in memory starts empty, so its offsets start at 0 again at every `make dev`: the previous
 demo's Kafka landing files (same topic, same offsets, other messages) are moved out of the landing
-zone to `kafka-previous/` in the state directory first. A real cluster keeps its offsets.
+zone to `kafka-previous/` in the state directory first; the measures topic gets a new name at each
+start instead (its files sit among the pushed measures). A real cluster keeps its offsets.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from metrics_pipeline.lib.kafka import config as kafka_config
 log = logging.getLogger(__name__)
 
 TOPIC = "job-logs"
+#: the demo's measures topic: a new name at each start (an in-memory broker reuses offsets)
+MEASURES_TOPIC = "demo-measures-{started:%Y%m%d%H%M%S}"
 PORT = 9092
 
 
@@ -70,13 +75,16 @@ def start_broker(state: Path, port: int | None = None) -> tuple[subprocess.Popen
             time.sleep(0.05)
 
 
-def write_config(path: Path, bootstrap: str, landing: str) -> Path:
+def write_config(path: Path, bootstrap: str, landing: str, measures_topic: str | None = None) -> Path:
     """The consumer's configuration for the demo (a real deployment copies config/kafka.example.yaml)."""
+    from metrics_pipeline.dev.demo_host import DEMO_TENANT
+
+    measures = f"  - name: {measures_topic}\n    format: measures\n    tenant: {DEMO_TENANT}\n" if measures_topic else ""
     path.write_text(
         "# written by `make dev` (metrics_pipeline/dev/kafka_demo.py)\n"
         f"bootstrap_servers: {bootstrap}\n"
         "group_id: metrics-pipeline\n"
-        f"topics:\n  - name: {TOPIC}\n    format: job_logs\n"
+        f"topics:\n  - name: {TOPIC}\n    format: job_logs\n{measures}"
         f"landing: {landing}\n"
         "flush_interval: 10s\n"
         # Tansu lets a group join take about max.poll.interval: keep both short in the demo.
@@ -101,10 +109,30 @@ def move_previous_landing(landing: str, state: Path) -> Path | None:
 class JobPublisher(threading.Thread):
     """The three services publishing job records: the last `hours_back` at start, then every `every` seconds."""
 
-    def __init__(self, config_path: Path, hours_back: float = 6.0, every: float = 30.0):
+    def __init__(self, config_path: Path, hours_back: float = 6.0, every: float = 30.0,
+                 measures_topic: str | None = None):
         super().__init__(name="kafka-job-publisher", daemon=True)
         self.config_path, self.hours_back, self.every = config_path, hours_back, every
+        self.measures_topic = measures_topic
         self.stopped = threading.Event()
+        self._producer = None
+
+    def publish_measures(self, config, now: datetime) -> None:
+        """One batch of the demo shops' measures (a JSON array: the consumer validates each element)."""
+        import json
+        import random
+
+        from metrics_pipeline.lib.kafka.producer import make_producer, send
+
+        if self._producer is None:
+            self._producer = make_producer(config)
+        ts = now.isoformat().replace("+00:00", "Z")
+        batch = [item for shop in ("eu", "us", "apac") for item in (
+            {"name": "checkout_orders", "value": random.randint(5, 60), "ts": ts, "metadata": {"shop": shop}},
+            {"name": "checkout_latency_ms", "value": round(random.gauss(180, 40), 1), "ts": ts,
+             "metadata": {"shop": shop}, "unit": "ms"})]
+        send(self._producer, self.measures_topic, json.dumps(batch).encode(), key=b"demo-shops")
+        self._producer.flush(10)
 
     def run(self) -> None:
         from metrics_pipeline.dev.simulate_kafka import publish
@@ -116,6 +144,8 @@ class JobPublisher(threading.Thread):
             try:
                 publish(config, last, now, topic=TOPIC, seed=int(now.timestamp()) + 1, jobs_per_hour=60)
                 last = now
+                if self.measures_topic:
+                    self.publish_measures(config, now)
             except Exception as exc:  # noqa: BLE001 - the demo goes on; the next round retries
                 log.warning("simulated job records could not be published to Kafka: %s", exc)
             self.stopped.wait(self.every)
@@ -132,18 +162,20 @@ def start(env: dict, landing: str, preexec_fn) -> tuple | None:
     state = settings.state_dir()
     moved = move_previous_landing(landing, state)
     broker, bootstrap = start_broker(state)
-    config_path = write_config(state / "kafka-dev.yaml", bootstrap, landing)
+    measures_topic = MEASURES_TOPIC.format(started=datetime.now(timezone.utc))
+    config_path = write_config(state / "kafka-dev.yaml", bootstrap, landing, measures_topic)
     env[kafka_config.CONFIG_ENV] = str(config_path)
     env[kafka_config.BOOTSTRAP_ENV] = bootstrap
     from metrics_pipeline.lib.kafka.producer import ensure_topics
 
-    ensure_topics(kafka_config.load_config(config_path), [TOPIC], partitions=3)
+    ensure_topics(kafka_config.load_config(config_path), [TOPIC, measures_topic], partitions=3)
     consumer = subprocess.Popen([sys.executable, "-m", "metrics_pipeline.cli", "kafka", "consume"], env=env,
                                 start_new_session=True, preexec_fn=preexec_fn)
-    publisher = JobPublisher(config_path)
+    publisher = JobPublisher(config_path, measures_topic=measures_topic)
     publisher.start()
     print(f"Kafka: local broker (Tansu) at {bootstrap}; ingestion, standardization and application services "
           f"publish job records to topic {TOPIC}; `metrics-pipeline kafka consume` lands them for "
-          "ingestion_log_records" + (f" (the previous demo's Kafka files moved to {moved})" if moved else ""),
+          f"ingestion_log_records, and the demo tenant's measures from topic {measures_topic} for custom_points"
+          + (f" (the previous demo's Kafka files moved to {moved})" if moved else ""),
           flush=True)
     return broker, consumer, publisher

@@ -41,6 +41,7 @@ from metrics_pipeline.lib.custom.items import (
     INDEX_KIND,
     NO_UNIT,
     SOURCE,
+    Redeliveries,
     event_key,
     event_rows,
     hour_of,
@@ -89,9 +90,10 @@ class _New:
     read: int = 0
 
 
-def read_new(conn, schema, zone, kind: Kind, hour: datetime, back, ahead, now, record: HourState) -> _New | str:
+def read_new(conn, schema, zone, kind: Kind, hour: datetime, back, ahead, now, record: HourState,
+             admit=None) -> _New | str:
     """What the files of `hour` hold beyond what `record` says was loaded, or why only a full
-    reload can tell."""
+    reload can tell. `admit`: the series cap for measures from Kafka (`items.take`)."""
     end = hour + HOUR
     listed = list_hours(zone, kind, receipt_hours(hour, end, back, ahead, now))
     data: dict[str, bytes | RefusedObject] = {}
@@ -113,6 +115,7 @@ def read_new(conn, schema, zone, kind: Kind, hour: datetime, back, ahead, now, r
     indexed_hours = landing_index.hours_of(conn, schema, INDEX_KIND[kind], [o.key for o in changed if o.key not in fresh])
     new = _New(copy.deepcopy(dataclasses.replace(record, files={})), in_zone=set(listed))
     new.state.files = dict(record.files)
+    redeliveries = Redeliveries([o.key for o in changed if o.key not in record.files], loaded=list(record.files))
     for obj in changed:
         key, content, before = obj.key, data[obj.key], record.files.get(obj.key)
         if isinstance(content, RefusedObject):
@@ -137,16 +140,22 @@ def read_new(conn, schema, zone, kind: Kind, hour: datetime, back, ahead, now, r
         else:
             file = parse_file(obj, kind, content, offset=offset, items_before=items_before)
             items, corrupt = file.items, file.corrupt_lines
+        if file.refused:  # a damaged Kafka landing file: one quarantine row, as the full reload writes it
+            return f"{key} cannot be read ({file.refused})"
         new.files[key] = FileState(obj.etag, file.end, file.digest, items_before + len(items),
                                    corrupt_before + corrupt, file.torn)
         new.touched.append((obj, whole.hours if whole is not None else indexed_hours.get(key, [hour])))
         if corrupt and file.receipt_hour == hour:
             new.read += corrupt
             take_corrupt(kind, new.state, new.quarantine, key, corrupt, corrupt_before + corrupt)
+        copies = redeliveries.covered(key)
         for item in items:
             if item.hour == hour:
+                if copies and Redeliveries.is_copy(copies, item):
+                    new.state.redelivered += 1
+                    continue
                 new.read += 1
-                take(kind, new.state, new.winners, new.quarantine, key, item)
+                take(kind, new.state, new.winners, new.quarantine, key, item, admit)
     new.state.files.update(new.files)
     return new
 

@@ -21,7 +21,10 @@ from datetime import datetime, timedelta, timezone
 import pandas as pd
 
 from metrics_pipeline.lib.custom.files import Kind, hour_of_key, read_landing, tenant_dir
+from metrics_pipeline.lib.custom.kafka_items import parse_kafka_file
 from metrics_pipeline.lib.custom.loaded import HourState, prefix_digest
+from metrics_pipeline.lib.kafka.files import SUFFIX as KAFKA_SUFFIX
+from metrics_pipeline.lib.kafka.files import parse_key
 from metrics_pipeline.lib.landing import LandingObject, RefusedObject
 from metrics_pipeline.lib.points import MAX_NAME_BYTES, points_frame, text_problem
 
@@ -77,7 +80,7 @@ def event_key(tenant: str, name: str, ts: datetime, metadata: dict[str, str], te
     return uuid.UUID(bytes=hashlib.md5(canonical.encode("utf-8")).digest())
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class Item:
     """A committed item of a file, checked: `problem` is None when the warehouse can store it."""
 
@@ -87,6 +90,14 @@ class Item:
     ts: datetime | None = None
     received_at: datetime | None = None
     problem: str | None = None
+    #: Kafka files (`kafka_items.py`): the quarantine key (message address, element), the value kept
+    #: when refused, the message's (topic, partition, offset), whether it is an empty batch, and an
+    #: accepted measure's series (`validate.series_key`, for the series cap)
+    origin: tuple[str, int] | None = None
+    excerpt: str | None = None
+    message: tuple[str, int, int] | None = None
+    empty: bool = False
+    series: tuple | None = None
 
 
 @dataclasses.dataclass
@@ -182,6 +193,8 @@ def parse_file(obj: LandingObject, kind: Kind, data: bytes | RefusedObject, *, o
     directory = parts[4] if len(parts) == 6 else None
     if isinstance(data, RefusedObject):
         return ParsedFile(obj, kind, [], 0, False, data.reason, receipt, [receipt])
+    if obj.key.endswith(KAFKA_SUFFIX):  # a measures or events topic's messages, landed by the consumer
+        return parse_kafka_file(obj, kind, data, receipt, Item, ParsedFile)
     read = read_landing(data[offset:] if offset else data)
     items = []
     memo = _Memo(directory)
@@ -202,14 +215,27 @@ def identity_of(kind: Kind, item: Item) -> tuple:
     return identity + (raw.get("text"),) if kind == "events" else identity
 
 
-def take(kind: Kind, state: HourState, winners: dict, quarantine: list, key: str, item: Item) -> None:
-    """Count `item` (of `state`'s hour) and keep it if it is the last write of its identity so far."""
+def take(kind: Kind, state: HourState, winners: dict, quarantine: list, key: str, item: Item,
+         admit=None) -> None:
+    """Count `item` (of `state`'s hour) and keep it if it is the last write of its identity so far.
+
+    Args:
+        admit: for measures from Kafka, the tenant's series cap: (tenant, `item.series`) -> None when
+            the series may be stored, else why not (the item is then quarantined).
+    """
+    if item.empty:  # an empty Kafka batch: counted, nothing to load
+        state.empty_batches += 1
+        return
     state.read += 1
-    if item.problem is not None:
+    problem = item.problem
+    if problem is None and admit is not None and item.series is not None:
+        problem = admit(item.raw["tenant"], item.series)
+    if problem is not None:
         state.quarantined += 1
-        state.reasons[item.problem.split(":")[0]] += 1
-        raw = json.dumps(item.raw, ensure_ascii=True)[:10_000]  # escapes NUL and lone surrogates
-        quarantine.append((INDEX_KIND[kind], key, item.position, raw, item.problem, item.hour))
+        state.reasons[problem.split(":")[0]] += 1
+        raw = item.excerpt if item.excerpt is not None else json.dumps(item.raw, ensure_ascii=True)[:10_000]
+        file, position = item.origin or (key, item.position)  # Kafka: keyed by the message (SPEC §12)
+        quarantine.append((INDEX_KIND[kind], file, position, raw, problem, item.hour))
         return
     state.loaded += 1
     identity = identity_of(kind, item)
@@ -220,6 +246,44 @@ def take(kind: Kind, state: HourState, winners: dict, quarantine: list, key: str
         if held[0] > order:
             return
     winners[identity] = (order, key, item)
+
+
+class Redeliveries:
+    """Which items of Kafka files are copies of a message read from another file (a consumer that died
+    between a file and its commit read the same offsets again): each (topic, partition, offset) counts
+    once. A file's offset range is in its name, and a file holds every message of its range, so a
+    message of file F is a copy when another file of its partition covers its offset and comes first:
+    a file loaded before (`loaded`, the incremental path), else one whose key sorts before F's.
+
+    Args:
+        keys: every file key the load reads (any kind: non-Kafka keys are ignored).
+        loaded: keys of files whose messages were loaded before this load.
+    """
+
+    def __init__(self, keys, loaded=()):
+        self._ranges: dict[tuple[str, int], list[tuple[int, int, str, bool]]] = {}
+        for key, was_loaded in [(k, False) for k in keys] + [(k, True) for k in loaded]:
+            if key.endswith(KAFKA_SUFFIX) and (parsed := parse_key(key)) is not None:
+                topic, partition, first, last = parsed
+                self._ranges.setdefault((topic, partition), []).append((first, last, key, was_loaded))
+        self._covered: dict[str, list[tuple[int, int]]] = {}
+
+    def covered(self, key: str) -> list[tuple[int, int]]:
+        """The offset ranges of `key`'s partition that files before it hold."""
+        if key not in self._covered:
+            parsed = parse_key(key) if key.endswith(KAFKA_SUFFIX) else None
+            ranges = []
+            if parsed is not None:
+                topic, partition, first, last = parsed
+                ranges = [(a, b) for a, b, other, was_loaded in self._ranges.get((topic, partition), ())
+                          if other != key and (was_loaded or other < key) and a <= last and b >= first]
+            self._covered[key] = ranges
+        return self._covered[key]
+
+    @staticmethod
+    def is_copy(ranges: list[tuple[int, int]], item: Item) -> bool:
+        offset = item.message[2]
+        return any(a <= offset <= b for a, b in ranges)
 
 
 def take_corrupt(kind: Kind, state: HourState, quarantine: list, key: str, new: int, total: int) -> None:

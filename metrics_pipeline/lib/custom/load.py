@@ -21,6 +21,12 @@ the window is not one hour, the hour has no record (never loaded, too old, other
 files or the warehouse disagree with the record. Runs of one hour hold a lock from reading the
 record to the commit (`loaded.locked`), so two never build on the same record.
 
+Files a measures or events topic landed (`.kafka`, `kafka_items.py`) are read with the push API's:
+their items are validated by the API's rules, each message's items once however many files hold it
+(`items.Redeliveries`: counted as `redelivered`), and a measure from Kafka that would take its tenant
+past its series cap is quarantined (the API refuses such a batch with 422; here there is no one to
+answer, `series_cap.kafka_series_cap`).
+
 Accounting: read = loaded + quarantined, per hour. Loaded items include the duplicates dropped (a
 retried batch is read and loaded, then replaced by its repeat). Quarantined (table `quarantine`,
 source `custom_measures` / `custom_events`): an item the warehouse cannot store (a field missing
@@ -56,6 +62,7 @@ from metrics_pipeline.lib.custom.items import (  # noqa: F401 - event_key, parse
     HOUR,
     INDEX_KIND,
     SOURCE,
+    Redeliveries,
     event_key,
     event_rows,
     hours_between,
@@ -67,6 +74,7 @@ from metrics_pipeline.lib.custom.items import (  # noqa: F401 - event_key, parse
     take_refused,
 )
 from metrics_pipeline.lib.custom.loaded import CustomLoad, FileState, HourState
+from metrics_pipeline.lib.custom.series_cap import kafka_series_cap
 from metrics_pipeline.lib.landing import LandingObject, LandingZone
 from metrics_pipeline.lib.warehouse import landing_index, partitioning
 from metrics_pipeline.lib.warehouse import quarantine as quarantine_table
@@ -88,7 +96,7 @@ class _Window:
     hours: dict[datetime, HourState]
 
 
-def _read_window(conn, schema, zone, kind: Kind, start, end, back, ahead, now) -> _Window:
+def _read_window(conn, schema, zone, kind: Kind, start, end, back, ahead, now, admit=None) -> _Window:
     hours = {h: HourState(h, full_at=now, loaded_at=now) for h in hours_between(start, end)}
     listed = list_hours(zone, kind, receipt_hours(start, end, back, ahead, now))
     parsed = sync_index(conn, schema, zone, kind, listed)
@@ -103,6 +111,7 @@ def _read_window(conn, schema, zone, kind: Kind, start, end, back, ahead, now) -
     result = CustomLoad(kind, missing_files=len(keys) - len(present))
     winners: dict[tuple, tuple] = {}
     quarantine, touched = [], []
+    redeliveries = Redeliveries(present)
     for key in present:
         if key not in parsed:
             parsed.update(index_objects(conn, schema, zone, kind, [listed[key]]))
@@ -124,16 +133,21 @@ def _read_window(conn, schema, zone, kind: Kind, start, end, back, ahead, now) -
                                                 file.corrupt_lines, file.torn)
         if file.corrupt_lines and file.receipt_hour in hours:
             take_corrupt(kind, hours[file.receipt_hour], quarantine, key, file.corrupt_lines, file.corrupt_lines)
+        copies = redeliveries.covered(key)
         for item in file.items:
             if item.hour in hours:
-                take(kind, hours[item.hour], winners, quarantine, key, item)
+                if copies and Redeliveries.is_copy(copies, item):
+                    hours[item.hour].redelivered += 1
+                    continue
+                take(kind, hours[item.hour], winners, quarantine, key, item, admit)
     for order, _, item in winners.values():
         state = hours[item.hour]
         state.see(order)
         state.tenants.add(item.raw["tenant"])
         state.rows += 1
     totals = CustomLoad.of_hours(kind, list(hours.values()))
-    for name in ("read", "loaded", "duplicates", "quarantined", "corrupt_lines", "tenants", "reasons"):
+    for name in ("read", "loaded", "duplicates", "quarantined", "corrupt_lines", "tenants", "reasons", "empty_batches",
+                 "redelivered"):
         setattr(result, name, getattr(totals, name))
     result.new_items, result.new_files = result.read, result.files
     in_zone = sorted(set(listed) | set(present))
@@ -153,7 +167,7 @@ def _record_full(conn, schema, kind: Kind, start, end, window: _Window, now: dat
 def _full_measures(warehouse: Warehouse, zone, start, end, back, ahead, now) -> CustomLoad:
     schema = warehouse.schema
     with warehouse.connect() as conn:
-        window = _read_window(conn, schema, zone, "measures", start, end, back, ahead, now)
+        window = _read_window(conn, schema, zone, "measures", start, end, back, ahead, now, kafka_series_cap(warehouse))
     result = window.result
     result.points = load_points(warehouse, measure_frame(window.winners), source=SOURCE, start=start, end=end,
                                 in_transaction=lambda conn: _record_full(conn, schema, "measures", start, end,
@@ -203,7 +217,8 @@ def _load(kind: Kind, warehouse: Warehouse, zone: LandingZone, start: datetime, 
             why = "the hour is older than the API's back window"
         if why is None:
             with warehouse.connect() as conn:
-                new = read_new(conn, schema, zone, kind, start, back, ahead, now, record)
+                new = read_new(conn, schema, zone, kind, start, back, ahead, now, record,
+                               kafka_series_cap(warehouse) if kind == "measures" else None)
             if isinstance(new, str):
                 why = new
             else:

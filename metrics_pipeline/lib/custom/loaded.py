@@ -65,6 +65,8 @@ class HourState:
     corrupt_lines: int = 0
     refused_files: int = 0
     rows: int = 0
+    empty_batches: int = 0  # Kafka messages holding an empty JSON array: counted, nothing to load
+    redelivered: int = 0  # Kafka items read again from a second file (a consumer restarted): counted once
     tenants: set[str] = dataclasses.field(default_factory=set)
     reasons: Counter = dataclasses.field(default_factory=Counter)
     files: dict[str, FileState] = dataclasses.field(default_factory=dict)
@@ -138,6 +140,8 @@ class CustomLoad:
     refused_files: int = 0
     missing_files: int = 0  # indexed files gone from the landing zone
     rows: int = 0  # points or events the window holds after the load
+    empty_batches: int = 0  # Kafka messages holding an empty array (not items: not in `read`)
+    redelivered: int = 0  # Kafka items seen again in a second file, not counted again in `read`
     tenants: int = 0
     mode: str = "full"  # "full": the window replaced; "incremental": only what is new read and added
     full_because: str = ""  # why a full replace (empty for an incremental load)
@@ -166,6 +170,8 @@ class CustomLoad:
             result.quarantined += s.quarantined
             result.corrupt_lines += s.corrupt_lines
             result.rows += s.rows
+            result.empty_batches += s.empty_batches
+            result.redelivered += s.redelivered
             result.reasons.update(s.reasons)
             tenants |= s.tenants
         result.tenants = len(tenants)
@@ -176,7 +182,7 @@ class CustomLoad:
 
 _HOUR_COLUMNS = ("rule", "last_received_at", "last_key", "last_position", "items_read", "loaded", "duplicates",
                  "quarantined", "corrupt_lines", "refused_files", "rows", "tenants", "reasons", "full_at",
-                 "loaded_at", "incremental_loads")
+                 "loaded_at", "incremental_loads", "empty_batches", "redelivered")
 
 
 def read_state(conn: psycopg.Connection, schema: str, kind: str, hour: datetime) -> HourState | None:
@@ -191,7 +197,8 @@ def read_state(conn: psycopg.Connection, schema: str, kind: str, hour: datetime)
         read=v["items_read"], loaded=v["loaded"], duplicates=v["duplicates"], quarantined=v["quarantined"],
         corrupt_lines=v["corrupt_lines"], refused_files=v["refused_files"], rows=v["rows"], tenants=set(v["tenants"]),
         reasons=Counter(v["reasons"]), full_at=v["full_at"], loaded_at=v["loaded_at"],
-        incremental_loads=v["incremental_loads"], rule=v["rule"])
+        incremental_loads=v["incremental_loads"], rule=v["rule"], empty_batches=v["empty_batches"],
+        redelivered=v["redelivered"])
     files = conn.execute(
         f"""SELECT key, etag, loaded_bytes, digest, items, corrupt_lines, torn FROM {schema}.custom_load_files
             WHERE kind = %s AND hour = %s""", (kind, hour)).fetchall()
@@ -217,7 +224,7 @@ def _hour_row(kind: str, s: HourState) -> tuple:
     last = s.last or (None, None, None)
     return (kind, s.hour, s.rule, *last, s.read, s.loaded, s.duplicates, s.quarantined, s.corrupt_lines,
             s.refused_files, s.rows, sorted(s.tenants), json.dumps(dict(sorted(s.reasons.items()))), s.full_at,
-            s.loaded_at, s.incremental_loads)
+            s.loaded_at, s.incremental_loads, s.empty_batches, s.redelivered)
 
 
 def _upsert_hours(conn: psycopg.Connection, schema: str, kind: str, states: Iterable[HourState]) -> None:

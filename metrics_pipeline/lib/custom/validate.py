@@ -18,6 +18,12 @@ Rules (limits from `ApiConfig`, defaults of SPEC §12):
 * `unit` (measures, optional, default ""), `text` (events, optional): strings within their limits;
 * no string (name, key, value, unit, text) with NUL or an unpaired surrogate: PostgreSQL cannot
   store them; no unknown fields.
+
+The Kafka loader judges every element of a topic on its own (`ItemJudge`), a few hundred thousand an
+hour, and most of them repeat what earlier ones showed valid: `ItemJudge.quick` accepts a measure whose
+name, metadata and unit were shown valid already and whose `ts` has the common shape, at a fraction of
+the cost, and leaves anything else to `ItemJudge.judge` (it never refuses: what it accepts, `judge`
+accepts with the same values).
 """
 
 from __future__ import annotations
@@ -39,9 +45,18 @@ MAX_ERRORS_PER_ITEM = 10
 #: lib.points pulls in pandas, which the API's request path does not need).
 MAX_NAME_BYTES = 1000
 EPOCH_MS_ABOVE = 1e11
+_FLOAT_INTS = 2 ** 1000  # integers surely within float8
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _RFC3339 = re.compile(r"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d\d):(\d\d))")
 _SHOWN_CHARS = 80
+_MEASURE_FIELD_SET = frozenset(MEASURE_FIELDS)
+
+#: a series of a tenant's measures: its name and its sorted metadata (`series_cap.py`)
+SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
+
+
+def series_key(name: str, metadata: dict[str, str]) -> SeriesKey:
+    return name, tuple(sorted(metadata.items()))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -130,6 +145,101 @@ def _validate(body, now: datetime, config: ApiConfig, build) -> list:
     return items
 
 
+class ItemJudge:
+    """Judges items one by one with the rules of `_validate` (the Kafka loader's path: SPEC §12, each
+    element of a batch on its own). `at(now)` sets the time of receipt for the next items (a Kafka
+    message's timestamp) while keeping what earlier items showed valid.
+
+    Args:
+        kind: "measures" or "events".
+        now: the time of receipt (aware).
+        config: the limits.
+    """
+
+    def __init__(self, kind: str, now: datetime, config: ApiConfig):
+        if now.tzinfo is None:
+            raise ValueError("now must be an aware datetime")
+        self._build = _measure if kind == "measures" else _event
+        self._quick = kind == "measures"
+        self.rules = _Rules(config, now)
+
+    def at(self, now: datetime) -> None:
+        """Items judged next were received at `now` (stamped on items without `ts`, centres the window)."""
+        self.rules.move(now)
+
+    def judge(self, raw: Any) -> tuple[Measure | Event | None, str | None]:
+        """(the item, None) when `raw` is valid, else (None, every problem as `field: reason; ...`)."""
+        if not isinstance(raw, dict):
+            return None, f"item: must be a JSON object, not {_json_type(raw)}"
+        problems: list[tuple[str | None, str]] = []
+        item = self._build(raw, self.rules, problems)
+        if problems:
+            return None, "; ".join(f"{field or 'item'}: {reason}" for field, reason in problems[:MAX_ERRORS_PER_ITEM])
+        return item, None
+
+    def quick(self, raw: dict, ignored: str | None = None) -> tuple[str, float, datetime, dict, str] | None:
+        """(name, value, ts, metadata, unit) of a measure `judge` would accept with these very values, when
+        showing it is cheap; None when `judge` must decide (anything new, unusual or wrong; any event).
+
+        Cheap means: only known fields, of their JSON types; a name, a metadata map (in the same key
+        order) and a unit some earlier item showed valid; `ts` absent, or an RFC 3339 string of the
+        common shape (`2026-01-05T13:00:00[.ffffff]` then `Z` or `+HH:MM`) inside the window. `metadata`
+        is `raw`'s own object (`judge` returns a copy).
+
+        Args:
+            raw: a decoded JSON object.
+            ignored: a field the caller judged itself (the Kafka loader's `tenant`, bound to the topic's),
+                let through here; `judge` would count it an unknown field.
+        """
+        if not self._quick:
+            return None
+        fields = raw.keys()
+        if not fields <= _MEASURE_FIELD_SET and (ignored not in raw or not fields - {ignored} <= _MEASURE_FIELD_SET):
+            return None
+        rules = self.rules
+        name = raw.get("name")
+        if type(name) is not str or name not in rules.good_names:
+            return None
+        value = raw.get("value")
+        if type(value) is float:
+            if value - value != 0:  # inf or nan
+                return None
+        elif type(value) is int:
+            if not -_FLOAT_INTS < value < _FLOAT_INTS:  # float() might overflow: the full rules say what then
+                return None
+            value = float(value)
+        else:
+            return None
+        ts = raw.get("ts")
+        if ts is None:
+            ts = rules.now
+        else:
+            ts = _quick_rfc3339(ts) if type(ts) is str else None
+            if ts is None or ts < rules.earliest or ts > rules.latest:
+                return None
+        metadata = raw.get("metadata")
+        if metadata is None:
+            metadata = {}
+        elif type(metadata) is not dict:
+            return None
+        else:
+            try:
+                if tuple(metadata.items()) not in rules.good_maps:
+                    return None
+            except TypeError:  # a value that is a list or an object
+                return None
+        unit = raw.get("unit")
+        if unit is None:
+            unit = ""
+        elif type(unit) is not str:
+            return None
+        elif unit not in rules.good_units:
+            if _text_problem(unit, rules.config.max_unit_chars) is not None:
+                return None
+            rules.good_units.add(unit)
+        return name, value, ts, metadata, unit
+
+
 def _error(index: int | None, field: str | None, reason: str) -> dict[str, Any]:
     return {"index": index, "field": field, "reason": reason}
 
@@ -140,16 +250,22 @@ class _Rules:
 
     def __init__(self, config: ApiConfig, now: datetime):
         self.config = config
-        self.now = now.astimezone(timezone.utc)
         self.name = _compiled(config.name_pattern)
         self.key = _compiled(config.metadata_key_pattern)
+        self.good_names: set[str] = set()
+        self.good_maps: set[tuple] = set()
+        self.good_units: set[str] = set()
+        self.move(now)
+
+    def move(self, now: datetime) -> None:
+        """Judge against another time of receipt (what was shown valid stays: it does not depend on it)."""
+        config = self.config
+        self.now = now.astimezone(timezone.utc)
         now_us = _micros(self.now)
         self.earliest_us = now_us - _delta_us(config.ts_back)
         self.latest_us = now_us + _delta_us(config.ts_ahead)
         self.earliest = self.now - config.ts_back
         self.latest = self.now + config.ts_ahead
-        self.good_names: set[str] = set()
-        self.good_maps: set[tuple] = set()
 
 
 @functools.lru_cache(maxsize=16)
@@ -205,7 +321,7 @@ def _unknown(raw: dict, allowed: tuple[str, ...], problems: list) -> None:
 
 def _name(raw: dict, rules: _Rules, problems: list) -> str | None:
     name = raw.get("name")
-    if name in rules.good_names:
+    if isinstance(name, str) and name in rules.good_names:  # a list or an object is unhashable
         return name
     if name is None:
         problems.append(("name", "required"))
@@ -265,6 +381,29 @@ def _parse_epoch(ts: int | float, rules: _Rules) -> tuple[datetime | None, str |
     if micros > rules.latest_us:
         return None, f"more than {human_duration(rules.config.ts_ahead)} ahead of now"
     return _EPOCH + timedelta(microseconds=micros), None
+
+
+def _quick_rfc3339(text: str) -> datetime | None:
+    """`_parse_rfc3339(text)` when `text` has the common shape and is valid, else None (no verdict).
+
+    The shape (`YYYY-MM-DDTHH:MM:SS`, up to 6 fraction digits after a `.`, then `Z` or `+HH:MM` with an
+    offset in range) is where `_parse_rfc3339` parses with `datetime.fromisoformat`, which reads only
+    ASCII digits at the digit places: whatever it accepts here, the RFC 3339 pattern matches too."""
+    size = len(text)
+    if text[-1:] == "Z":
+        body = size - 1
+    elif size >= 25 and text[-3] == ":" and text[-6] in "+-" and text[-5:-3] <= "23" and text[-2:] <= "59":
+        body = size - 6
+    else:
+        return None
+    if not (body == 19 or 21 <= body <= 26 and text[19] == "."):
+        return None
+    if text[4:17:3] != "--T::":  # the separators, at 4, 7, 10, 13 and 16
+        return None
+    try:
+        return datetime.fromisoformat(text).astimezone(timezone.utc)
+    except ValueError:
+        return None
 
 
 def _parse_rfc3339(text: str) -> tuple[datetime | None, str | None]:

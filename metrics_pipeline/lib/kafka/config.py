@@ -3,7 +3,7 @@
 Which topics to read and what each holds (`format`: job-log records in the §2.4 schema, measures or
 events in the §2.5 schema), the consumer group, the client settings (bootstrap servers, SASL/TLS:
 any librdkafka property under `client`), and how files are cut. A missing file means the defaults:
-topic `job-logs` (job-log records), group `metrics-pipeline`, brokers at `localhost:9092`.
+topics `job-logs` (job-log records) and `measures` (measures of tenant `default`), group `metrics-pipeline`, brokers at `localhost:9092`.
 
 Secrets never sit in the file: a password, secret or private key under `client` is refused, and
 `secrets_from_env` names the environment variable each one is read from when the consumer starts
@@ -78,8 +78,6 @@ class Topic(_Strict):
 
     @model_validator(mode="after")
     def _bound(self) -> Topic:
-        if self.format != "job_logs":
-            raise ValueError(f"format {self.format} is not read from Kafka yet (job_logs is)")
         if self.format == "job_logs" and self.tenant is not None:
             raise ValueError("a job_logs topic takes no tenant: each record names its company (Entreprise)")
         if self.format != "job_logs" and self.tenant is None:
@@ -88,7 +86,7 @@ class Topic(_Strict):
 
 
 def _default_topics() -> list[Topic]:
-    return [Topic(name="job-logs", format="job_logs")]
+    return [Topic(name="job-logs", format="job_logs"), Topic(name="measures", format="measures", tenant=DEFAULT_TENANT)]
 
 
 class KafkaConfig(_Strict):

@@ -277,7 +277,8 @@ class KafkaIngest:
                 continue
             data = files.header(buffer.topic, buffer.partition, buffer.fmt, buffer.tenant, buffer.first, buffer.last,
                                 buffer.count) + b"".join(buffer.chunks)
-            name = files.file_key(buffer.fmt, buffer.topic, buffer.partition, buffer.first, buffer.last, buffer.opened)
+            name = files.file_key(buffer.fmt, buffer.topic, buffer.partition, buffer.first, buffer.last, buffer.opened,
+                                  buffer.tenant)
             written = self._writer.write(name, data)
             if written is None:
                 self.stats.rewritten += 1

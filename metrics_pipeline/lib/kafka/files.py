@@ -1,8 +1,12 @@
 """Kafka landing files: their keys, their format, the reader, and the write that never overwrites.
 
-Key, by the topic's format (job-log topics land where `ingestion_log_records` reads):
+Key, by the topic's format, where the format's hourly asset reads: job-log topics for
+`ingestion_log_records`, measures and events topics for `custom_points` / `custom_events` (next to the
+push API's files, in the directory of the topic's tenant, `lib/custom/files.tenant_dir`):
 
     ingestion_logs/kafka/<topic>/<YYYY-MM-DD>/<HH>/<topic>-<partition>-<first offset>-<last offset>.kafka
+    custom/measures/<YYYY-MM-DD>/<HH>/<tenant dir>/<topic>-<partition>-<first offset>-<last offset>.kafka
+    custom/events/<YYYY-MM-DD>/<HH>/<tenant dir>/<topic>-<partition>-<first offset>-<last offset>.kafka
 
 dated by the minute the consumer wrote it (UTC), offsets zero-padded to 19 digits so that keys sort
 by offset. The name carries the topic-partition and the offset range, so two consumers never write
@@ -43,7 +47,7 @@ from metrics_pipeline.lib.landing import TMP_PREFIX, fsync_dir, make_dirs_durabl
 VERSION = 1
 SUFFIX = ".kafka"
 #: where each format's files go: under the prefix its loader lists
-PREFIXES = {"job_logs": "ingestion_logs/kafka/"}
+PREFIXES = {"job_logs": "ingestion_logs/kafka/", "measures": "custom/measures/", "events": "custom/events/"}
 #: bytes of an oversized value kept as its excerpt
 EXCERPT_BYTES = 10_000
 TMP_FILE_PREFIX = f"{TMP_PREFIX}kafka-"
@@ -55,11 +59,19 @@ class DamagedFile(ValueError):
     """A Kafka landing file that is not what the consumer writes (truncated or edited by hand)."""
 
 
-def file_key(fmt: str, topic: str, partition: int, first: int, last: int, written: float) -> str:
-    """Landing key of the file holding offsets [first, last] of a topic-partition, written at `written`."""
+def file_key(fmt: str, topic: str, partition: int, first: int, last: int, written: float,
+             tenant: str | None = None) -> str:
+    """Landing key of the file holding offsets [first, last] of a topic-partition, written at `written`
+    (measures and events: in the directory of the topic's `tenant`)."""
     tm = time.gmtime(written)
-    return (f"{PREFIXES[fmt]}{topic}/{time.strftime('%Y-%m-%d/%H', tm)}/"
-            f"{topic}-{partition}-{first:019d}-{last:019d}{SUFFIX}")
+    name = f"{topic}-{partition}-{first:019d}-{last:019d}{SUFFIX}"
+    if fmt == "job_logs":
+        return f"{PREFIXES[fmt]}{topic}/{time.strftime('%Y-%m-%d/%H', tm)}/{name}"
+    if tenant is None:
+        raise ValueError(f"a {fmt} topic's files go to its tenant's directory: no tenant given")
+    from metrics_pipeline.lib.custom.files import tenant_dir  # custom/ imports this module
+
+    return f"{PREFIXES[fmt]}{time.strftime('%Y-%m-%d/%H', tm)}/{tenant_dir(tenant)}/{name}"
 
 
 def is_kafka_key(key: str) -> bool:

@@ -9,9 +9,9 @@ it). `ParsedFile.origins` maps each record's position in the file to
 (topic, partition, offset) once in the warehouse, quarantine rows keyed by it).
 
 A message is one record (a JSON object, element 0) or a batch (a JSON array, each element validated
-on its own; an empty array is counted and skipped). Refused as a whole, at element -1: a null value
-(a tombstone), an empty value, a value over the size limit, bytes that are not UTF-8 JSON, JSON that
-is neither an object nor an array.
+on its own; an empty array is counted and skipped). Refused as a whole, at element -1: what
+`messages.decode` refuses (a tombstone, an empty or oversized value, bytes that are not UTF-8 JSON),
+and JSON that is neither an object nor an array.
 
 Every judgement depends on the message alone, never on the file it was read from, so a second copy
 is judged as the first was: records are judged against the minute of the message's own timestamp
@@ -22,7 +22,6 @@ timestamp.
 from __future__ import annotations
 
 import dataclasses
-import json
 from datetime import datetime, timezone
 
 from metrics_pipeline.lib.ingestion_logs.parse import ParsedFile
@@ -38,9 +37,8 @@ from metrics_pipeline.lib.ingestion_logs.validate import (
     validate_detailed,
 )
 from metrics_pipeline.lib.kafka.files import DamagedFile, KafkaFile, Message, read_file
-
-#: the element a refusal of the whole message is recorded at
-WHOLE_MESSAGE = -1
+from metrics_pipeline.lib.kafka.messages import WHOLE_MESSAGE, decode
+from metrics_pipeline.lib.kafka.messages import excerpt as _raw
 
 
 @dataclasses.dataclass
@@ -57,41 +55,6 @@ class KafkaParsedFile(ParsedFile):
             out[r.position] = _hour(r.started_at) if r.started_at is not None else self.message_hours.get(
                 r.position, _hour(fallback))
         return out
-
-
-def message_problem(message: Message) -> str | None:
-    """Why a message is refused before its JSON is read (None: read it)."""
-    if message.value is None:
-        return "null value (a tombstone)"
-    if message.oversized:
-        return f"message larger than the limit ({message.size} bytes)"
-    if not message.value or message.value.isspace():  # isspace: no copy of the value
-        return "empty message"
-    return None
-
-
-def decode(message: Message) -> tuple[object, str | None, str | None]:
-    """(the message's JSON value, its text, why it has none)."""
-    problem = message_problem(message)
-    if problem:
-        return None, None, problem
-    try:
-        text = message.value.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return None, None, f"not UTF-8 ({exc.reason} at byte {exc.start})"
-    try:
-        return json.loads(text), text, None
-    except RecursionError:
-        return None, text, "JSON nested too deeply"
-    except ValueError as exc:
-        return None, text, f"not JSON ({exc})"
-
-
-def _raw(message: Message) -> str:
-    if message.value is None:
-        return ""
-    return _excerpt(message.value, 0, len(message.value)) if not message.oversized else (
-        _printable(message.value.decode("utf-8", "replace")) + f"... [{message.size - len(message.value)} more bytes]")
 
 
 def parse_file(data: bytes, key: str, options: ParseOptions) -> KafkaParsedFile:

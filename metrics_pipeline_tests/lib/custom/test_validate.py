@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from metrics_pipeline.lib.custom.config import ApiConfig
 from metrics_pipeline.lib.custom.validate import (
@@ -13,11 +15,13 @@ from metrics_pipeline.lib.custom.validate import (
     BatchTooLarge,
     Event,
     InvalidBatch,
+    ItemJudge,
     Measure,
     validate_events,
     validate_measures,
 )
 from metrics_pipeline_tests.lib.custom.conftest import NOW
+from metrics_pipeline_tests.support.measure_shapes import WELL_FORMED, measures
 
 CONFIG = ApiConfig(landing="/nonexistent")
 M = {"name": "orders", "value": 1}
@@ -34,6 +38,8 @@ BAD = [
     # (kind, item, field, reason contains)
     ("measure", {"value": 1}, "name", "required"),
     ("measure", {"name": 5, "value": 1}, "name", "must be a string, not a number"),
+    ("measure", {"name": ["orders"], "value": 1}, "name", "must be a string, not a list"),
+    ("measure", {"name": {"n": "orders"}, "value": 1}, "name", "must be a string, not an object"),
     ("measure", {"name": "1orders", "value": 1}, "name", "must match [A-Za-z_][A-Za-z0-9_.:-]{0,199}"),
     ("measure", {"name": "orders per second", "value": 1}, "name", "must match"),
     ("measure", {"name": "o" * 201, "value": 1}, "name", "must match"),
@@ -236,3 +242,33 @@ def test_the_window_follows_the_configuration():
 def test_a_naive_now_is_a_programming_error():
     with pytest.raises(ValueError, match="aware"):
         validate_measures(M, NOW.replace(tzinfo=None), CONFIG)
+
+
+# The Kafka loader's quick path (`ItemJudge.quick`) must accept only what the full rules accept, with the
+# same values. Items are mutations of a well-formed measure whose name, metadata and unit the judge has
+# seen, so that the quick path is the one that decides; the full rules judge them on a fresh judge.
+@settings(max_examples=800, deadline=None)
+@given(data=st.data())
+def test_the_quick_path_accepts_only_what_the_full_rules_accept_with_the_same_values(data):
+    warm = ItemJudge("measures", NOW, CONFIG)
+    for known in (WELL_FORMED, {**WELL_FORMED, "metadata": {"zone": "b", "host": "a"}}):
+        assert warm.judge(known)[1] is None
+    raw = data.draw(measures(), label="raw")
+    ignored = data.draw(st.sampled_from([None, "tenant", "host"]), label="ignored")
+    quick = warm.quick(raw, ignored)
+    if quick is not None:
+        full, problem = ItemJudge("measures", NOW, CONFIG).judge({k: v for k, v in raw.items() if k != ignored})
+        assert problem is None
+        assert quick == (full.name, full.value, full.ts, full.metadata, full.unit)
+        assert type(quick[1]) is float and quick[2].tzinfo is timezone.utc
+
+
+@pytest.mark.parametrize("ts", [None, "2026-01-05T12:59:00Z", "2026-01-05T12:59:00.123456Z",
+                                "2026-01-05T14:59:00.1+02:00", "2026-01-05T07:59:00-05:00"])
+def test_the_quick_path_takes_well_formed_measures_of_known_series(ts):
+    judge = ItemJudge("measures", NOW, CONFIG)
+    judge.judge(WELL_FORMED)
+    item = {**WELL_FORMED, "ts": ts, "value": 7}
+    assert judge.quick(item) == ("orders", 7.0, judge.judge(item)[0].ts, {"host": "a", "zone": "b"}, "ms")
+    assert judge.quick({**item, "tenant": "demo"}) is None and judge.quick({**item, "tenant": "demo"}, "tenant")
+    assert ItemJudge("events", NOW, CONFIG).quick({"name": "deploy"}) is None  # events: always the full rules

@@ -30,22 +30,17 @@ from hypothesis import strategies as st
 from metrics_pipeline.lib.ingestion_logs import load as ingestion_load
 from metrics_pipeline.lib.ingestion_logs.parse import ParseOptions
 from metrics_pipeline.lib.kafka import consumer as consumer_module
-from metrics_pipeline.lib.kafka import health, writer
 from metrics_pipeline.lib.kafka.config import Topic
 from metrics_pipeline.lib.kafka.consumer import KafkaIngest
 from metrics_pipeline.lib.landing import LocalLanding
 from metrics_pipeline.lib.warehouse.db import Warehouse
 from metrics_pipeline_tests.support import kafka
 from metrics_pipeline_tests.support.ingestion_logs import at
+from metrics_pipeline_tests.support.kafka_crash import POINTS, Crash, arm
 
 NOW = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
 H = NOW - timedelta(hours=1)
-POINTS = ("before-write", "before-commit", "after-commit", "mid-write")
 _examples = itertools.count()
-
-
-class Crash(BaseException):
-    """The process dies here (a BaseException: nothing in the consumer catches it)."""
 
 
 def messages(example: int, count: int = 240) -> list:
@@ -85,54 +80,6 @@ def stored(dsn: str, topic: str) -> tuple[dict, dict]:
         bad = conn.execute("SELECT source_file, position, count(*) FROM metrics.quarantine "
                            "WHERE kafka_topic = %s GROUP BY 1, 2", (topic,)).fetchall()
     return {(f, p): n for f, p, n in runs}, {(f, p): n for f, p, n in bad}
-
-
-def arm(monkeypatch, point: str, after: int) -> None:
-    """Make the `after`-th passage through `point` (1-based) kill the consumer."""
-    calls = itertools.count(1)
-
-    def maybe_crash():
-        if next(calls) == after:
-            raise Crash(point)
-
-    if point == "before-write":
-        original = KafkaIngest._flush
-
-        def flush(self, due, now):
-            if any(b.count for b in due):
-                maybe_crash()
-            return original(self, due, now)
-        monkeypatch.setattr(KafkaIngest, "_flush", flush)
-    elif point == "mid-write":  # the temporary file is written and fsync'd, not yet linked to its name
-        original_write_once = writer.files.write_once
-
-        def write_once(root, path, data):
-            maybe_crash_after = next(calls) == after
-            if maybe_crash_after:
-                import tempfile
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd, _ = tempfile.mkstemp(prefix=writer.files.TMP_FILE_PREFIX, dir=path.parent)
-                os.write(fd, data[: len(data) // 2])
-                os.close(fd)
-                raise Crash(point)
-            return original_write_once(root, path, data)
-        monkeypatch.setattr(writer.files, "write_once", write_once)
-    elif point == "before-commit":
-        original = KafkaIngest._commit
-
-        def commit(self, force=False, only=None):
-            if self._to_commit:
-                maybe_crash()
-            return original(self, force, only)
-        monkeypatch.setattr(KafkaIngest, "_commit", commit)
-    elif point == "after-commit":
-        original_record = health.record
-
-        def record(warehouse, group_id, consumer, commits, **kwargs):
-            if commits:  # a write right after a commit (not the periodic one before the group is joined:
-                maybe_crash()  # Tansu never assigns a group whose member left before its first join completed)
-            return original_record(warehouse, group_id, consumer, commits, **kwargs)
-        monkeypatch.setattr(health, "record", record)
 
 
 def load(dsn, zone) -> ingestion_load.IngestionLoadResult:

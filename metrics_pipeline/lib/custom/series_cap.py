@@ -8,6 +8,12 @@ whose new series would take the tenant past the cap is refused whole (422), nami
 batch of known series always passes. With the warehouse down the set starts from what this worker
 accepted, and is completed once the warehouse answers. Several workers may each admit a few series
 past the cap between refreshes: the cap bounds growth, it is not a quota to the series.
+
+The push API refuses such a batch (422); the loaders apply the same cap to measures that came
+through a Kafka topic, item by item, where nobody waits for an answer: the item is quarantined with
+the same reason (`kafka_series_cap`, used by `load.py`). Those items carry their series key, computed
+once per distinct series of a file (`kafka_items.py`): a load asks about every item, and a series it
+knows already costs a set lookup.
 """
 
 from __future__ import annotations
@@ -19,16 +25,12 @@ from collections.abc import Iterable
 
 import psycopg
 
-from metrics_pipeline.lib.custom.validate import Measure
+from metrics_pipeline.lib.custom.validate import Measure, SeriesKey, series_key
 from metrics_pipeline.lib.warehouse.db import Warehouse
 
 log = logging.getLogger(__name__)
 
-SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
-
-
-def series_key(name: str, metadata: dict[str, str]) -> SeriesKey:
-    return name, tuple(sorted(metadata.items()))
+__all__ = ["SeriesCap", "SeriesKey", "kafka_series_cap", "series_key"]
 
 
 class SeriesCap:
@@ -56,7 +58,16 @@ class SeriesCap:
 
     def admit(self, tenant: str, items: Iterable[Measure]) -> str | None:
         """None when the batch may be stored (its series are then counted), else why not."""
-        batch = {series_key(item.name, item.metadata) for item in items}
+        return self._admit(tenant, {series_key(item.name, item.metadata) for item in items})
+
+    def admit_series(self, tenant: str, key: SeriesKey) -> str | None:
+        """`admit` for one measure given by its series key (`series_key`: the Kafka loaders' items)."""
+        known = self._known.get(tenant)
+        if known is not None and key in known and self._clock() - self._loaded_at.get(tenant, -1e18) <= self.refresh_s:
+            return None  # the common case: a series seen already, no lock
+        return self._admit(tenant, {key})
+
+    def _admit(self, tenant: str, batch: set[SeriesKey]) -> str | None:
         now = self._clock()
         if now - self._loaded_at.get(tenant, -1e18) > self.refresh_s:
             stored = self._stored(tenant)  # outside the lock: a slow warehouse must not stall other tenants
@@ -74,3 +85,12 @@ class SeriesCap:
                         "item (request ids, timestamps) make a new series each time")
             known |= new
         return None
+
+
+def kafka_series_cap(warehouse: Warehouse | None):
+    """The cap the loaders apply to measures from Kafka topics, as a `(tenant, series key) -> reason`
+    callable: `config/api.yaml`'s `max_series_per_tenant`, the tenant's series read from `warehouse`
+    once per load (a fresh cap per load: what an earlier load admitted is in the warehouse by then)."""
+    from metrics_pipeline.lib.custom.kafka_items import limits
+
+    return SeriesCap(warehouse, limits().max_series_per_tenant, refresh_s=float("inf")).admit_series
