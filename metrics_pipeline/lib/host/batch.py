@@ -302,6 +302,10 @@ class HostBatch:
             cut = data.rfind(b"\n", body, min(stop, body + MAX_LINE_BYTES + 1))
             if cut < 0:  # a line longer than MAX_LINE_BYTES, or the torn tail
                 for raw, last in self._lines(data, body, stop):
+                    if last:  # no newline yet: partial even if it parses (the live path stops before it too)
+                        if raw.strip():
+                            self.problems["partial_lines"] += 1
+                        continue
                     self._record(state, self._parse(raw, last), rows, last)
                 break
             chunk = data[body:cut]
