@@ -166,7 +166,8 @@ def _fetch_points(conn, schema, bounds: dict[int, tuple[int, int]]) -> dict[int,
     rows = conn.execute(
         f"""SELECT b.sid, (extract(epoch FROM p.ts) * 1000000)::bigint, p.value
             FROM unnest(%s::integer[], %s::timestamptz[], %s::timestamptz[]) AS b(sid, lo, hi)
-            JOIN {schema}.points p ON p.series_id = b.sid AND p.ts >= b.lo AND p.ts < b.hi
+            CROSS JOIN LATERAL {schema}.points_in(b.lo, b.hi) p  -- both tiers (migration 0026)
+            WHERE p.series_id = b.sid
             ORDER BY b.sid, p.ts""",
         (ids, [_dt(bounds[i][0]) for i in ids], [_dt(bounds[i][1]) for i in ids]),
     ).fetchall()
@@ -234,8 +235,7 @@ def _source_edge(conn, schema, source: str, rule: Rule) -> int | None:
     else:
         row = conn.execute(
             f"""SELECT max(last.ts) FROM {schema}.series s
-                CROSS JOIN LATERAL (SELECT ts FROM {schema}.points p WHERE p.series_id = s.series_id
-                                    ORDER BY ts DESC LIMIT 1) last
+                CROSS JOIN LATERAL {schema}.latest_point(s.series_id) last
                 WHERE s.source = %s""",
             (source,),
         ).fetchone()

@@ -8,8 +8,7 @@ WITH pts AS MATERIALIZED (
     SELECT p.series_id, p.ts, p.value,
            date_bin(interval '1 hour', p.ts, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket,
            extract(epoch FROM lead(p.ts) OVER (PARTITION BY p.series_id ORDER BY p.ts) - p.ts) AS spacing_s
-    FROM {{schema}}.points p
-    WHERE p.ts >= %(start)s AND p.ts < %(end)s
+    FROM {{schema}}.points_in(%(start)s, %(end)s) p  -- both tiers, packed hours too (migration 0026)
 ), observed AS (
     SELECT series_id, bucket, count(*)::integer AS received, min(ts) AS first_ts, max(ts) AS last_ts,
            percentile_disc(0.5) WITHIN GROUP (ORDER BY spacing_s) AS spacing_s,
