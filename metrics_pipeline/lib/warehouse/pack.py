@@ -13,7 +13,8 @@ The rule: a (series, hour) lives either in `points` or in one `points_packed` ro
   packed rows of the load's series in the hours it touches go back to `points`, so replacing a
   window, appending, and last-write-wins upserts into a packed hour work exactly as on rows. The
   load marks the hours it wrote (`mark_hours`), and the next pass packs them again.
-* Readers read both tables as one (`points_in`, `bi_all_points`, `latest_point`).
+* Readers read both tables as one (`points_in`, `latest_point`, and `bi_all_points` behind
+  `v_points`, with an arm per packed day: `packed_view.py`).
 
 Packing and loading exclude each other per hour with transaction advisory locks: a load takes a
 shared lock per hour of its window (per UTC day for windows longer than `_HOUR_LOCKS_UP_TO`
@@ -36,7 +37,7 @@ from pathlib import Path
 
 import psycopg
 
-from metrics_pipeline.lib.warehouse import partitioning
+from metrics_pipeline.lib.warehouse import packed_view, partitioning
 from metrics_pipeline.lib.warehouse.db import Warehouse
 
 HOUR = timedelta(hours=1)
@@ -130,7 +131,8 @@ def pack_hour(warehouse: Warehouse, hour: datetime) -> Packed:
     end = hour + HOUR
     started = time.perf_counter()
     with warehouse.connect() as conn:
-        partitioning.ensure_partitions(conn, schema, "points_packed", hour, end)
+        if partitioning.ensure_partitions(conn, schema, "points_packed", hour, end):
+            packed_view.rebuild(conn, schema)  # an arm for the new day (correct without, faster with)
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s), pg_advisory_xact_lock(%s)",
                          (_day_key(schema, hour.replace(hour=0)), _hour_key(schema, hour)))
