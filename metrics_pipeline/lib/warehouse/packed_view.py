@@ -24,7 +24,7 @@ import psycopg
 
 from metrics_pipeline.lib.warehouse import partitioning
 
-_COLUMNS = """p.ts, p.value, p.series_id, s.source, s.metric, s.resource, s.unit, s.tenant, s.labels,
+_COLUMNS = """s.source, s.metric, s.resource, s.unit, s.tenant, s.labels,
        s.labels ->> 'host' AS host, s.labels ->> 'statistic' AS statistic"""
 
 
@@ -33,10 +33,18 @@ def _literal(ts: datetime) -> str:
 
 
 def view_sql(schema: str, days: list[datetime]) -> str:
-    """CREATE OR REPLACE VIEW bi_all_points with an arm per day of [min(days), max(days)]."""
-    packed = (f"SELECT pk.series_id, u.ts, u.value FROM {schema}.points_packed pk "
-              "CROSS JOIN LATERAL unnest(pk.ts, pk.value) AS u(ts, value)")
-    arms = [f"SELECT h.series_id, h.ts, h.value FROM {schema}.points h"]
+    """CREATE OR REPLACE VIEW bi_all_points with an arm per day of [min(days), max(days)].
+
+    Each arm joins `series` itself: a reader's conditions on series columns (metric, host, tenant)
+    then select the series inside the arm, whose packed rows are found by their key (series_id,
+    hour). Were the join above the UNION ALL, PostgreSQL could not pass the series ids down into
+    an arm that is itself a join (it parameterises plain tables only) and would unnest every packed
+    row of the day to hash-join them with one series."""
+    series = f"LEFT JOIN {schema}.series s ON s.series_id = pk.series_id"
+    packed = (f"SELECT u.ts, u.value, pk.series_id, {_COLUMNS}\n    FROM {schema}.points_packed pk "
+              f"CROSS JOIN LATERAL unnest(pk.ts, pk.value) AS u(ts, value) {series}")
+    arms = [f"SELECT h.ts, h.value, h.series_id, {_COLUMNS}\n    FROM {schema}.points h "
+            f"LEFT JOIN {schema}.series s ON s.series_id = h.series_id"]
     if days:
         first, last = min(days), max(days) + timedelta(days=1)
         day = first
@@ -48,9 +56,7 @@ def view_sql(schema: str, days: list[datetime]) -> str:
         arms.append(f"{packed}\n    WHERE (pk.hour < {lo} OR pk.hour >= {hi}) AND (u.ts < {lo} OR u.ts >= {hi})")
     else:
         arms.append(packed)
-    union = "\n    UNION ALL\n    ".join(arms)
-    return (f"CREATE OR REPLACE VIEW {schema}.bi_all_points AS\nSELECT {_COLUMNS}\nFROM (\n    {union}\n) p\n"
-            f"LEFT JOIN {schema}.series s ON s.series_id = p.series_id")
+    return f"CREATE OR REPLACE VIEW {schema}.bi_all_points AS\n" + "\nUNION ALL\n".join(arms)
 
 
 def packed_days(conn: psycopg.Connection, schema: str) -> list[datetime]:

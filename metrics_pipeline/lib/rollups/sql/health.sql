@@ -54,11 +54,13 @@ WITH pts AS MATERIALIZED (
     FROM jsonb_to_recordset(%(thresholds)s::jsonb) AS t(metric text, warning double precision, critical double precision)
 ), above AS (
     -- Each sample holds until the next one, at most 1.5 sampling intervals, never past the hour.
+    -- Added in time order: the same points give the same bits whatever order the rows are read in
+    -- (rows of `points`, or an hour unpacked from `points_packed`).
     SELECT p.series_id, p.bucket,
            sum(least(coalesce(p.spacing_s, 1.5 * sh.interval_s), 1.5 * sh.interval_s,
-                     extract(epoch FROM sh.cover_end - p.ts))) FILTER (WHERE p.value > t.warning) AS warning_s,
+                     extract(epoch FROM sh.cover_end - p.ts)) ORDER BY p.ts) FILTER (WHERE p.value > t.warning) AS warning_s,
            sum(least(coalesce(p.spacing_s, 1.5 * sh.interval_s), 1.5 * sh.interval_s,
-                     extract(epoch FROM sh.cover_end - p.ts))) FILTER (WHERE p.value > t.critical) AS critical_s
+                     extract(epoch FROM sh.cover_end - p.ts)) ORDER BY p.ts) FILTER (WHERE p.value > t.critical) AS critical_s
     FROM pts p
     JOIN {{schema}}.series s ON s.series_id = p.series_id
     JOIN thresholds t ON t.metric = s.metric
