@@ -166,8 +166,11 @@ def _fetch_points(conn, schema, bounds: dict[int, tuple[int, int]]) -> dict[int,
     rows = conn.execute(
         f"""SELECT b.sid, (extract(epoch FROM p.ts) * 1000000)::bigint, p.value
             FROM unnest(%s::integer[], %s::timestamptz[], %s::timestamptz[]) AS b(sid, lo, hi)
-            CROSS JOIN LATERAL {schema}.points_in(b.lo, b.hi) p  -- both tiers (migration 0026)
-            WHERE p.series_id = b.sid
+            -- both tiers (migration 0026). OFFSET 0 keeps the series condition inside the lateral
+            -- subquery, where it reaches each table as an index condition: flattened into this level
+            -- it would be a join condition, which PostgreSQL does not push into a UNION ALL.
+            CROSS JOIN LATERAL (SELECT q.ts, q.value FROM {schema}.points_in(b.lo, b.hi) q
+                                WHERE q.series_id = b.sid OFFSET 0) p
             ORDER BY b.sid, p.ts""",
         (ids, [_dt(bounds[i][0]) for i in ids], [_dt(bounds[i][1]) for i in ids]),
     ).fetchall()

@@ -80,20 +80,21 @@ AS $$
 $$;
 
 -- BI: the same columns as before (v_points, its tenant barrier and the API read through them).
--- Conditions on series_id (or on series columns, through a nested loop on series) reach both arms.
 -- `lib/warehouse/packed_view.py` rebuilds this view with an arm per packed day as days are packed
 -- (this is its form with no packed day yet), so that a condition on ts selects the days' rows.
 CREATE OR REPLACE VIEW {{schema}}.bi_all_points AS
-SELECT p.ts, p.value, p.series_id, s.source, s.metric, s.resource, s.unit, s.tenant, s.labels,
+SELECT h.ts, h.value, h.series_id, s.source, s.metric, s.resource, s.unit, s.tenant, s.labels,
        s.labels ->> 'host' AS host, s.labels ->> 'statistic' AS statistic
-FROM (
-    SELECT h.series_id, h.ts, h.value FROM {{schema}}.points h
-    UNION ALL
-    SELECT pk.series_id, u.ts, u.value
-    FROM {{schema}}.points_packed pk
-    CROSS JOIN LATERAL unnest(pk.ts, pk.value) AS u(ts, value)
-) p
-LEFT JOIN {{schema}}.series s ON s.series_id = p.series_id;
+FROM {{schema}}.points h LEFT JOIN {{schema}}.series s ON s.series_id = h.series_id
+UNION ALL
+-- Each arm joins series itself: a reader's conditions on series columns find the series first, and
+-- its packed rows by key (PostgreSQL passes join keys into plain tables only, not into an arm that
+-- is itself a join, so with the join above the UNION ALL every packed row would be unnested).
+SELECT u.ts, u.value, pk.series_id, s.source, s.metric, s.resource, s.unit, s.tenant, s.labels,
+       s.labels ->> 'host' AS host, s.labels ->> 'statistic' AS statistic
+FROM {{schema}}.points_packed pk
+CROSS JOIN LATERAL unnest(pk.ts, pk.value) AS u(ts, value)
+LEFT JOIN {{schema}}.series s ON s.series_id = pk.series_id;
 
 CREATE OR REPLACE VIEW {{schema}}.bi_all_latest AS
 SELECT s.series_id, s.source, s.metric, s.resource, s.unit, s.tenant, s.labels,
