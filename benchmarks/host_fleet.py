@@ -267,7 +267,7 @@ def bi_series_day(dsn: str, password: str, host: str) -> tuple[float, float]:
             if i:
                 wall.append(time.perf_counter() - t0)
             assert len(rows) == 86400, len(rows)
-            plan = conn.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + query, params).fetchone()[0][0]
+            plan = conn.execute("EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON) " + query, params).fetchone()[0][0]
             if i:
                 server.append(plan["Execution Time"] / 1000)
     return statistics.median(server) * 1000, statistics.median(wall) * 1000
