@@ -24,9 +24,14 @@ identical empty table. Goal 1 of the issue (parse + load from files >= 400,000 s
 the bare COPY) is measured on the first `--full-hosts` hosts: the closed-hour run from files into an
 empty window, against the bare COPY of the same rows, alternating, median of 3 (a full hour of
 1,000 hosts in one frame would need more memory than this machine has; the production path above
-never builds it). Also: landing bytes a sample, warehouse bytes a point (every `points` partition with
-its indexes / rows), and one series-day of raw points read as the BI role (host 0 gets the other
-23 hours of the day, loaded the same way, not timed).
+never builds it). Also: landing bytes a sample, and the raw tier (issue 21, goal 3): warehouse bytes
+a point as rows (every `points` partition, table + TOAST + indexes, after the closed-hour run) and
+once the hour is packed (`lib/warehouse/pack.py`, the hourly `pack_points_job`: every
+`points_packed` partition, table + TOAST + indexes, over the points it holds), the pack's CPU per
+hour per 100 hosts (a pipeline stage), and the rollups of a packed hour (a re-run after late data:
+shown, not in the total). One series-day of raw points (host 0 gets the other 23 hours of the
+day, loaded the same way, not timed) is read as the BI role through `v_points`, as rows and
+packed: in the server (EXPLAIN ANALYZE) and end to end in Python (psycopg building 86,400 tuples).
 """
 
 from __future__ import annotations
@@ -56,7 +61,7 @@ from metrics_pipeline.lib.host.compact import Encoder, MinuteFiles, host_key
 from metrics_pipeline.lib.host.config import HostConfig
 from metrics_pipeline.lib.landing import LocalLanding
 from metrics_pipeline.lib.points import prepare
-from metrics_pipeline.lib.warehouse import bi, migrate, partitioning
+from metrics_pipeline.lib.warehouse import bi, migrate, pack, partitioning
 from metrics_pipeline.lib.warehouse import load as loader
 from metrics_pipeline.lib.warehouse.db import Warehouse
 from metrics_pipeline.lib.warehouse.embedded_pg import EmbeddedPostgres
@@ -238,6 +243,36 @@ def write_day_of_host0(zone: LocalLanding, wh: Warehouse) -> None:
         files.load_window(wh, zone, start, start + timedelta(hours=1), HostConfig())
 
 
+def table_bytes(conn, table: str) -> int:
+    """Table + TOAST + indexes of every partition of `table`."""
+    return int(conn.execute("""SELECT coalesce(sum(pg_total_relation_size(i.inhrelid)), 0) FROM pg_inherits i
+                               WHERE i.inhparent = %s::regclass""", (table,)).fetchone()[0])
+
+
+#: Stages shown in the table but not part of an hour's regular cost.
+NOT_IN_TOTAL = ("agents", "rollups again")
+
+
+def bi_series_day(dsn: str, password: str, host: str) -> tuple[float, float]:
+    """(server ms, end-to-end ms), medians of 10 after a warm-up, of one series-day of raw points
+    read as the BI role through v_points."""
+    query = """SELECT ts, value FROM metrics.v_points WHERE metric = 'host_cpu_percent' AND resource = %s
+               AND ts >= %s AND ts < %s ORDER BY ts"""
+    params = (host, DAY, DAY + timedelta(days=1))
+    server, wall = [], []
+    with psycopg.connect(make_conninfo(dsn, user="fleet_bi", password=password), autocommit=True) as conn:
+        for i in range(11):
+            t0 = time.perf_counter()
+            rows = conn.execute(query, params).fetchall()
+            if i:
+                wall.append(time.perf_counter() - t0)
+            assert len(rows) == 86400, len(rows)
+            plan = conn.execute("EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON) " + query, params).fetchone()[0][0]
+            if i:
+                server.append(plan["Execution Time"] / 1000)
+    return statistics.median(server) * 1000, statistics.median(wall) * 1000
+
+
 def bare_copy(dsn: str, batch: HostBatch, first_id: int = 1) -> tuple[float, int]:
     """(wall s, rows) of a binary COPY of `batch`'s rows, prebuilt with series ids from `first_id`,
     into `fleet_ref.points` (emptied first when `first_id` is 1)."""
@@ -338,13 +373,33 @@ def run(dsn: str, server: Server | None, root: Path, args: argparse.Namespace) -
     print(f"closed-hour run: {closed.mode} mode, {closed.load.points:,} points loaded by it, {points:,} in the window",
           flush=True)
 
-    # -- sizes --------------------------------------------------------------------------------
+    # -- sizes as rows; host 0's day (rows); the BI read of it; then the pack ---------------------
     landing_bytes = sum(o.size for o in zone.list(files.hour_prefix(HOUR)))
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE metrics.points")
         stored = conn.execute("SELECT count(*) FROM metrics.points").fetchone()[0]
-        disk = conn.execute("""SELECT sum(pg_total_relation_size(i.inhrelid)) FROM pg_inherits i
-                               WHERE i.inhparent = 'metrics.points'::regclass""").fetchone()[0]
+        disk = table_bytes(conn, "metrics.points")
+    write_day_of_host0(zone, wh)
+    password = secrets.token_urlsafe(18)
+    bi.ensure_role(wh, "fleet_bi", password=password, tenants=[])
+    bi_rows = bi_series_day(dsn, password, hosts[0].name)
+    packed = meter.run("pack the closed hour (pack_points_job)", pack.pack_hour, wh, HOUR)
+    assert packed.points == samples, (packed.points, samples)
+    print(f"packed {packed.points:,} points into {packed.series:,} rows in {packed.seconds:.1f} s", flush=True)
+    pack.pack_closed_hours(wh, now=DAY + timedelta(days=2), grace=timedelta(0))  # host 0's other hours
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE metrics.points")
+        packed_rows, packed_points = conn.execute("SELECT count(*), sum(n) FROM metrics.points_packed").fetchone()
+        packed_disk = table_bytes(conn, "metrics.points_packed")
+        hot_left = table_bytes(conn, "metrics.points")
+        assert conn.execute("SELECT count(*) FROM metrics.points").fetchone()[0] == 0
+    bi_packed = bi_series_day(dsn, password, hosts[0].name)
+    meter.run("rollups again, of the packed hour (a re-run after late data)",
+              lambda: (rollups.refresh(wh, ["rollup_5m", "rollup_1h"], HOUR, HOUR + timedelta(hours=1)),
+                       rollups.refresh_health(wh, HOUR, HOUR + timedelta(hours=1), now=closed_at)))
+    tier = {"stored": stored, "disk": disk, "packed_rows": packed_rows, "packed_points": int(packed_points),
+            "packed_disk": packed_disk, "hot_left": hot_left, "bi_rows": bi_rows, "bi_packed": bi_packed,
+            "pack_rate": packed.points / packed.seconds}
 
     # -- bare COPY of the same rows (the hour, every host), 100 hosts a COPY (a whole fleet's payload
     # would not fit in memory); the server's CPU is read around the COPY statements only.
@@ -383,35 +438,19 @@ def run(dsn: str, server: Server | None, root: Path, args: argparse.Namespace) -
     full_rate = full_points / statistics.median(w for w, _ in ours)
     ref_rate = full_points / statistics.median(w for w, _ in ref)
 
-    # -- one series-day of raw points as the BI role --------------------------------------------
-    write_day_of_host0(zone, wh)
-    password = secrets.token_urlsafe(18)
-    bi.ensure_role(wh, "fleet_bi", password=password, tenants=[])
-    query = """SELECT ts, value FROM metrics.v_points WHERE metric = 'host_cpu_percent' AND resource = %s
-               AND ts >= %s AND ts < %s ORDER BY ts"""
-    times = []
-    with psycopg.connect(make_conninfo(dsn, user="fleet_bi", password=password), autocommit=True) as conn:
-        for i in range(11):
-            t0 = time.perf_counter()
-            rows = conn.execute(query, (hosts[0].name, DAY, DAY + timedelta(days=1))).fetchall()
-            if i:
-                times.append(time.perf_counter() - t0)
-    assert len(rows) == 86400, len(rows)
-    bi_ms = statistics.median(times) * 1000
-
-    report(args, meter, samples, points, landing_bytes, disk, stored, copy_wall, copy_server, full_points, full_rate,
-           ref_rate, bi_ms, server is not None)
+    report(args, meter, samples, points, landing_bytes, tier, copy_wall, copy_server, full_points, full_rate,
+           ref_rate, server is not None)
 
 
-def report(args, meter: Meter, samples, points, landing_bytes, disk, stored, copy_wall, copy_server, full_points,
-           full_rate, ref_rate, bi_ms, server_measured: bool) -> None:
+def report(args, meter: Meter, samples, points, landing_bytes, tier: dict, copy_wall, copy_server, full_points,
+           full_rate, ref_rate, server_measured: bool) -> None:
     per100 = 100 / args.hosts
     lines = ["| stage | calls | this process | PostgreSQL | total | per hour of data per 100 hosts |",
              "|---|---:|---:|---:|---:|---:|"]
     pipeline = 0.0
     for stage, row in meter.stages.items():
         total = row["client"] + row["server"]
-        if not stage.startswith("agents"):
+        if not stage.startswith(NOT_IN_TOTAL):
             pipeline += total
         lines.append(f"| {stage} | {row['calls']:,} | {row['client']:.1f} s | {row['server']:.1f} s | {total:.1f} s | "
                      f"{total * per100:.1f} s |")
@@ -420,7 +459,10 @@ def report(args, meter: Meter, samples, points, landing_bytes, disk, stored, cop
                  f"{copy_wall:.1f} s wall | {copy_server * per100:.1f} s |")
     fleet = int(3600 / (pipeline / args.hosts)) if pipeline else 0
     landing = landing_bytes / samples
-    per_point = disk / stored
+    per_point = tier["disk"] / tier["stored"]
+    packed_per_point = tier["packed_disk"] / tier["packed_points"]
+    pack_cpu = sum(r["client"] + r["server"] for k, r in meter.stages.items() if k.startswith("pack the closed hour"))
+    (bi_rows_server, bi_rows_wall), (bi_server, bi_wall) = tier["bi_rows"], tier["bi_packed"]
     ratio = full_rate / ref_rate
     text = "\n".join([
         f"Measured {datetime.now(timezone.utc):%Y-%m-%d} with `python benchmarks/host_fleet.py --hosts {args.hosts}` "
@@ -436,8 +478,17 @@ def report(args, meter: Meter, samples, points, landing_bytes, disk, stored, cop
         f"| files -> points, closed hour of {args.full_hosts} hosts into an empty window ({full_points:,} samples) | "
         f"{full_rate:,.0f} samples/s, {ratio:.2f} x the bare COPY ({ref_rate:,.0f} rows/s) | >= 400,000/s, >= 0.5 x |",
         f"| landing | {landing:.2f} bytes a sample ({landing_bytes / 1e6:,.1f} MB for the hour) | <= 10 |",
-        f"| `points` on disk, indexes included | {per_point:.1f} bytes a point ({stored:,} rows) | <= 16 (issue 21, goal 3: not yet) |",
-        f"| one series-day of raw points (86,400) as the BI role, `v_points` | {bi_ms:.1f} ms (median of 10) | < 50 ms |",
+        f"| raw tier as rows (`points`, the hour in progress), table + TOAST + indexes | {per_point:.1f} bytes a point "
+        f"({tier['stored']:,} rows) | |",
+        f"| raw tier packed (`points_packed`: closed hours), table + TOAST + indexes | **{packed_per_point:.1f} bytes a "
+        f"point** ({tier['packed_points']:,} points in {tier['packed_rows']:,} rows; `points` left with "
+        f"{tier['hot_left'] / 1e6:,.0f} MB of free space the next hour reuses) | <= 16 |",
+        f"| pack of the closed hour | {pack_cpu * per100:.1f} CPU-s per hour per 100 hosts "
+        f"({tier['pack_rate']:,.0f} points/s) | |",
+        f"| one series-day of raw points (86,400) as the BI role, `v_points`, in the server (EXPLAIN ANALYZE) | "
+        f"packed **{bi_server:.1f} ms**; as rows {bi_rows_server:.1f} ms (medians of 10) | < 50 ms |",
+        f"| the same, end to end in Python (psycopg builds 86,400 tuples) | packed {bi_wall:.1f} ms; "
+        f"as rows {bi_rows_wall:.1f} ms | |",
     ])
     print(text)
     if args.no_write:
@@ -446,7 +497,9 @@ def report(args, meter: Meter, samples, points, landing_bytes, disk, stored, cop
     append_result(
         "host fleet", f"{args.hosts:,} hosts x 1 h at 1 s ({samples:,} samples), production cadence",
         f"pipeline {pipeline * per100:.1f} CPU-s per hour per 100 hosts -> {fleet:,} hosts in one core; files -> points "
-        f"{full_rate:,.0f}/s; landing {landing:.2f} B/sample; points {per_point:.0f} B/point; BI series-day {bi_ms:.0f} ms",
+        f"{full_rate:,.0f}/s; landing {landing:.2f} B/sample; raw tier {per_point:.0f} B/point as rows, "
+        f"{packed_per_point:.1f} packed (pack {pack_cpu * per100:.1f} CPU-s); BI series-day {bi_server:.0f} ms in the "
+        f"server, {bi_wall:.0f} ms end to end",
         f"bare COPY {ref_rate:,.0f} rows/s", f"{ratio:.2f} x COPY")
 
 

@@ -20,8 +20,8 @@ from metrics_pipeline.api.app import create_app
 from metrics_pipeline.api.idempotency import IdempotencyStore
 from metrics_pipeline.lib import api_keys, query, rollups
 from metrics_pipeline.lib.custom.config import ApiConfig
-from metrics_pipeline.lib.custom.reads import as_tenant
 from metrics_pipeline.lib.custom.landing import PushWriter
+from metrics_pipeline.lib.custom.reads import as_tenant
 from metrics_pipeline.lib.points import points_frame
 from metrics_pipeline.lib.warehouse import load as loader
 from metrics_pipeline.lib.warehouse.db import Warehouse

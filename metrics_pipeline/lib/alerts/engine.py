@@ -166,7 +166,11 @@ def _fetch_points(conn, schema, bounds: dict[int, tuple[int, int]]) -> dict[int,
     rows = conn.execute(
         f"""SELECT b.sid, (extract(epoch FROM p.ts) * 1000000)::bigint, p.value
             FROM unnest(%s::integer[], %s::timestamptz[], %s::timestamptz[]) AS b(sid, lo, hi)
-            JOIN {schema}.points p ON p.series_id = b.sid AND p.ts >= b.lo AND p.ts < b.hi
+            -- both tiers (migration 0026). OFFSET 0 keeps the series condition inside the lateral
+            -- subquery, where it reaches each table as an index condition: flattened into this level
+            -- it would be a join condition, which PostgreSQL does not push into a UNION ALL.
+            CROSS JOIN LATERAL (SELECT q.ts, q.value FROM {schema}.points_in(b.lo, b.hi) q
+                                WHERE q.series_id = b.sid OFFSET 0) p
             ORDER BY b.sid, p.ts""",
         (ids, [_dt(bounds[i][0]) for i in ids], [_dt(bounds[i][1]) for i in ids]),
     ).fetchall()
@@ -234,8 +238,7 @@ def _source_edge(conn, schema, source: str, rule: Rule) -> int | None:
     else:
         row = conn.execute(
             f"""SELECT max(last.ts) FROM {schema}.series s
-                CROSS JOIN LATERAL (SELECT ts FROM {schema}.points p WHERE p.series_id = s.series_id
-                                    ORDER BY ts DESC LIMIT 1) last
+                CROSS JOIN LATERAL {schema}.latest_point(s.series_id) last
                 WHERE s.source = %s""",
             (source,),
         ).fetchone()

@@ -31,8 +31,8 @@ def out_of_range(warehouse: Warehouse, source: str, start: datetime, end: dateti
         return cur.execute(
             f"""SELECT s.metric, s.resource, s.unit, count(*) AS samples, min(p.value) AS min, max(p.value) AS max,
                        min(p.ts) AS first_at
-                FROM {schema}.points p JOIN {schema}.series s ON s.series_id = p.series_id
-                WHERE s.source = %(source)s AND p.ts >= %(start)s AND p.ts < %(end)s
+                FROM {schema}.points_in(%(start)s, %(end)s) p JOIN {schema}.series s ON s.series_id = p.series_id
+                WHERE s.source = %(source)s
                   AND ((s.unit = 'percent' AND (p.value < 0 OR p.value > 100))
                        OR (s.unit = 'ratio' AND p.value > 1)
                        OR (s.unit = ANY(%(non_negative)s) AND p.value < 0))

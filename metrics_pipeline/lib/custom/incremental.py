@@ -174,8 +174,9 @@ WITH s AS MATERIALIZED (
 SELECT 'point', w.i FROM _mp_new w
 JOIN s ON s.n = w.n
 -- one index probe per new point, whatever the statistics of a partition filled moments ago say
-JOIN LATERAL (SELECT 1 FROM {schema}.points p WHERE p.series_id = s.series_id AND p.ts = w.ts
-              AND p.ts >= %(start)s AND p.ts < %(end)s LIMIT 1) found ON true
+-- (both tiers: an hour already packed is probed through its (series, hour) row, migration 0026)
+JOIN LATERAL (SELECT 1 FROM {schema}.points_in(%(start)s, %(end)s) p WHERE p.series_id = s.series_id AND p.ts = w.ts
+              LIMIT 1) found ON true
 UNION ALL
 SELECT 'unit', s.n FROM s WHERE s.other_unit
 """

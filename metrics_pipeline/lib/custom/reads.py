@@ -46,8 +46,11 @@ def as_tenant(warehouse: Warehouse, tenant: str) -> Iterator[psycopg.Connection]
                 # One round trip: SET TRANSACTION READ ONLY, SET LOCAL ROLE and the tenant, all
                 # transaction-local (a pooled connection goes back clean; set_config('role') checks
                 # membership as SET ROLE does).
+                # constraint_exclusion: v_points reads one arm per packed day (migration 0026) and skips
+                # the days outside a read's bounds only with it on (the BI logins have it too).
                 conn.execute("SELECT set_config('transaction_read_only', 'on', true), set_config('role', %s, true), "
-                             "set_config('metrics_pipeline.tenant', %s, true)", (api_reader(warehouse.schema), tenant))
+                             "set_config('metrics_pipeline.tenant', %s, true), "
+                             "set_config('constraint_exclusion', 'on', true)", (api_reader(warehouse.schema), tenant))
                 yield conn
         finally:
             conn.isolation_level = None

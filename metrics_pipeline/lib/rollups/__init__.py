@@ -45,7 +45,7 @@ from datetime import datetime, timedelta, timezone
 from functools import cache
 from pathlib import Path
 
-from metrics_pipeline.lib.warehouse import partitioning
+from metrics_pipeline.lib.warehouse import pack, partitioning
 from metrics_pipeline.lib.warehouse import replace_window as windows
 from metrics_pipeline.lib.warehouse.db import Warehouse
 
@@ -97,13 +97,14 @@ def _read(name: str) -> str:
     return (_SQL / name).read_text()
 
 
-def tier_sql(schema: str, table: str) -> str:
-    """The INSERT .. SELECT that fills `table` over %(start)s .. %(end)s (schema already validated)."""
+def tier_sql(schema: str, table: str, points: str | None = None) -> str:
+    """The INSERT .. SELECT that fills `table` over %(start)s .. %(end)s (schema already validated);
+    the 5-minute tier reads `points` (default: the schema's `points` table)."""
     tier = TIERS[table]
     body = _read("from_points.sql") if tier.source == "points" else _read("merge.sql")
     text = body + _read("insert.sql")
     return (
-        text.replace("{{schema}}", schema)
+        text.replace("{{points}}", points or f"{schema}.points").replace("{{schema}}", schema)
         .replace("{{source_sketches}}", partitioning.SKETCH_TABLES.get(tier.source, ""))
         .replace("{{sketches}}", partitioning.SKETCH_TABLES[tier.table])
         .replace("{{source}}", tier.source).replace("{{target}}", tier.table).replace("{{width}}", tier.width_sql)
@@ -158,12 +159,28 @@ def refresh(warehouse: Warehouse, tables: list[str], start: datetime, end: datet
             partitioning.ensure_partitions(conn, schema, "rollup_1mo_sketch", *month_window(start, end))
         with conn.transaction():
             for table in ordered:
-                results.append(_replace(conn, schema, table, tier_sql(schema, table), start, end, {}))
+                sql = None
+                if TIERS[table].source == "points" and pack.packed_in(conn, schema, start, end):
+                    sql = tier_sql(schema, table, _stage_raw(conn, schema, start, end))
+                results.append(_replace(conn, schema, table, sql or tier_sql(schema, table), start, end, {}))
             if daily:  # what goes with the days, not results of their own (migrations 0027, 0028)
                 windows.replace_window(conn, schema, "series_health_daily", "series_health_hourly", start, end,
                                        _read("health_daily.sql").replace("{{schema}}", schema), {})
                 month_sketches(conn, schema, start, end)
     return results
+
+
+def _stage_raw(conn, schema: str, start: datetime, end: datetime) -> str:
+    """A temporary copy of the raw points of [start, end), both tiers, keyed like `points`: the
+    5-minute SQL probes its input by (series_id, ts) for each bucket, which on a packed hour would
+    decompress the hour's arrays again for every probe. Costs about what loading the rows did."""
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS _mp_raw (series_id integer, ts timestamptz, value double precision, "
+                 "PRIMARY KEY (series_id, ts)) ON COMMIT DROP")
+    conn.execute("TRUNCATE _mp_raw")
+    conn.execute(f"INSERT INTO _mp_raw SELECT series_id, ts, value FROM {schema}.points_in(%s, %s) "
+                 "ORDER BY series_id, ts", (start, end))
+    conn.execute("ANALYZE _mp_raw")
+    return "_mp_raw"
 
 
 def month_window(start: datetime, end: datetime) -> tuple[datetime, datetime]:

@@ -92,7 +92,9 @@ def grant_views(conn: psycopg.Connection, schema: str) -> bool:
 #: holding its locks for hours: retention's DROP of an old partition would wait behind it, and every
 #: load of that table behind the DROP. A session left idle inside a transaction is closed likewise.
 #: Dashboard queries take milliseconds (docs/benchmarks.md); a session may raise its own limit.
-SESSION_LIMITS = {"statement_timeout": "5min", "idle_in_transaction_session_timeout": "10min"}
+SESSION_LIMITS = {"statement_timeout": "5min", "idle_in_transaction_session_timeout": "10min",
+                  # lets a `ts` range of v_points read only the packed days it covers (lib/warehouse/packed_view.py)
+                  "constraint_exclusion": "on"}
 
 
 def ensure_role(warehouse: Warehouse, role: str = DEFAULT_ROLE, *, password: str | None,

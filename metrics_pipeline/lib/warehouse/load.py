@@ -19,6 +19,10 @@ How, and why this way:
      row can meet a stored point (each series' stored points are all older than its new rows: one
      index probe per series), else the merge above without its delete.
    Atomicity comes from the transaction: if anything fails half-way, all of it is rolled back.
+   Closed hours may have been packed (`lib/warehouse/pack.py`, migration 0026): before it looks at
+   its window, the load moves the packed rows of its series in the hours the window touches back
+   into `points` (same transaction), so every case above works on rows; it then marks those hours
+   for the next pack.
 4. Loads of the same source and UTC day take a transaction advisory lock (in sorted order, so no
    deadlocks), so overlapping windows of one source never interleave their delete and insert.
 """
@@ -46,7 +50,7 @@ from metrics_pipeline.lib.points import (
     text_problem,
     utc,
 )
-from metrics_pipeline.lib.warehouse import partitioning
+from metrics_pipeline.lib.warehouse import pack, partitioning
 from metrics_pipeline.lib.warehouse.db import Warehouse
 
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
@@ -328,13 +332,15 @@ def load_points(
 
     with warehouse.connect() as conn:
         bounds = partitioning.partition_bounds("points", start, end)
-        if not single or len(first.codes):
-            partitioning.ensure_partitions(conn, schema, "points", start, end)
+        if not single or len(first.codes) or pack.packed_in(conn, schema, start, end):
+            partitioning.ensure_partitions(conn, schema, "points", pack.floor_hour(start), end)
         # One day partition: COPY into it directly and skip per-row tuple routing.
         target = bounds[0][0] if len(bounds) == 1 else "points"
         with conn.transaction():
             for key in partitioning.day_lock_keys(f"metrics_pipeline.load:{schema}:{source}", start, end):
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+            pack.lock_for_write(conn, schema, start, end)
+            unpacked = pack.unpack(conn, schema, source, start, end) if scope == "window" else 0
             # The whole window is replaced: one look at whether it holds anything, then every frame
             # is copied in (empty window) or staged and merged at the end.
             staged = scope == "window" and _window_has_rows(conn, schema, source, start, end, None)
@@ -366,6 +372,8 @@ def load_points(
                         changes = _copy_into_empty_window(conn, schema, target, rows, prepared)
                 else:
                     only = [int(i) for i in series_ids]
+                    if len(rows):
+                        unpacked += pack.unpack(conn, schema, source, start, end, only)
                     if not len(rows):
                         changes = {}
                     elif not _window_has_rows(conn, schema, source, start, end, only):
@@ -388,6 +396,8 @@ def load_points(
             if staged:
                 for name, count in _apply_stage(conn, schema, target, source, start, end, None, True).items():
                     totals[name] += count
+            if unpacked or totals["inserted"] or totals["updated"]:
+                pack.mark_hours(conn, schema, start, end)
             if in_transaction is not None:
                 in_transaction(conn)
 
@@ -410,11 +420,11 @@ def _window_has_rows(conn: psycopg.Connection, schema: str, source: str, start: 
 
 
 def window_has_points(warehouse: Warehouse, source: str, start: datetime, end: datetime) -> bool:
-    """Whether `source` has any point stored in [start, end)."""
+    """Whether `source` has any point stored in [start, end), packed or not."""
     schema = warehouse.schema
     with warehouse.connect() as conn:
         return conn.execute(
-            f"""SELECT EXISTS (SELECT 1 FROM {schema}.points p JOIN {schema}.series s USING (series_id)
-                WHERE s.source = %s AND p.ts >= %s AND p.ts < %s)""",
-            (source, start, end),
+            f"""SELECT EXISTS (SELECT 1 FROM {schema}.points_in(%s, %s) p JOIN {schema}.series s USING (series_id)
+                WHERE s.source = %s)""",
+            (start, end, source),
         ).fetchone()[0]

@@ -27,6 +27,8 @@ SKETCH_TABLES: dict[str, str] = {tier: f"{tier}_sketch" for tier in ("rollup_5m"
 #: table -> partition grain. Retention (SPEC §3) drops whole partitions of these tables.
 PARTITIONED_TABLES: dict[str, str] = {
     "points": "day",
+    # closed hours of raw points, a row per series and hour (migration 0026, lib/warehouse/pack.py)
+    "points_packed": "day",
     "rollup_5m": "day",
     "rollup_1h": "month",
     "rollup_1d": "year",
@@ -49,7 +51,12 @@ SKETCHES_OF: dict[str, str] = {sketch: tier for tier, sketch in SKETCH_TABLES.it
 #: table -> the table whose retention it follows (the sketches their tier's; the anomaly scores the
 #: 5-minute buckets they score); a table not listed has a retention of its own
 RETENTION_OF: dict[str, str] = {**SKETCHES_OF, "anomaly_scores": "rollup_5m", "series_health_daily": "rollup_1d",
-                                 "rollup_1mo_sketch": "rollup_1d"}
+                                 "rollup_1mo_sketch": "rollup_1d", "points_packed": "points"}
+
+#: table -> columns ANALYZE must skip. Statistics target 0 is not inherited by new partitions, so it is
+#: set on each as it is created: the packed arrays are ~30 kB each compressed, and sampling 30,000
+#: rows of them (ANALYZE, autovacuum) would decompress a gigabyte for statistics no query uses.
+NO_STATISTICS: dict[str, tuple[str, ...]] = {"points_packed": ("ts", "value")}
 
 
 def _floor(ts: datetime, grain: str) -> datetime:
@@ -151,6 +158,8 @@ def ensure_partitions(conn: psycopg.Connection, schema: str, table: str, start: 
                 f"CREATE TABLE {schema}.{name} PARTITION OF {schema}.{parent} "
                 f"FOR VALUES FROM ('{lower.isoformat()}') TO ('{upper.isoformat()}')"
             )
+            for column in NO_STATISTICS.get(parent, ()):
+                conn.execute(f"ALTER TABLE {schema}.{name} ALTER COLUMN {column} SET STATISTICS 0")
             created.append(name)
     return created
 

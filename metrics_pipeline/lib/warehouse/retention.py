@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from metrics_pipeline.lib import settings, yaml_config
 from metrics_pipeline.lib.landing import LandingError, RefusedObject
-from metrics_pipeline.lib.warehouse import partitioning
+from metrics_pipeline.lib.warehouse import packed_view, partitioning
 from metrics_pipeline.lib.warehouse.db import Warehouse
 
 CONFIG_ENV = "METRICS_PIPELINE_RETENTION_CONFIG"
@@ -138,6 +138,8 @@ def apply(warehouse: Warehouse, *, config: RetentionConfig | None = None,
             for item in expired:
                 with conn.transaction():
                     conn.execute(f'DROP TABLE IF EXISTS {schema}."{item.partition}"')
+            if any(item.table == "points_packed" for item in expired):
+                packed_view.rebuild(conn, schema)  # drop the arms of the days dropped
             # A series' sampling interval matters only while its raw points exist (alert gap tolerance);
             # a small table, one row per series and day: a DELETE, not a partition drop.
             conn.execute(f"DELETE FROM {schema}.series_intervals WHERE day < %s",

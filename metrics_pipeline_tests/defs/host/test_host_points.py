@@ -143,7 +143,7 @@ def test_a_host_file_name_that_is_not_utf8_stops_neither_host_points_nor_its_sen
 def test_the_hour_in_progress_loads_only_what_landed_since_its_last_run(warehouse_dsn, tmp_path):
     """An in-progress refresh reads the new complete lines (the live path's offsets); the closed-hour
     run then replaces the window with exactly what the files hold."""
-    zone = open_landing(str(tmp_path))
+    open_landing(str(tmp_path))  # the landing zone the resources open
     now = datetime.now(timezone.utc)
     hour = now.replace(minute=0, second=0, microsecond=0)
     key = hour.strftime("%Y-%m-%d-%H:%M")

@@ -2,6 +2,9 @@
 -- One pipeline of sorts and aggregates, no join (see the package docstring: a join of two aggregates
 -- turned into a nested loop re-aggregating per bucket whenever statistics were stale):
 -- points sorted by (series, bucket, sketch bin, value) -> one row per bin -> one row per bucket.
+-- {{points}} is `points` itself, or, when some hour of the window is packed (migration 0026), a
+-- temporary copy of the window's points with the same primary key (`lib/rollups`: the probes below
+-- stay index probes instead of unpacking an hour's arrays for each bucket).
 WITH binned AS (
     -- Sums are added in value order, then bin by bin (below): the same points give the same bits,
     -- whatever the window of the run or the physical order of the rows.
@@ -10,7 +13,7 @@ WITH binned AS (
     FROM (
         SELECT p.series_id, date_bin(interval '5 minutes', p.ts, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket,
                {{schema}}.sketch_key(p.value) AS k, p.ts, p.value
-        FROM {{schema}}.points p
+        FROM {{points}} p
         WHERE p.ts >= %(start)s AND p.ts < %(end)s
     ) p
     GROUP BY series_id, bucket, k
@@ -39,14 +42,14 @@ WITH binned AS (
     -- (maximum), which is the whole lowest (highest) bin when that bin holds nothing else, and
     -- otherwise counted among the bucket's points.
     SELECT m.series_id, m.bucket, m.count, m.sum, m.min, m.max, m.k50, m.k95, m.k99, m.keys, m.counts,
-           (SELECT p.value FROM {{schema}}.points p
+           (SELECT p.value FROM {{points}} p
             WHERE p.series_id = m.series_id AND p.ts = m.last_ts AND p.ts >= %(start)s AND p.ts < %(end)s) AS last,
            CASE WHEN m.hi_first = m.min THEN m.n_first
-                ELSE (SELECT count(*) FROM {{schema}}.points p
+                ELSE (SELECT count(*) FROM {{points}} p
                       WHERE p.series_id = m.series_id AND p.ts >= m.bucket AND p.ts < m.bucket + interval '5 minutes'
                         AND p.ts >= %(start)s AND p.ts < %(end)s AND p.value = m.min) END AS min_count,
            CASE WHEN m.lo_last = m.max THEN m.n_last
-                ELSE (SELECT count(*) FROM {{schema}}.points p
+                ELSE (SELECT count(*) FROM {{points}} p
                       WHERE p.series_id = m.series_id AND p.ts >= m.bucket AND p.ts < m.bucket + interval '5 minutes'
                         AND p.ts >= %(start)s AND p.ts < %(end)s AND p.value = m.max) END AS max_count
     FROM merged m

@@ -8,8 +8,7 @@ WITH pts AS MATERIALIZED (
     SELECT p.series_id, p.ts, p.value,
            date_bin(interval '1 hour', p.ts, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket,
            extract(epoch FROM lead(p.ts) OVER (PARTITION BY p.series_id ORDER BY p.ts) - p.ts) AS spacing_s
-    FROM {{schema}}.points p
-    WHERE p.ts >= %(start)s AND p.ts < %(end)s
+    FROM {{schema}}.points_in(%(start)s, %(end)s) p  -- both tiers, packed hours too (migration 0026)
 ), observed AS (
     SELECT series_id, bucket, count(*)::integer AS received, min(ts) AS first_ts, max(ts) AS last_ts,
            percentile_disc(0.5) WITHIN GROUP (ORDER BY spacing_s) AS spacing_s,
@@ -55,11 +54,13 @@ WITH pts AS MATERIALIZED (
     FROM jsonb_to_recordset(%(thresholds)s::jsonb) AS t(metric text, warning double precision, critical double precision)
 ), above AS (
     -- Each sample holds until the next one, at most 1.5 sampling intervals, never past the hour.
+    -- Added in time order: the same points give the same bits whatever order the rows are read in
+    -- (rows of `points`, or an hour unpacked from `points_packed`).
     SELECT p.series_id, p.bucket,
            sum(least(coalesce(p.spacing_s, 1.5 * sh.interval_s), 1.5 * sh.interval_s,
-                     extract(epoch FROM sh.cover_end - p.ts))) FILTER (WHERE p.value > t.warning) AS warning_s,
+                     extract(epoch FROM sh.cover_end - p.ts)) ORDER BY p.ts) FILTER (WHERE p.value > t.warning) AS warning_s,
            sum(least(coalesce(p.spacing_s, 1.5 * sh.interval_s), 1.5 * sh.interval_s,
-                     extract(epoch FROM sh.cover_end - p.ts))) FILTER (WHERE p.value > t.critical) AS critical_s
+                     extract(epoch FROM sh.cover_end - p.ts)) ORDER BY p.ts) FILTER (WHERE p.value > t.critical) AS critical_s
     FROM pts p
     JOIN {{schema}}.series s ON s.series_id = p.series_id
     JOIN thresholds t ON t.metric = s.metric
