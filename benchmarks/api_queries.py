@@ -3,7 +3,8 @@
     python benchmarks/api_queries.py [--seconds 10] [--clients 8] [--workers 2] [--no-write]
 
 Builds the warehouse of `benchmarks/bi_queries.py` (200 series: a year of 1 h and 1 d rollups, 90
-days of 5 m, 7 days of raw points at 60 s, 3,000 alerts) plus 30 days of hourly series health, then
+days of 5 m, 7 days of raw points at 60 s, 3,000 alerts) plus a year of hourly series health (its
+daily sums too) and the monthly sketches, then
 starts `metrics-pipeline api` as operators run it (`--workers` uvicorn processes) and creates a
 read key for tenant `acme` (10 hosts, a third of the CloudWatch resources). `--clients` threads
 send, for `--seconds` per endpoint, the requests of REQUESTS: a script or dashboard asking for the
@@ -236,6 +237,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="do not write to docs/benchmarks.md")
     parser.add_argument("--built", metavar="DSN", help="a database this benchmark built before (kept, not rebuilt)")
     args = parser.parse_args()
+    idle = "/".join(f"{x:.1f}" for x in os.getloadavg())  # before this run adds its own load
 
     with (contextlib.nullcontext(args.built) if args.built else scratch_database(BENCH_DB)) as dsn, \
             tempfile.TemporaryDirectory() as tmp:
@@ -289,9 +291,8 @@ def main() -> None:
             f"({counts['rollup_5m']:,} rows), 7 d raw, {counts['series_health_hourly']:,} health hours, "
             f"{counts['alerts']:,} alerts")
     if not args.no_write:
-        load = "/".join(f"{x:.1f}" for x in os.getloadavg())
-        replace_section("api_queries", f"Last run ({datetime.now().date()}, load average at the end {load} on "
-                        f"{os.cpu_count()} cores: other work shares the machine when it is above ~1, "
+        replace_section("api_queries", f"Last run ({datetime.now().date()}, load average before the run {idle} on "
+                        f"{os.cpu_count()} cores: other work shared the machine if it was above ~0.5; "
                         f"{args.clients} concurrent clients, "
                         f"{args.seconds:g} s per endpoint, `metrics-pipeline api --workers {args.workers}`, tenant "
                         f"`{TENANT}`; {data}; p50/p95 end to end over HTTP; the library column is the same requests "
