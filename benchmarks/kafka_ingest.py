@@ -31,6 +31,7 @@ import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -104,31 +105,29 @@ def load_rates(dsn: str, zone: LocalLanding, files_zone: LocalLanding, hour: dat
     return rates["kafka"], rates["file"]
 
 
-def lag(broker, dsn: str, root: Path, seconds: float, rate: int = 100) -> list[float]:
-    """Per record: seconds from produce to visible in v_ingestion_runs (production file cadence, loads every 30 s)."""
+def _lag_run(broker, dsn: str, config: KafkaConfig, warehouse: Warehouse, seconds: float, rate: int,
+             message: Callable[[int], tuple[object, bytes]], load: Callable[[datetime], None],
+             visible: str) -> list[float]:
+    """Seconds from produce to visible, per message: the consumer lands `config`'s one topic while a
+    producer sends `message(i)` (its key, its value) `rate` times a second; every 30 s (the sensors'
+    interval) `load(now)` runs and the keys the query `visible` returns are stamped as seen. Stops
+    producing after `seconds`, and waits until everything produced is seen (at most 150 s more)."""
     from confluent_kafka import Producer
 
-    topic = "job-logs-lag"
-    kafka.create_topic(broker.bootstrap, topic, partitions=3)
-    warehouse = Warehouse(dsn, "lag")
-    migrate.migrate(warehouse)
-    zone = LocalLanding(root / "lag-landing")
-    config = KafkaConfig(bootstrap_servers=broker.bootstrap, topics=[Topic(name=topic, format="job_logs")],
-                         landing=str(zone.root), **kafka.FAST_GROUP)
     ingest = KafkaIngest(config, warehouse=warehouse)
     consumer = threading.Thread(target=ingest.run, daemon=True)
     consumer.start()
-    produced: dict[str, float] = {}
+    topic = config.topics[0].name
+    produced: dict = {}
     stop = threading.Event()
 
     def producing():
         producer = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "enable.idempotence": True})
         i, started = 0, time.monotonic()
         while not stop.is_set():
-            now = datetime.now(timezone.utc)
-            job = at(now.replace(minute=0, second=0, microsecond=0), now.minute, Objet_Id=5_000_000 + i)
-            producer.produce(topic, json.dumps(job).encode())
-            produced[str(5_000_000 + i)] = time.time()
+            key, value = message(i)
+            producer.produce(topic, value)
+            produced[key] = time.time()
             i += 1
             producer.poll(0)
             time.sleep(max(0.0, started + i / rate - time.monotonic()))
@@ -136,17 +135,15 @@ def lag(broker, dsn: str, root: Path, seconds: float, rate: int = 100) -> list[f
 
     producer = threading.Thread(target=producing)
     producer.start()
-    seen: dict[str, float] = {}
+    seen: dict = {}
     deadline = time.monotonic() + seconds
     while True:
-        time.sleep(30)  # the ingestion sensor's interval
-        now = datetime.now(timezone.utc)
-        hour = now.replace(minute=0, second=0, microsecond=0)
-        ingestion_load.load_window(warehouse, zone, hour - timedelta(hours=1), hour + timedelta(hours=1), ParseOptions())
-        visible = time.time()
+        time.sleep(30)
+        load(datetime.now(timezone.utc))
+        stamp = time.time()
         with psycopg.connect(dsn) as conn:
-            for (object_id,) in conn.execute("SELECT object_id FROM lag.ingestion_runs"):
-                seen.setdefault(object_id, visible)
+            for (key,) in conn.execute(visible):
+                seen.setdefault(key, stamp)
         if time.monotonic() > deadline:
             stop.set()
             if len(seen) >= len(produced) or time.monotonic() > deadline + 150:
@@ -155,6 +152,29 @@ def lag(broker, dsn: str, root: Path, seconds: float, rate: int = 100) -> list[f
     ingest.stop()
     consumer.join(60)
     return sorted(seen[k] - produced[k] for k in produced if k in seen)
+
+
+def lag(broker, dsn: str, root: Path, seconds: float, rate: int = 100) -> list[float]:
+    """Per record: seconds from produce to visible in v_ingestion_runs (production file cadence, loads every 30 s)."""
+    topic = "job-logs-lag"
+    kafka.create_topic(broker.bootstrap, topic, partitions=3)
+    warehouse = Warehouse(dsn, "lag")
+    migrate.migrate(warehouse)
+    zone = LocalLanding(root / "lag-landing")
+    config = KafkaConfig(bootstrap_servers=broker.bootstrap, topics=[Topic(name=topic, format="job_logs")],
+                         landing=str(zone.root), **kafka.FAST_GROUP)
+
+    def message(i: int) -> tuple[str, bytes]:
+        now = datetime.now(timezone.utc)
+        job = at(now.replace(minute=0, second=0, microsecond=0), now.minute, Objet_Id=5_000_000 + i)
+        return str(5_000_000 + i), json.dumps(job).encode()
+
+    def load(now: datetime) -> None:
+        hour = now.replace(minute=0, second=0, microsecond=0)
+        ingestion_load.load_window(warehouse, zone, hour - timedelta(hours=1), hour + timedelta(hours=1), ParseOptions())
+
+    return _lag_run(broker, dsn, config, warehouse, seconds, rate, message, load,
+                    "SELECT object_id FROM lag.ingestion_runs")
 
 
 TENANT = "bench"
@@ -194,8 +214,6 @@ def measure_load_rates(dsn: str, kafka_zone: LocalLanding, files_zone: LocalLand
 
 def measure_lag(broker, dsn: str, root: Path, seconds: float, rate: int = 200) -> list[float]:
     """Per measure: seconds from produce to visible in v_points (files per minute, a load every 30 s)."""
-    from confluent_kafka import Producer
-
     topic = Topic(name="measures-lag", format="measures", tenant=TENANT)
     kafka.create_topic(broker.bootstrap, topic.name, partitions=3)
     warehouse = Warehouse(dsn, "lagm")
@@ -203,46 +221,18 @@ def measure_lag(broker, dsn: str, root: Path, seconds: float, rate: int = 200) -
     zone = LocalLanding(root / "lagm-landing")
     config = KafkaConfig(bootstrap_servers=broker.bootstrap, topics=[topic], landing=str(zone.root),
                          group_id="lag-measures", **kafka.FAST_GROUP)
-    ingest = KafkaIngest(config, warehouse=warehouse)
-    consumer = threading.Thread(target=ingest.run, daemon=True)
-    consumer.start()
-    produced: dict[float, float] = {}
-    stop = threading.Event()
 
-    def producing():
-        producer = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "enable.idempotence": True})
-        i, started = 0, time.monotonic()
-        while not stop.is_set():
-            value = float(7_000_000 + i)
-            producer.produce(topic.name, json.dumps({"name": "lag_probe", "value": value}).encode())
-            produced[value] = time.time()
-            i += 1
-            producer.poll(0)
-            time.sleep(max(0.0, started + i / rate - time.monotonic()))
-        producer.flush(30)
+    def message(i: int) -> tuple[float, bytes]:
+        value = float(7_000_000 + i)
+        return value, json.dumps({"name": "lag_probe", "value": value}).encode()
 
-    producer = threading.Thread(target=producing)
-    producer.start()
-    seen: dict[float, float] = {}
-    deadline = time.monotonic() + seconds
-    while True:
-        time.sleep(30)  # the custom sensor's interval
-        now = datetime.now(timezone.utc)
+    def load(now: datetime) -> None:
         for hour in sorted({(now - timedelta(minutes=2)).replace(minute=0, second=0, microsecond=0),
                             now.replace(minute=0, second=0, microsecond=0)}):
             custom_load.load_measures(warehouse, zone, hour, hour + timedelta(hours=1), incremental=True)
-        visible = time.time()
-        with psycopg.connect(dsn) as conn:
-            for (value,) in conn.execute("SELECT value FROM lagm.v_points WHERE metric = 'lag_probe'"):
-                seen.setdefault(value, visible)
-        if time.monotonic() > deadline:
-            stop.set()
-            if len(seen) >= len(produced) or time.monotonic() > deadline + 150:
-                break
-    producer.join()
-    ingest.stop()
-    consumer.join(60)
-    return sorted(seen[k] - produced[k] for k in produced if k in seen)
+
+    return _lag_run(broker, dsn, config, warehouse, seconds, rate, message, load,
+                    "SELECT value FROM lagm.v_points WHERE metric = 'lag_probe'")
 
 
 def percentiles(lags: list[float]) -> tuple[float | None, float | None]:
