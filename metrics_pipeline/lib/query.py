@@ -1,7 +1,8 @@
 """Series, current values, history, summaries and alerts of a tenant, for the HTTP API (issue 19).
 
 Every read goes through the BI views as the key's tenant (`reads.as_tenant`: the API's reader role
-and the tenant setting of migration 0016), so no query here carries a tenant condition of its own;
+and the tenant setting of migration 0016): their tenant arms (`bi_tenant_*`, what a v_* view reads
+for a restricted login; `bi.API_VIEWS`), so no query here carries a tenant condition of its own;
 percentiles over spans no tier bucket has add up the rows' sketches through the API's sketch views
 (migration 0017), never averaging percentiles.
 
@@ -58,10 +59,10 @@ class Tier:
         return not self.width
 
 
-RAW = Tier("raw", timedelta(0), "v_points", None)
-TIERS = (RAW, Tier("5m", timedelta(minutes=5), "v_rollup_5m", "api_sketch_5m"),
-         Tier("1h", timedelta(hours=1), "v_rollup_1h", "api_sketch_1h"),
-         Tier("1d", timedelta(days=1), "v_rollup_1d", "api_sketch_1d"))
+RAW = Tier("raw", timedelta(0), "bi_tenant_points", None)
+TIERS = (RAW, Tier("5m", timedelta(minutes=5), "bi_tenant_rollup_5m", "api_sketch_5m"),
+         Tier("1h", timedelta(hours=1), "bi_tenant_rollup_1h", "api_sketch_1h"),
+         Tier("1d", timedelta(days=1), "bi_tenant_rollup_1d", "api_sketch_1d"))
 
 
 def kept(tier: Tier, retention: RetentionConfig) -> timedelta:
@@ -182,7 +183,7 @@ def series(warehouse: Warehouse, tenant: str, filters: Filters, *, limit: int = 
            cursor: str | None = None) -> Page:
     """The tenant's series matching `filters`, by series_id."""
     params: dict = {}
-    rows, next_cursor = _paged(warehouse, tenant, "v_series", f"{SERIES_COLUMNS}, first_seen", "series_id",
+    rows, next_cursor = _paged(warehouse, tenant, "bi_tenant_series", f"{SERIES_COLUMNS}, first_seen", "series_id",
                                filters.where(params), params, limit, cursor)
     return Page([{**_describe(row), "first_seen": _utc(row[6])} for row in rows], next_cursor)
 
@@ -191,7 +192,7 @@ def latest(warehouse: Warehouse, tenant: str, filters: Filters, *, limit: int = 
            cursor: str | None = None) -> Page:
     """The latest raw sample of each matching series still holding one, and its age in seconds."""
     params: dict = {}
-    rows, next_cursor = _paged(warehouse, tenant, "v_latest", f"{SERIES_COLUMNS}, ts, value, age_s", "series_id",
+    rows, next_cursor = _paged(warehouse, tenant, "bi_tenant_latest", f"{SERIES_COLUMNS}, ts, value, age_s", "series_id",
                                filters.where(params), params, limit, cursor)
     return Page([{**_describe(row), "ts": _utc(row[6]), "value": row[7], "age_s": row[8]} for row in rows],
                 next_cursor)
@@ -219,7 +220,7 @@ def alerts(warehouse: Warehouse, tenant: str, *, state: str = "firing", severity
         conditions.append(sql.SQL("(ends_at IS NULL OR ends_at >= %(since)s)"))
         params["since"] = since
     rows, next_cursor = _paged(
-        warehouse, tenant, "v_alerts",
+        warehouse, tenant, "bi_tenant_alerts",
         "alert_id, alertname, severity, state, starts_at, ends_at, duration_s, labels, summary, description, "
         "fingerprint, asset_key, partition_key, generator_url", "alert_id", conditions, params, limit, cursor,
         descending=True)
@@ -330,13 +331,14 @@ def _array(data: bytes, dtype: np.dtype, out=np.int64) -> np.ndarray:
     return np.frombuffer(data, dtype=dtype, offset=20)["value"].astype(out)
 
 
-def _elements(blobs: Sequence[bytes], wide: bool) -> np.ndarray:
-    """The elements of many array_send blobs (int4[], or int8[] when `wide`), concatenated, as int64:
-    one numpy gather for them all (a year of daily sketches of 10 series is 7,300 blobs; decoding
-    them one by one cost as much as the query). Every element is a 4-byte length and its value, so
-    every value starts on a 4-byte word: blob i's element j is at word start_i + 5 + (2 or 3) j + 1."""
+def _elements(blobs: Sequence[bytes], wide: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The elements of many array_send blobs (int4[], or int8[] when `wide`), concatenated, as int64,
+    and how many each blob holds: one numpy gather for them all (a year of daily sketches of 10
+    series is 7,300 blobs; decoding them one by one cost as much as the query). Every element is a
+    4-byte length and its value, so every value starts on a 4-byte word: blob i's element j is at
+    word start_i + 5 + (2 or 3) j + 1."""
     if not blobs:
-        return np.empty(0, dtype=np.int64)
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
     size = 12 if wide else 8
     lengths = np.fromiter(map(len, blobs), dtype=np.int64, count=len(blobs))
     counts = np.where(lengths >= 20, (lengths - 20) // size, 0)  # an empty array is a 12-byte header
@@ -346,25 +348,51 @@ def _elements(blobs: Sequence[bytes], wide: bool) -> np.ndarray:
     before = np.cumsum(counts) - counts  # elements in the blobs before
     at = np.arange(int(counts.sum())) * (size // 4) + np.repeat(firsts - before * (size // 4), counts)
     if not wide:
-        return np.frombuffer(b"".join(blobs), dtype=">i4")[at].astype(np.int64)
+        return np.frombuffer(b"".join(blobs), dtype=">i4")[at].astype(np.int64), counts
     words = np.frombuffer(b"".join(blobs), dtype=">u4")
     high, low = words[at], words[at + 1].astype(np.int64)
-    return (high.astype(np.int64) << 32) | low if high.any() else low
+    return ((high.astype(np.int64) << 32) | low if high.any() else low), counts
 
 
-def _rank_key(keys: np.ndarray, counts: np.ndarray, percent: int) -> int:
-    """The bin holding the sample of rank floor(q (n - 1)) of the bins' samples: the first bin whose
-    running count passes q (n - 1), in integers (100 count > p (n - 1)). Bins are added by offset
-    (the keys of a series of one sign span a few thousand values: a bincount, not a sort)."""
+#: Cells (groups x bins) of one pass of `_rank_keys`: 32 MB of float64 at most.
+_RANK_CELLS = 1 << 22
+
+
+def _rank_keys(groups: np.ndarray, n_groups: int, keys: np.ndarray, counts: np.ndarray,
+               percents: Sequence[int], cells: int = _RANK_CELLS) -> np.ndarray:
+    """For each of `n_groups` groups of sketch bins (element i: bin `keys[i]` holding `counts[i]`
+    samples, of group `groups[i]`), the bin holding the sample of rank floor(q (n - 1)) of the
+    group's samples, per percent: the first bin whose running count passes q (n - 1), in integers
+    (100 count > p (n - 1)). Shape (n_groups, len(percents)); -1 for a group without samples.
+
+    Every group at once: bins are added up by a bincount over (group, bin offset) and run through
+    one cumulative sum per row, no sort and no Python loop per group (a week at 6 h merges 29 groups;
+    a loop of numpy calls per group cost more than the query). The keys of a series of one sign
+    span a few thousand bins; keys on both sides of +-1,000,000 are first renumbered."""
+    out = np.full((n_groups, len(percents)), -1, dtype=np.int64)
+    if not len(keys):
+        return out
     low = int(keys.min())
     if int(keys.max()) - low < 1 << 16:
-        bins, totals = None, np.bincount(keys - low, weights=counts)
-    else:  # negative and positive values: keys on both sides of +-1,000,000
-        bins, where = np.unique(keys, return_inverse=True)
-        totals = np.bincount(where, weights=counts)
-    cumulative = np.cumsum(totals.astype(np.int64))
-    index = int(np.argmax(cumulative * 100 > percent * (int(cumulative[-1]) - 1)))
-    return low + index if bins is None else int(bins[index])
+        bins, index = None, keys - low
+    else:
+        bins, index = np.unique(keys, return_inverse=True)
+    span = int(index.max()) + 1
+    if len(groups) > 1 and np.any(groups[1:] < groups[:-1]):
+        order = np.argsort(groups, kind="stable")
+        groups, index, counts = groups[order], index[order], counts[order]
+    step = max(1, cells // span)
+    for first in range(0, n_groups, step):
+        last = min(n_groups, first + step)
+        a, b = np.searchsorted(groups, [first, last])
+        cells = np.bincount((groups[a:b] - first) * span + index[a:b], weights=counts[a:b],
+                            minlength=(last - first) * span).reshape(last - first, span)
+        cumulative = np.cumsum(cells, axis=1)  # float64: exact for counts below 2**53
+        n = cumulative[:, -1:]
+        for j, percent in enumerate(percents):
+            at = np.argmax(cumulative * 100 > percent * (n - 1), axis=1)
+            out[first:last, j] = np.where(n[:, 0] > 0, at + low if bins is None else bins[at], -1)
+    return out
 
 
 def _merged(conn, schema: str, tier: Tier, statistics: Sequence[str],
@@ -378,20 +406,26 @@ def _merged(conn, schema: str, tier: Tier, statistics: Sequence[str],
              "sketches": sql.Identifier(tier.sketches)}
     extremes = {(r[0], r[1]): (r[2], r[3]) for r in cursor.execute(sql.SQL(_MERGE_EXTREMES).format(**names), params)}
     rows = cursor.execute(sql.SQL(_MERGE_SKETCHES).format(**names), params).fetchall()
+    if not rows:
+        return {}
+    # rows come ordered by (series, step): a group per run of equal (series, step)
+    names_of = [r[:2] for r in rows]
+    starts = [0] + [i for i in range(1, len(rows)) if names_of[i] != names_of[i - 1]]
+    row_group = np.zeros(len(rows), dtype=np.int64)
+    row_group[starts[1:]] = 1
+    row_group = np.cumsum(row_group)
+    keys, sizes = _elements([r[2] for r in rows], wide=False)
+    counts, _ = _elements([r[3] for r in rows], wide=True)
+    percents = [int(statistic[1:]) for statistic in statistics]
+    ranked = _rank_keys(np.repeat(row_group, sizes), len(starts), keys, counts, percents)
     out: dict[tuple[int, datetime], dict] = {}
-    first = 0
-    while first < len(rows):
-        key, last = rows[first][:2], first
-        while last < len(rows) and rows[last][:2] == key:
-            last += 1
-        chunk, first = rows[first:last], last
+    for group, first in enumerate(starts):
+        key = names_of[first]
         if key not in extremes:  # a sketch without its row: a refresh in between the two reads
             continue
-        keys = _elements([r[2] for r in chunk], wide=False)
-        counts = _elements([r[3] for r in chunk], wide=True)
         low, high = extremes[key]
-        out[key] = {statistic: max(low, min(high, sketch_value(_rank_key(keys, counts, int(statistic[1:])))))
-                    for statistic in statistics}
+        out[key] = {statistic: max(low, min(high, sketch_value(int(ranked[group, j]))))
+                    if ranked[group, j] >= 0 else None for j, statistic in enumerate(statistics)}
     return out
 
 
@@ -465,7 +499,7 @@ def _points(conn, schema: str, tier: Tier, statistic: str, ids: list[int], start
 
 def _matching(conn, schema: str, filters: Filters, what: str) -> list[tuple]:
     params: dict = {"cap": MAX_SERIES + 1}
-    query = sql.SQL("SELECT {columns} FROM {schema}.v_series WHERE {where} ORDER BY series_id LIMIT %(cap)s").format(
+    query = sql.SQL("SELECT {columns} FROM {schema}.bi_tenant_series WHERE {where} ORDER BY series_id LIMIT %(cap)s").format(
         columns=sql.SQL(SERIES_COLUMNS), schema=sql.Identifier(schema), where=_where(filters.where(params)))
     rows = conn.execute(query, params).fetchall()
     if len(rows) > MAX_SERIES:
@@ -575,18 +609,24 @@ _FLOAT8S = np.dtype([("length", ">i4"), ("value", ">f8")])
 _SUMMARY_RAW = """
 SELECT series_id, count(*), sum(value), min(value), max(value), max(ts),
        (array_agg(value ORDER BY ts DESC))[1], array_send(array_agg(value))
-FROM {schema}.v_points
+FROM {schema}.bi_tenant_points
 WHERE series_id = ANY(%(ids)s) AND ({spans})
 GROUP BY series_id
 """
 
-# A tier's rows add up in the server; their sketches come separately, by series (joining the two
-# barrier views hashed every sketch of the span's buckets, of every series: 3x slower).
+# The rollup tiers' rows of the pieces add up in the server, every tier in one statement (an arm per
+# tier); their sketches come in a second one, by series (joining the two barrier views hashed every
+# sketch of the span's buckets, of every series: 3x slower).
+_SUMMARY_ROWS_ARM = """
+SELECT series_id, samples, sum, min, max, bucket_start, last
+FROM {schema}.{view}
+WHERE series_id = ANY(%(ids)s) AND ({spans})
+"""
+
 _SUMMARY_ROWS = """
 SELECT series_id, sum(samples), sum(sum), min(min), max(max), max(bucket_start),
        (array_agg(last ORDER BY bucket_start DESC))[1]
-FROM {schema}.{view}
-WHERE series_id = ANY(%(ids)s) AND ({spans})
+FROM ({arms}) r
 GROUP BY series_id
 """
 
@@ -599,7 +639,7 @@ WHERE series_id = ANY(%(ids)s) AND ({spans})
 
 @dataclass
 class _Summary:
-    """What a series' pieces add up to; the percentile from all their bins (raw values binned alike)."""
+    """What a series' pieces add up to (its p95 comes from every series' bins at once: `_summarise`)."""
 
     count: int = 0
     total: float = 0.0
@@ -607,8 +647,6 @@ class _Summary:
     high: float = -math.inf
     last_at: datetime | None = None
     last: float | None = None
-    keys: list = field(default_factory=list)
-    counts: list = field(default_factory=list)
     raw: list = field(default_factory=list)  # raw values, for an exact answer when every piece is raw
 
     def add(self, count, total, low, high, at, last) -> None:
@@ -618,14 +656,13 @@ class _Summary:
         if self.last_at is None or at > self.last_at:
             self.last_at, self.last = at, last
 
-    def result(self, only_raw: bool) -> dict:
+    def result(self, only_raw: bool, p95_key: int) -> dict:
         if not self.count:
             return {"count": 0, "min": None, "avg": None, "max": None, "p95": None, "last": None}
         if only_raw:  # exact: the sample of rank floor(0.95 (n - 1))
             p95 = float(np.quantile(np.concatenate(self.raw), 0.95, method="lower"))
-        else:
-            p95 = max(self.low, min(self.high, sketch_value(_rank_key(np.concatenate(self.keys),
-                                                                       np.concatenate(self.counts), 95))))
+        else:  # the bin of that rank, clamped into the exact [min, max]
+            p95 = max(self.low, min(self.high, sketch_value(p95_key))) if p95_key >= 0 else None
         return {"count": self.count, "min": self.low, "avg": self.total / self.count, "max": self.high,
                 "p95": p95, "last": self.last}
 
@@ -661,48 +698,53 @@ def month_spans(pieces: list[tuple[Tier, datetime, datetime]]) -> tuple[list[tup
 
 
 def _summarise(conn, schema: str, pieces: list[tuple[Tier, datetime, datetime]], ids: list[int]) -> dict[int, dict]:
-    """Per series, SUMMARY_STATISTICS over the pieces: one statement per tier used."""
+    """Per series, SUMMARY_STATISTICS over the pieces: raw points in one statement, every rollup
+    tier's rows in one and their sketches in one; the p95 of every series from their bins at once."""
     acc = {series_id: _Summary() for series_id in ids}
+    slot = {series_id: i for i, series_id in enumerate(ids)}
     cursor = conn.cursor(binary=True)
-    for tier in TIERS:
+    name = sql.Identifier(schema)
+    keys, counts, groups = [], [], []  # every piece's bins, raw values binned alike
+    raw = [p for p in pieces if p[0].raw]
+    if raw:
+        params: dict = {"ids": ids}
+        query = sql.SQL(_SUMMARY_RAW).format(schema=name, spans=_spans("ts", raw, params, "p"))
+        for series_id, count, total, low, high, at, last, values in cursor.execute(query, params).fetchall():
+            values = _array(values, _FLOAT8S, np.float64)
+            acc[series_id].add(count, total, low, high, at, last)
+            acc[series_id].raw.append(values)
+            keys.append(sketch_keys(values))
+            counts.append(np.ones(len(values), dtype=np.int64))
+            groups.append(np.full(len(values), slot[series_id], dtype=np.int64))
+    params = {"ids": ids}
+    rows, sketches = [], []
+    for tier in TIERS[1:]:
         mine = [p for p in pieces if p[0] is tier]
         if not mine:
             continue
-        params: dict = {"ids": ids}
-        if tier.raw:
-            query = sql.SQL(_SUMMARY_RAW).format(schema=sql.Identifier(schema), spans=_spans("ts", mine, params, "p"))
-            for series_id, count, total, low, high, at, last, values in cursor.execute(query, params).fetchall():
-                values = _array(values, _FLOAT8S, np.float64)
-                summary = acc[series_id]
-                summary.add(count, total, low, high, at, last)
-                summary.raw.append(values)
-                summary.keys.append(sketch_keys(values))
-                summary.counts.append(np.ones(len(values), dtype=np.int64))
-            continue
-        rows = sql.SQL(_SUMMARY_ROWS).format(schema=sql.Identifier(schema), view=sql.Identifier(tier.view),
-                                             spans=_spans("bucket_start", mine, params, "r"))
-        for series_id, count, total, low, high, at, last in cursor.execute(rows, params).fetchall():
+        rows.append(sql.SQL(_SUMMARY_ROWS_ARM).format(schema=name, view=sql.Identifier(tier.view),
+                                                      spans=_spans("bucket_start", mine, params, f"r{tier.name}_")))
+        # whole UTC months of daily pieces read the month's sketch (migration 0028): the same bins added up
+        spans = list(zip(("api_sketch_1d", "api_sketch_1mo"), month_spans(mine))) if tier.name == "1d" \
+            else [(tier.sketches, mine)]
+        sketches += [sql.SQL(_SUMMARY_SKETCHES).format(schema=name, sketches=sql.Identifier(view),
+                                                       spans=_spans("bucket", mine_, params, f"k{view}_"))
+                     for view, mine_ in spans if mine_]
+    if rows:
+        query = sql.SQL(_SUMMARY_ROWS).format(arms=sql.SQL(" UNION ALL ").join(rows))
+        for series_id, count, total, low, high, at, last in cursor.execute(query, params).fetchall():
             acc[series_id].add(count, total, low, high, at, last)
-        if tier.name == "1d":  # whole UTC months read the month's sketch (migration 0028): the same bins added up
-            days, months = month_spans(mine)
-            arms = [sql.SQL(_SUMMARY_SKETCHES).format(schema=sql.Identifier(schema), sketches=sql.Identifier(view),
-                                                      spans=_spans("bucket", spans, params, prefix))
-                    for view, spans, prefix in (("api_sketch_1d", days, "k"), ("api_sketch_1mo", months, "m")) if spans]
-            sketches = sql.SQL(" UNION ALL ").join(arms)
-        else:
-            sketches = sql.SQL(_SUMMARY_SKETCHES).format(schema=sql.Identifier(schema),
-                                                         sketches=sql.Identifier(tier.sketches),
-                                                         spans=_spans("bucket", mine, params, "k"))
-        blobs: dict[int, tuple[list, list]] = {}
-        for series_id, keys, counts in cursor.execute(sketches, params).fetchall():
-            mine_k, mine_c = blobs.setdefault(series_id, ([], []))
-            mine_k.append(keys)
-            mine_c.append(counts)
-        for series_id, (keys, counts) in blobs.items():
-            acc[series_id].keys.append(_elements(keys, wide=False))
-            acc[series_id].counts.append(_elements(counts, wide=True))
+        found = cursor.execute(sql.SQL(" UNION ALL ").join(sketches), params).fetchall()
+        if found:
+            found_keys, sizes = _elements([r[1] for r in found], wide=False)
+            found_counts, _ = _elements([r[2] for r in found], wide=True)
+            keys.append(found_keys)
+            counts.append(found_counts)
+            groups.append(np.repeat(np.fromiter((slot[r[0]] for r in found), dtype=np.int64, count=len(found)), sizes))
+    p95 = _rank_keys(np.concatenate(groups), len(ids), np.concatenate(keys), np.concatenate(counts), [95])[:, 0] \
+        if keys else np.full(len(ids), -1)
     only_raw = all(p[0].raw for p in pieces)
-    return {series_id: summary.result(only_raw) for series_id, summary in acc.items()}
+    return {series_id: acc[series_id].result(only_raw, int(p95[slot[series_id]])) for series_id in ids}
 
 
 def summary(warehouse: Warehouse, tenant: str, filters: Filters, *, start: datetime, end: datetime, now: datetime,
@@ -741,7 +783,7 @@ FROM {schema}.api_health_1d WHERE series_id = ANY(%(ids)s) AND ({spans})"""
 _HEALTH_HOURS = """
 SELECT series_id, CASE WHEN expected IS NOT NULL THEN received END, expected, warning_threshold,
        critical_threshold, above_warning_s, above_critical_s, 1
-FROM {schema}.v_series_health_hourly WHERE series_id = ANY(%(ids)s) AND ({spans})"""
+FROM {schema}.bi_tenant_series_health_hourly WHERE series_id = ANY(%(ids)s) AND ({spans})"""
 
 
 def health_spans(pieces: list[tuple[Tier, datetime, datetime]]) -> tuple[list[tuple], list[tuple]]:

@@ -386,8 +386,43 @@ def test_sketch_arrays_decode_in_one_gather_exactly_as_postgresql_sent_them(read
         cursor = conn.cursor(binary=True)
         blobs = [cursor.execute("SELECT array_send(%s::integer[])", (a,)).fetchone()[0] for a in arrays]
         wide_blobs = [cursor.execute("SELECT array_send(%s::bigint[])", (a,)).fetchone()[0] for a in wide]
-    assert query._elements(blobs, wide=False).tolist() == [v for a in arrays for v in a]
-    assert query._elements(wide_blobs, wide=True).tolist() == [v for a in wide for v in a]
+    values, sizes = query._elements(blobs, wide=False)
+    assert values.tolist() == [v for a in arrays for v in a] and sizes.tolist() == [len(a) for a in arrays]
+    values, sizes = query._elements(wide_blobs, wide=True)
+    assert values.tolist() == [v for a in wide for v in a] and sizes.tolist() == [len(a) for a in wide]
+
+
+def _rank_key_naive(bins: dict[int, int], percent: int) -> int:
+    """The bin of the sample of rank floor(q (n - 1)), walking the bins in order (no numpy)."""
+    n, running = sum(bins.values()), 0
+    for key in sorted(bins):
+        running += bins[key]
+        if running * 100 > percent * (n - 1):
+            return key
+    raise AssertionError("unreachable")
+
+
+@given(rows=st.lists(st.tuples(st.integers(0, 5),
+                               st.lists(st.tuples(st.one_of(st.integers(999_000, 1_001_000),
+                                                            st.integers(-1_001_000, -999_000), st.just(0)),
+                                                  st.integers(1, 10**12)), max_size=12)), max_size=25),
+       percents=st.lists(st.integers(0, 100), min_size=1, max_size=3), cells=st.sampled_from([1 << 22, 7]))
+@settings(max_examples=150, deadline=None)
+def test_every_groups_percentile_bin_is_the_one_a_walk_through_its_bins_finds(rows, percents, cells):
+    """`_rank_keys` ranks all groups at once (rows of a group in any order, repeated bins, groups
+    without samples, keys of both signs, passes of a few groups when bins are many) as a walk
+    through each group's bins in order does."""
+    groups = np.array([g for g, bins in rows for _ in bins], dtype=np.int64)
+    keys = np.array([k for _, bins in rows for k, _ in bins], dtype=np.int64)
+    counts = np.array([c for _, bins in rows for _, c in bins], dtype=np.int64)
+    ranked = query._rank_keys(groups, 6, keys, counts, percents, cells)
+    for group in range(6):
+        bins: dict[int, int] = {}
+        for g, pairs in rows:
+            for k, c in pairs:
+                if g == group:
+                    bins[k] = bins.get(k, 0) + c
+        assert ranked[group].tolist() == [_rank_key_naive(bins, p) if bins else -1 for p in percents]
 
 
 def test_history_points_are_the_servers_json_spliced_and_read_as_lists():

@@ -86,8 +86,20 @@ def test_no_bi_login_can_borrow_the_apis_tenant_setting_or_role(api):
             with admin.transaction():
                 admin.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(bi.api_reader("metrics"))))
                 assert admin.execute("SELECT count(*) FROM metrics.v_points").fetchone()[0] == 0  # no tenant: nothing
+                for view in bi.API_VIEWS:  # the views the API reads instead of v_*: none reads a row without a tenant
+                    assert admin.execute(f"SELECT count(*) FROM metrics.{view}").fetchone()[0] == 0, view
                 admin.execute("SELECT set_config('metrics_pipeline.tenant', 'acme', true)")
                 assert {t for (t,) in admin.execute("SELECT DISTINCT tenant FROM metrics.v_points")} == {"acme"}
+                read = {view: [r[0] for r in admin.execute(  # and with one, that tenant's rows only (below)
+                    f"SELECT DISTINCT {'tenant' if view == 'bi_tenant_alerts' else 'series_id'} FROM metrics.{view}")]
+                        for view in bi.API_VIEWS}
+                assert read["bi_tenant_series"] and read["bi_tenant_points"]
+            for view, found in read.items():
+                tenants = set(found) if view == "bi_tenant_alerts" else {t for (t,) in admin.execute(
+                    "SELECT DISTINCT tenant FROM metrics.series WHERE series_id = ANY(%s)", (found,))}
+                assert tenants <= {"acme"}, view
+            with admin.transaction():
+                admin.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(bi.api_reader("metrics"))))
                 with pytest.raises(errors.InsufficientPrivilege):
                     admin.execute("SELECT count(*) FROM metrics.points")
     finally:
