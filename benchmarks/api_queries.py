@@ -236,6 +236,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
     parser.add_argument("--no-write", action="store_true", help="do not write to docs/benchmarks.md")
     parser.add_argument("--built", metavar="DSN", help="a database this benchmark built before (kept, not rebuilt)")
+    parser.add_argument("--sketch-cache-mb", type=int, default=64,
+                        help="the API's sketch cache per worker (config/api.yaml sketch_cache_mb; 0: every read cold)")
     args = parser.parse_args()
     idle = "/".join(f"{x:.1f}" for x in os.getloadavg())  # before this run adds its own load
 
@@ -257,7 +259,7 @@ def main() -> None:
         token = api_keys.create_key(warehouse, TENANT, ["read"]).token
         # The key's request rate (default 200/s) is raised: this measures the reads, not the limiter.
         proc, url = start_api(dsn, Path(tmp) / "landing", Path(tmp), args.workers,
-                              {"rate_limit": {"requests_per_second": 100_000}})
+                              {"rate_limit": {"requests_per_second": 100_000}, "sketch_cache_mb": args.sketch_cache_mb})
         try:
             rows = []
             for request in REQUESTS:
@@ -294,7 +296,8 @@ def main() -> None:
         replace_section("api_queries", f"Last run ({datetime.now().date()}, load average before the run {idle} on "
                         f"{os.cpu_count()} cores: other work shared the machine if it was above ~0.5; "
                         f"{args.clients} concurrent clients, "
-                        f"{args.seconds:g} s per endpoint, `metrics-pipeline api --workers {args.workers}`, tenant "
+                        f"{args.seconds:g} s per endpoint, `metrics-pipeline api --workers {args.workers}`, "
+                        f"sketch cache {args.sketch_cache_mb} MiB a worker, tenant "
                         f"`{TENANT}`; {data}; p50/p95 end to end over HTTP; the library column is the same requests "
                         f"through lib/query.py in-process, one at a time):\n\n{text}")
         append_result("api queries", data,

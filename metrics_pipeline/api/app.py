@@ -36,6 +36,7 @@ from metrics_pipeline.api import metrics as prometheus_metrics
 from metrics_pipeline.api import query as query_routes
 from metrics_pipeline.api.errors import Refusal
 from metrics_pipeline.api.ratelimit import TokenBuckets, retry_after
+from metrics_pipeline.lib import query
 from metrics_pipeline.lib.api_keys import KeyRing, Principal
 from metrics_pipeline.lib.custom import reads
 from metrics_pipeline.lib.custom.config import ApiConfig
@@ -219,6 +220,7 @@ def create_app(*, config: ApiConfig, keys: KeyRing, writer: PushWriter, reader: 
         return read(request, reads.events, name, limit, cursor)
 
     retention = retention or load_retention()
+    query.SKETCHES.budget_bytes = config.sketch_cache_mb << 20
     query_routes.register(app, authenticate=authenticate, reader=reader, clock=clock, retention=lambda: retention)
 
     health_cache: dict[str, tuple[float, str | None]] = {}

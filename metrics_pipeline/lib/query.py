@@ -17,6 +17,9 @@ import base64
 import binascii
 import math
 import re
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -60,9 +63,9 @@ class Tier:
 
 
 RAW = Tier("raw", timedelta(0), "bi_tenant_points", None)
-TIERS = (RAW, Tier("5m", timedelta(minutes=5), "bi_tenant_rollup_5m", "api_sketch_5m"),
-         Tier("1h", timedelta(hours=1), "bi_tenant_rollup_1h", "api_sketch_1h"),
-         Tier("1d", timedelta(days=1), "bi_tenant_rollup_1d", "api_sketch_1d"))
+TIERS = (RAW, Tier("5m", timedelta(minutes=5), "api_rollup_5m", "api_sketch_5m"),
+         Tier("1h", timedelta(hours=1), "api_rollup_1h", "api_sketch_1h"),
+         Tier("1d", timedelta(days=1), "api_rollup_1d", "api_sketch_1d"))
 
 
 def kept(tier: Tier, retention: RetentionConfig) -> timedelta:
@@ -615,26 +618,109 @@ GROUP BY series_id
 """
 
 # The rollup tiers' rows of the pieces add up in the server, every tier in one statement (an arm per
-# tier); their sketches come in a second one, by series (joining the two barrier views hashed every
-# sketch of the span's buckets, of every series: 3x slower).
+# tier), with each row's bucket and version: which sketches the summary needs, and whether the
+# cache holds them as they are now.
 _SUMMARY_ROWS_ARM = """
-SELECT series_id, samples, sum, min, max, bucket_start, last
+SELECT series_id, samples, sum, min, max, bucket_start, last, version, {tier} AS tier
 FROM {schema}.{view}
 WHERE series_id = ANY(%(ids)s) AND ({spans})
 """
 
 _SUMMARY_ROWS = """
 SELECT series_id, sum(samples), sum(sum), min(min), max(max), max(bucket_start),
-       (array_agg(last ORDER BY bucket_start DESC))[1]
+       (array_agg(last ORDER BY bucket_start DESC))[1],
+       array_agg(tier), array_agg(extract(epoch FROM bucket_start)::bigint), array_agg(version)
 FROM ({arms}) r
 GROUP BY series_id
 """
 
+# The sketches the cache lacks: of the listed series, in the runs of buckets it lacks (`_runs`; a
+# superset where series lack different buckets: what was not asked for is left), by the
+# (series_id, bucket) index; and the whole months' sketches.
 _SUMMARY_SKETCHES = """
-SELECT series_id, array_send(sketch_keys), array_send(sketch_counts)
+SELECT {tier}, series_id, extract(epoch FROM bucket)::bigint, array_send(sketch_keys), array_send(sketch_counts)
 FROM {schema}.{sketches}
+WHERE series_id = ANY(%({series})s) AND ({spans})
+"""
+
+
+def _runs(epochs: set[int], width: int, most: int = 16) -> list[tuple[datetime, datetime]]:
+    """Buckets (epoch seconds, `width` apart) as [start, end) runs of consecutive ones; past `most`
+    runs, one run from the first to the last (a few more rows read, a shorter statement)."""
+    runs: list[list[int]] = []
+    for epoch in sorted(epochs):
+        if runs and epoch - runs[-1][1] <= width:
+            runs[-1][1] = epoch
+        else:
+            runs.append([epoch, epoch])
+    if len(runs) > most:
+        runs = [[runs[0][0], runs[-1][1]]]
+    return [(datetime.fromtimestamp(a, timezone.utc), datetime.fromtimestamp(b + 1, timezone.utc)) for a, b in runs]
+
+
+_MONTH_SKETCHES = """
+SELECT -1, series_id, extract(epoch FROM bucket)::bigint, array_send(sketch_keys), array_send(sketch_counts)
+FROM {schema}.api_sketch_1mo
 WHERE series_id = ANY(%(ids)s) AND ({spans})
 """
+
+
+class SketchCache:
+    """The decoded sketches of the rollup rows this process has read, each valid for its row's version.
+
+    A summary adds up the sketches of every rollup row of its span (a week of 10 series: ~300
+    sketches, ~20,000 bins); sending and decoding them was half of its cost, and a dashboard asks
+    for the same closed hours again at every refresh. A tier's sketch is written only with its row,
+    by the same statement (migration 0030), so a sketch is still what the cache holds while its
+    row's version (xmin) is the one it was read at: the rows statement returns the versions, and
+    only the sketches whose version changed, or that the cache lacks, are read again. Entries are
+    kept at most `ttl_s` (xmin wraps after 4 billion transactions) and within `budget_bytes`, the
+    least recently used going first. Keyed by database and schema: one process may read several.
+    Thread-safe (the API's reads run in a thread pool)."""
+
+    def __init__(self, budget_bytes: int = 64 << 20, ttl_s: float = 600.0):
+        self.budget_bytes, self.ttl_s = budget_bytes, ttl_s
+        self._items: OrderedDict = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple, version: int) -> tuple[np.ndarray, np.ndarray] | None:
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                return None
+            if item[0] != version or time.monotonic() - item[1] > self.ttl_s:
+                self._drop(key)
+                return None
+            self._items.move_to_end(key)
+            return item[2], item[3]
+
+    def put(self, key: tuple, version: int, keys: np.ndarray, counts: np.ndarray) -> None:
+        size = keys.nbytes + counts.nbytes + 256
+        if size > self.budget_bytes:
+            return
+        with self._lock:
+            if key in self._items:
+                self._drop(key)
+            self._items[key] = (version, time.monotonic(), keys, counts, size)
+            self._bytes += size
+            while self._bytes > self.budget_bytes:
+                self._drop(next(iter(self._items)))
+
+    def _drop(self, key: tuple) -> None:
+        self._bytes -= self._items.pop(key)[4]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+#: The process's sketch cache (`SketchCache`); `budget_bytes = 0` turns it off.
+SKETCHES = SketchCache()
 
 
 @dataclass
@@ -697,9 +783,11 @@ def month_spans(pieces: list[tuple[Tier, datetime, datetime]]) -> tuple[list[tup
     return days, months
 
 
-def _summarise(conn, schema: str, pieces: list[tuple[Tier, datetime, datetime]], ids: list[int]) -> dict[int, dict]:
+def _summarise(conn, schema: str, pieces: list[tuple[Tier, datetime, datetime]], ids: list[int],
+               database: str = "") -> dict[int, dict]:
     """Per series, SUMMARY_STATISTICS over the pieces: raw points in one statement, every rollup
-    tier's rows in one and their sketches in one; the p95 of every series from their bins at once."""
+    tier's rows in one and the sketches the cache (`SKETCHES`) lacks in one; the p95 of every series
+    from their bins at once."""
     acc = {series_id: _Summary() for series_id in ids}
     slot = {series_id: i for i, series_id in enumerate(ids)}
     cursor = conn.cursor(binary=True)
@@ -716,31 +804,62 @@ def _summarise(conn, schema: str, pieces: list[tuple[Tier, datetime, datetime]],
             keys.append(sketch_keys(values))
             counts.append(np.ones(len(values), dtype=np.int64))
             groups.append(np.full(len(values), slot[series_id], dtype=np.int64))
-    params = {"ids": ids}
-    rows, sketches = [], []
-    for tier in TIERS[1:]:
-        mine = [p for p in pieces if p[0] is tier]
-        if not mine:
-            continue
-        rows.append(sql.SQL(_SUMMARY_ROWS_ARM).format(schema=name, view=sql.Identifier(tier.view),
-                                                      spans=_spans("bucket_start", mine, params, f"r{tier.name}_")))
+    tiers = [tier for tier in TIERS[1:] if any(p[0] is tier for p in pieces)]
+    if tiers:
+        params = {"ids": ids}
+        arms = [sql.SQL(_SUMMARY_ROWS_ARM).format(
+            schema=name, view=sql.Identifier(tier.view), tier=sql.Literal(TIERS.index(tier)),
+            spans=_spans("bucket_start", [p for p in pieces if p[0] is tier], params, f"r{tier.name}_"))
+            for tier in tiers]
         # whole UTC months of daily pieces read the month's sketch (migration 0028): the same bins added up
-        spans = list(zip(("api_sketch_1d", "api_sketch_1mo"), month_spans(mine))) if tier.name == "1d" \
-            else [(tier.sketches, mine)]
-        sketches += [sql.SQL(_SUMMARY_SKETCHES).format(schema=name, sketches=sql.Identifier(view),
-                                                       spans=_spans("bucket", mine_, params, f"k{view}_"))
-                     for view, mine_ in spans if mine_]
-    if rows:
-        query = sql.SQL(_SUMMARY_ROWS).format(arms=sql.SQL(" UNION ALL ").join(rows))
-        for series_id, count, total, low, high, at, last in cursor.execute(query, params).fetchall():
+        _, months = month_spans([p for p in pieces if p[0].name == "1d"])
+        in_months = [(int(a.timestamp()), int(b.timestamp())) for _, a, b in months]
+        found: list[tuple] = []  # (slot, keys, counts) of every sketch the summary adds up
+        missing: dict[tuple, int] = {}  # cache key -> the row's version
+        where = (database, schema)
+        query = sql.SQL(_SUMMARY_ROWS).format(arms=sql.SQL(" UNION ALL ").join(arms))
+        for series_id, count, total, low, high, at, last, row_tiers, epochs, versions in \
+                cursor.execute(query, params).fetchall():
             acc[series_id].add(count, total, low, high, at, last)
-        found = cursor.execute(sql.SQL(" UNION ALL ").join(sketches), params).fetchall()
+            for tier, epoch, version in zip(row_tiers, epochs, versions):
+                if TIERS[tier].name == "1d" and any(a <= epoch < b for a, b in in_months):
+                    continue
+                key = (where, tier, series_id, epoch)
+                hit = SKETCHES.get(key, version)
+                if hit is None:
+                    missing[key] = version
+                else:
+                    found.append((slot[series_id], *hit))
+        reads = []
+        for tier in tiers:
+            wanted = [key for key in missing if key[1] == TIERS.index(tier)]
+            if wanted:
+                params[f"s{tier.name}"] = sorted({key[2] for key in wanted})
+                runs = [(None, a, b) for a, b in _runs({key[3] for key in wanted}, int(tier.width.total_seconds()))]
+                reads.append(sql.SQL(_SUMMARY_SKETCHES).format(
+                    schema=name, sketches=sql.Identifier(tier.sketches), tier=sql.Literal(TIERS.index(tier)),
+                    series=sql.SQL(f"s{tier.name}"), spans=_spans("bucket", runs, params, f"b{tier.name}_")))
+        if months:
+            reads.append(sql.SQL(_MONTH_SKETCHES).format(schema=name, spans=_spans("bucket", months, params, "m")))
+        if reads:
+            rows = cursor.execute(sql.SQL(" UNION ALL ").join(reads), params).fetchall()
+            read_keys, sizes = _elements([r[3] for r in rows], wide=False)
+            read_counts, _ = _elements([r[4] for r in rows], wide=True)
+            cuts = np.cumsum(sizes)[:-1]
+            for (tier, series_id, epoch, _, _), k, n in zip(rows, np.split(read_keys, cuts), np.split(read_counts, cuts)):
+                key = (where, tier, series_id, epoch)
+                if tier >= 0:
+                    if key not in missing:
+                        continue  # another series' bucket of the superset
+                    SKETCHES.put(key, missing.pop(key), k.copy(), n.copy())
+                found.append((slot[series_id], k, n))
+            for key, version in missing.items():  # a row without a sketch: none, until its row changes
+                SKETCHES.put(key, version, np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64))
         if found:
-            found_keys, sizes = _elements([r[1] for r in found], wide=False)
-            found_counts, _ = _elements([r[2] for r in found], wide=True)
-            keys.append(found_keys)
-            counts.append(found_counts)
-            groups.append(np.repeat(np.fromiter((slot[r[0]] for r in found), dtype=np.int64, count=len(found)), sizes))
+            keys += [f[1] for f in found]
+            counts += [f[2] for f in found]
+            groups.append(np.repeat(np.fromiter((f[0] for f in found), dtype=np.int64, count=len(found)),
+                                    [len(f[1]) for f in found]))
     p95 = _rank_keys(np.concatenate(groups), len(ids), np.concatenate(keys), np.concatenate(counts), [95])[:, 0] \
         if keys else np.full(len(ids), -1)
     only_raw = all(p[0].raw for p in pieces)
@@ -759,7 +878,7 @@ def summary(warehouse: Warehouse, tenant: str, filters: Filters, *, start: datet
     with as_tenant(warehouse, tenant) as conn:
         found = _matching(conn, warehouse.schema, filters, "summary")
         ids = [r[0] for r in found]
-        stats = _summarise(conn, warehouse.schema, pieces, ids) if ids else {}
+        stats = _summarise(conn, warehouse.schema, pieces, ids, warehouse.dsn) if ids else {}
         health = _health(conn, warehouse.schema, pieces, ids) if ids else {}
     out = []
     for row in found:

@@ -445,3 +445,69 @@ def test_an_answer_read_in_several_statements_sees_one_snapshot(reader):
         assert conn.execute(count).fetchone()[0] == 0
     with as_tenant(warehouse, "cyberdyne") as conn:
         assert conn.execute(count).fetchone()[0] == 1
+
+
+def test_the_sketch_cache_keeps_an_entry_for_its_version_within_its_budget_and_age():
+    cache = query.SketchCache(budget_bytes=3 * (16 + 16 + 256), ttl_s=3600)
+    k, n = np.array([1, 2]), np.array([5, 6])
+    for i in range(3):
+        cache.put(("db", 1, i, 0), 10, k, n)
+    assert cache.get(("db", 1, 0, 0), 11) is None  # the row changed: dropped
+    assert cache.get(("db", 1, 1, 0), 10)[0].tolist() == [1, 2]  # used: now the most recent
+    cache.put(("db", 1, 3, 0), 10, k, n)
+    cache.put(("db", 1, 4, 0), 10, k, n)  # over budget: the least recently used (2) goes
+    assert cache.get(("db", 1, 2, 0), 10) is None and cache.get(("db", 1, 1, 0), 10) is not None
+    assert len(cache) == 3
+    old = query.SketchCache(ttl_s=0.0)
+    old.put(("db", 1, 0, 0), 10, k, n)
+    assert old.get(("db", 1, 0, 0), 10) is None  # too old
+    off = query.SketchCache(budget_bytes=0)
+    off.put(("db", 1, 0, 0), 10, k, n)
+    assert len(off) == 0
+
+
+def test_summaries_from_cached_sketches_equal_fresh_ones_after_their_rows_are_rewritten(reader):
+    """The API keeps decoded sketches by row version (migration 0030): a summary answered from the
+    cache is the one a cold read gives, and a rollup re-run over changed points (new row versions)
+    is seen at once, months, days, hours and 5-minute edges alike."""
+    end = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=3)
+    first = end - timedelta(days=40)
+    ts = pd.date_range(first, end, freq="20min", inclusive="left")
+    warehouse = Warehouse(reader.sample.dsn)
+
+    def load(values):
+        frame = points_frame([{"metric": "cache_probe_ms", "resource": "q-9", "labels": {"tenant": "cyberdyne"},
+                               "unit": "ms", "ts": ts, "value": values}])
+        loader.load_points(warehouse, frame, source="custom", start=first, end=end)
+        rollups.refresh(warehouse, ["rollup_5m", "rollup_1h"], first, end)
+        rollups.refresh(warehouse, ["rollup_1d"], first, end)
+
+    spans = [(first, end), (first + timedelta(days=2, hours=5), end - timedelta(days=1, hours=3)),
+             (end - timedelta(hours=30, minutes=25), end - timedelta(hours=2, minutes=5))]
+
+    def answers():
+        return [reader.json("summary", key="cyberdyne", metric="cache_probe_ms",
+                            **{"from": a.isoformat(), "to": b.isoformat()})["series"] for a, b in spans]
+
+    rng = np.random.default_rng(11)
+    load(rng.lognormal(2.0, 0.5, len(ts)))
+    query.SKETCHES.clear()
+    cold = answers()
+    assert len(query.SKETCHES) > 0 and answers() == cold  # warm: the same
+    load(rng.lognormal(4.0, 0.9, len(ts)))  # every row rewritten: new versions
+    warm = answers()
+    query.SKETCHES.clear()
+    assert warm == answers() and warm != cold
+
+
+@given(epochs=st.sets(st.integers(0, 200), max_size=60), most=st.integers(1, 20))
+@settings(max_examples=200, deadline=None)
+def test_the_runs_of_missing_buckets_cover_them_and_little_else(epochs, most):
+    width = 3600
+    buckets = {e * width for e in epochs}
+    runs = query._runs(buckets, width, most)
+    covered = {e for e in range(0, 201 * width, width)
+               if any(a.timestamp() <= e < b.timestamp() for a, b in runs)}
+    assert buckets <= covered and len(runs) <= most
+    if len(runs) > 1 or len(buckets) <= 1:
+        assert covered == buckets  # exact unless merged into one run

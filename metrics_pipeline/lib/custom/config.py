@@ -69,6 +69,8 @@ class ApiConfig(_Strict):
     idempotency_dir: str = Field(default_factory=lambda: str(settings.state_dir() / "idempotency"), min_length=1)
     #: how long a key is remembered (SPEC §12: 24 h)
     idempotency_ttl: timedelta = timedelta(hours=24)
+    #: MiB of decoded rollup sketches each worker process keeps for summaries (lib/query.py SketchCache; 0: off)
+    sketch_cache_mb: int = Field(default=64, ge=0, le=64 * 1024)
 
     _source: str = PrivateAttr(default="api config")
 

@@ -50,14 +50,15 @@ def views(conn: psycopg.Connection, schema: str) -> list[str]:
     return [name for (name,) in rows]
 
 
-#: Views only the API's reader may read: the sketches and daily health behind its summaries
-#: (migrations 0017, 0027, 0028), and the tenant arms of the v_* views. The API's reader always has
-#: a tenant list (its request's tenant, or none: migration 0016), so a v_* view's other arm (every
-#: tenant, for unrestricted logins) never runs for it, yet PostgreSQL planned both for every
-#: statement: reading the tenant arm alone halves the planning of a read (a summary: ~1 ms of its
-#: ~5 ms in the server). Each is a security barrier filtering on visible_tenants(current_user), so
-#: an unset tenant reads nothing.
+#: Views only the API's reader may read: the sketches, rollup rows with their versions and daily
+#: health behind its summaries (migrations 0017, 0027, 0028, 0030), and the tenant arms of the v_*
+#: views. The API's reader always has a tenant list (its request's tenant, or none: migration
+#: 0016), so a v_* view's other arm (every tenant, for unrestricted logins) never runs for it, yet
+#: PostgreSQL planned both for every statement: reading the tenant arm alone halves the planning of
+#: a read (a summary: ~1 ms of its ~5 ms in the server). Each is a security barrier filtering on
+#: visible_tenants(current_user), so an unset tenant reads nothing.
 API_VIEWS = ("api_sketch_5m", "api_sketch_1h", "api_sketch_1d", "api_sketch_1mo", "api_health_1d",
+             "api_rollup_5m", "api_rollup_1h", "api_rollup_1d",
              "bi_tenant_series", "bi_tenant_points", "bi_tenant_rollup_5m", "bi_tenant_rollup_1h",
              "bi_tenant_rollup_1d", "bi_tenant_latest", "bi_tenant_series_health_hourly", "bi_tenant_alerts")
 
