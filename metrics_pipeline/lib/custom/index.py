@@ -14,9 +14,10 @@ from datetime import datetime, timedelta
 import psycopg
 
 from metrics_pipeline.lib.custom.files import Kind, hour_prefix
-from metrics_pipeline.lib.custom.items import HOUR, INDEX_KIND, ParsedFile, hour_of, hours_between, parse_file
+from metrics_pipeline.lib.custom.items import HOUR, INDEX_KIND, ParsedFile, hour_of, parse_file
 from metrics_pipeline.lib.landing import LandingObject, LandingZone, read_many
 from metrics_pipeline.lib.warehouse import landing_index
+from metrics_pipeline.lib.warehouse.partitioning import hours as hours_between
 
 
 def index_objects(conn: psycopg.Connection, schema: str, zone: LandingZone, kind: Kind,

@@ -27,6 +27,7 @@ from metrics_pipeline.lib.kafka.files import SUFFIX as KAFKA_SUFFIX
 from metrics_pipeline.lib.kafka.files import parse_key
 from metrics_pipeline.lib.landing import LandingObject, RefusedObject
 from metrics_pipeline.lib.points import MAX_NAME_BYTES, points_frame, text_problem
+from metrics_pipeline.lib.warehouse.partitioning import floor_hour as hour_of
 
 SOURCE = "custom"
 #: `landing_files.kind` and `quarantine.source` of each kind of file
@@ -37,18 +38,6 @@ NO_UNIT = "none"
 RESOURCE_KEYS = ("resource", "host")
 HOUR = timedelta(hours=1)
 _CORRUPT = "{} corrupt line(s): not JSON objects, or a batch its commit line disowns"
-
-
-def hour_of(ts: datetime) -> datetime:
-    return ts.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
-
-
-def hours_between(start: datetime, end: datetime) -> list[datetime]:
-    hours, hour = [], hour_of(start)
-    while hour < end:
-        hours.append(hour)
-        hour += HOUR
-    return hours
 
 
 def parse_ts(value) -> datetime | None:

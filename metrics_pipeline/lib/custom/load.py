@@ -65,7 +65,6 @@ from metrics_pipeline.lib.custom.items import (  # noqa: F401 - event_key, parse
     Redeliveries,
     event_key,
     event_rows,
-    hours_between,
     measure_frame,
     parse_ts,
     resource_of,
@@ -80,6 +79,7 @@ from metrics_pipeline.lib.warehouse import landing_index, partitioning
 from metrics_pipeline.lib.warehouse import quarantine as quarantine_table
 from metrics_pipeline.lib.warehouse.db import Warehouse
 from metrics_pipeline.lib.warehouse.load import load_points
+from metrics_pipeline.lib.warehouse.partitioning import hours as hours_between
 
 #: the API's `ts_back` / `ts_ahead` defaults (`config/api.yaml`)
 DEFAULT_BACK = timedelta(days=6)

@@ -39,8 +39,8 @@ import psycopg
 
 from metrics_pipeline.lib.warehouse import packed_view, partitioning
 from metrics_pipeline.lib.warehouse.db import Warehouse
+from metrics_pipeline.lib.warehouse.partitioning import HOUR, floor_hour, hours
 
-HOUR = timedelta(hours=1)
 #: Hours a pass leaves alone after they close: the closed-hour runs of the sources land first, so
 #: packing does not race them into an unpack and a second pack.
 DEFAULT_GRACE = timedelta(minutes=20)
@@ -51,19 +51,6 @@ _SQL = Path(__file__).parent / "sql"
 
 def _read(name: str, schema: str) -> str:
     return (_SQL / name).read_text().replace("{{schema}}", schema)
-
-
-def floor_hour(ts: datetime) -> datetime:
-    return ts.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
-
-
-def hours(start: datetime, end: datetime) -> list[datetime]:
-    """The UTC hours [start, end) touches."""
-    found, hour = [], floor_hour(start)
-    while hour < end:
-        found.append(hour)
-        hour += HOUR
-    return found
 
 
 def _key(schema: str, what: str) -> int:

@@ -59,6 +59,23 @@ RETENTION_OF: dict[str, str] = {**SKETCHES_OF, "anomaly_scores": "rollup_5m", "s
 NO_STATISTICS: dict[str, tuple[str, ...]] = {"points_packed": ("ts", "value")}
 
 
+HOUR = timedelta(hours=1)
+
+
+def floor_hour(ts: datetime) -> datetime:
+    """The UTC hour `ts` falls in (the grain of every hourly partition key and load window)."""
+    return ts.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+
+
+def hours(start: datetime, end: datetime) -> list[datetime]:
+    """The UTC hours [start, end) touches."""
+    found, hour = [], floor_hour(start)
+    while hour < end:
+        found.append(hour)
+        hour += HOUR
+    return found
+
+
 def _floor(ts: datetime, grain: str) -> datetime:
     ts = ts.astimezone(timezone.utc)
     if grain == "day":
